@@ -1,0 +1,108 @@
+"""The ``autotag`` command: one entry point for the whole product.
+
+``autotag up`` is the main job (Elasticsearch, index, sample, API); ``autotag es`` manages the
+local cluster; ``index``/``import`` run the indexer; ``serve`` runs the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from search.provision import LocalCluster, ProvisionError
+
+
+def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
+    recorded = LocalCluster.load(args.name)
+    if recorded is not None and not args.http_port and not args.nodes:
+        return recorded
+    http = args.http_port or (recorded.http_port if recorded else 9200)
+    return LocalCluster(
+        name=args.name,
+        nodes=args.nodes or (recorded.nodes if recorded else 1),
+        http_port=http,
+        transport_port=args.transport_port or http + 100,
+        heap=args.heap or (recorded.heap if recorded else LocalCluster.heap),
+    )
+
+
+def _es(args: argparse.Namespace) -> int:
+    from search.connection import configured_url, connect
+
+    if args.action == "status" and (url := configured_url()) and args.name == "autotag":
+        health = connect(url).cluster.health()
+        print(f"ES_URL={url}: {health['status']}, {health['number_of_nodes']} node(s)")
+        return 0 if health["status"] in ("green", "yellow") else 1
+    cluster = _cluster_from_args(args)
+    if args.action == "start":
+        started = time.monotonic()
+        status = cluster.start()
+        print(status.describe())
+        print(f"ready in {time.monotonic() - started:.1f}s; data in {cluster.root}")
+        return 0
+    if args.action == "stop":
+        cluster.destroy() if args.destroy else cluster.stop()
+        print(f"cluster {cluster.name} stopped" + (" and deleted" if args.destroy else ""))
+        return 0
+    status = cluster.status()
+    print(status.describe())
+    return 0 if status.healthy else 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    from indexer.demo import run_demo
+
+    return run_demo(serve=not args.no_serve, host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autotag", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start Elasticsearch, load the sample, serve the API")
+    up.add_argument("--no-serve", action="store_true", help="stop after loading the sample")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.set_defaults(func=_up)
+
+    es = commands.add_parser("es", help="manage the local Elasticsearch cluster")
+    es.add_argument("action", choices=("start", "stop", "status"))
+    es.add_argument("--name", default="autotag", help="cluster name (default: autotag)")
+    es.add_argument("--nodes", type=int, help="number of nodes (default 1)")
+    es.add_argument("--http-port", type=int, help="first node's HTTP port (default 9200)")
+    es.add_argument("--transport-port", type=int, help="first transport port (HTTP + 100)")
+    es.add_argument("--heap", help="heap per node, e.g. 512m (default 1g, AUTOTAG_ES_HEAP)")
+    es.add_argument("--destroy", action="store_true", help="with stop: delete the data too")
+    es.set_defaults(func=_es)
+
+    try:
+        from indexer.cli import add_subcommands
+    except ImportError:
+        pass
+    else:
+        add_subcommands(commands)
+    try:
+        from api.serve import add_subcommand
+    except ImportError:
+        pass
+    else:
+        add_subcommand(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ProvisionError as error:
+        print(f"autotag: {error.message}\n  how to fix: {error.fix}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

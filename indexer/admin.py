@@ -1,0 +1,29 @@
+"""Create the items index behind its alias, so later schema versions can replace it."""
+
+from __future__ import annotations
+
+from elasticsearch import Elasticsearch
+
+from indexer.mapping import INDEX_ALIAS, index_settings, item_mapping, versioned_index_name
+
+
+def ensure_index(
+    client: Elasticsearch, alias: str = INDEX_ALIAS, *, shards: int = 1, replicas: int = 0
+) -> str:
+    """Create ``<alias>-v<N>`` with the current mapping and point ``alias`` at it, if missing.
+
+    Returns the concrete index name the alias points to.
+    """
+    if client.indices.exists_alias(name=alias):
+        return next(iter(client.indices.get_alias(name=alias)))
+    concrete = versioned_index_name(alias)
+    if not client.indices.exists(index=concrete):
+        client.indices.create(
+            index=concrete,
+            mappings=item_mapping(),
+            settings=index_settings(shards=shards, replicas=replicas),
+            aliases={alias: {"is_write_index": True}},
+        )
+    else:
+        client.indices.put_alias(index=concrete, name=alias, is_write_index=True)
+    return concrete

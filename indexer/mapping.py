@@ -1,0 +1,96 @@
+"""The Elasticsearch index schema for items, and the versioned-index-behind-an-alias scheme.
+
+One document per item. Predictions live in two ``nested`` lists so that a query can demand that
+*one and the same* prediction satisfies a label and a score condition. Only server-core field
+types are used (keyword, float, date, nested, object), so the schema works on the minimal
+Elasticsearch distribution as well as on any full cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from search import schema as f
+
+INDEX_ALIAS: Final = "autotag-items"
+# Bump when the mapping changes in a way that needs a new index (then copy items across).
+SCHEMA_VERSION: Final = 1
+
+
+def versioned_index_name(alias: str = INDEX_ALIAS, version: int = SCHEMA_VERSION) -> str:
+    """The concrete index behind ``alias`` for a schema version, e.g. ``autotag-items-v1``."""
+    return f"{alias}-v{version}"
+
+
+def _prediction_properties(*, with_bbox: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        f.PRED_ID: {"type": "keyword"},
+        f.PRED_LABEL: {"type": "keyword"},
+        f.PRED_LABEL_PREFIXES: {"type": "keyword"},
+        f.PRED_SCORE: {"type": "float"},
+        f.PRED_TRAINING_SET: {"type": "keyword"},
+        f.PRED_STATUS: {"type": "keyword"},
+        f.PRED_MODEL: {"type": "keyword"},
+        f.PRED_CREATED_AT: {"type": "date"},
+        f.PRED_ORIGINAL_LABEL: {"type": "keyword"},
+    }
+    if with_bbox:
+        # Pixel coordinates of the box corners.
+        properties[f.PRED_BBOX] = {
+            "properties": {side: {"type": "float"} for side in ("x1", "y1", "x2", "y2")}
+        }
+    return properties
+
+
+def item_mapping() -> dict[str, Any]:
+    """The ``mappings`` body: strict everywhere except under ``metadata``."""
+    return {
+        "dynamic": "strict",
+        # Metadata strings stay strings: "2024-01-01" in metadata is not guessed to be a date.
+        "date_detection": False,
+        "properties": {
+            f.ITEM_ID: {"type": "keyword"},
+            f.DATASET: {"type": "keyword"},
+            f.URI: {"type": "keyword"},
+            f.WIDTH: {"type": "integer"},
+            f.HEIGHT: {"type": "integer"},
+            f.UPLOADED_AT: {"type": "date"},
+            f.UPDATED_AT: {"type": "date"},
+            f.AUTOTAG_STATUS: {"type": "keyword"},
+            f.TAGGED_BY: {"type": "keyword"},
+            f.METADATA: {
+                "type": "object",
+                "dynamic": True,
+            },
+            f.IMAGE_PREDICTIONS: {
+                "type": "nested",
+                "properties": _prediction_properties(with_bbox=False),
+            },
+            f.OBJECT_PREDICTIONS: {
+                "type": "nested",
+                "properties": _prediction_properties(with_bbox=True),
+            },
+            # Who changed what and when; kept for audit, never searched.
+            f.REVIEW_HISTORY: {"type": "object", "enabled": False},
+        },
+        "dynamic_templates": [
+            {
+                "metadata_strings_as_keywords": {
+                    "path_match": f"{f.METADATA}.*",
+                    "match_mapping_type": "string",
+                    # Matched exactly, not analysed as text.
+                    "mapping": {"type": "keyword", "ignore_above": 1024},
+                }
+            }
+        ],
+    }
+
+
+def index_settings(*, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    """Index-level settings for a new versioned index."""
+    return {
+        "number_of_shards": shards,
+        "number_of_replicas": replicas,
+        # Items carry up to a few dozen predictions; leave room for bigger ones.
+        "mapping.nested_objects.limit": 20000,
+    }

@@ -1,0 +1,285 @@
+"""Write one training set's predictions into item documents, safely and in batches.
+
+There are no scripts on our Elasticsearch, so merging is read-modify-write: ``mget`` the
+current documents with their ``_seq_no``/``_primary_term``, merge in Python, and write back with
+``if_seq_no``/``if_primary_term`` (``create`` for new items). A concurrent change makes that
+item's write fail with 409; it is then re-read and merged again, a bounded number of times.
+
+Merge rules:
+- predictions of other training sets are kept side by side (model comparison);
+- predictions of this training set that a reviewer touched (any status but ``pending``) are
+  never replaced; a recomputed prediction with the same id as a reviewed one is dropped;
+- pending predictions of this training set are replaced by the new ones;
+- an item already tagged by this training set is skipped unless ``force`` is set.
+
+Every item document is written whole, so a crash between batches loses nothing already
+acknowledged and a rerun writes each item exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import ConnectionError as EsConnectionError
+
+from indexer.documents import prepare_item
+from search import schema as f
+from search.schema import PredictionStatus
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ItemPredictions:
+    """One item and the predictions a model made for it."""
+
+    item: Mapping[str, Any]
+    image_predictions: Sequence[Mapping[str, Any]] = ()
+    object_predictions: Sequence[Mapping[str, Any]] = ()
+
+    @property
+    def item_id(self) -> str:
+        return str(self.item[f.ITEM_ID])
+
+
+@dataclass
+class WriteResult:
+    """What a write did: items written or skipped, predictions written, failures with reasons."""
+
+    written: int = 0
+    skipped: int = 0
+    predictions: int = 0
+    retries: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: WriteResult) -> None:
+        self.written += other.written
+        self.skipped += other.skipped
+        self.predictions += other.predictions
+        self.retries += other.retries
+        self.failed.extend(other.failed)
+
+
+class InvalidPrediction(ValueError):
+    """A prediction that cannot be stored (bad score, missing label, ...)."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def prediction_id(training_set: str, kind: str, prediction: Mapping[str, Any]) -> str:
+    """A stable id: the same model output for the same item gets the same id on every run."""
+    bbox = prediction.get(f.PRED_BBOX)
+    box = ",".join(f"{float(bbox[k]):.1f}" for k in ("x1", "y1", "x2", "y2")) if bbox else ""
+    key = f"{training_set}\x1f{kind}\x1f{prediction[f.PRED_LABEL]}\x1f{box}"
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+def _validated(
+    prediction: Mapping[str, Any], *, kind: str, training_set: str, now: str
+) -> dict[str, Any]:
+    label = prediction.get(f.PRED_LABEL)
+    if not isinstance(label, str) or not label.strip():
+        raise InvalidPrediction(f"{kind} prediction without a label")
+    score = prediction.get(f.PRED_SCORE)
+    if not isinstance(score, int | float) or not math.isfinite(score) or not -1 <= score <= 1:
+        raise InvalidPrediction(f"{kind} prediction {label!r}: score {score!r} is not in [-1, 1]")
+    if kind == "object" and prediction.get(f.PRED_BBOX) is None:
+        raise InvalidPrediction(f"object prediction {label!r} has no bbox")
+    out = dict(prediction)
+    out[f.PRED_TRAINING_SET] = training_set
+    out.setdefault(f.PRED_STATUS, PredictionStatus.PENDING.value)
+    out.setdefault(f.PRED_CREATED_AT, now)
+    out.setdefault(f.PRED_MODEL, "unknown")
+    out.setdefault(f.PRED_ID, prediction_id(training_set, kind, out))
+    return out
+
+
+def merge_item(
+    existing: Mapping[str, Any] | None,
+    new: ItemPredictions,
+    *,
+    training_set: str,
+    now: str,
+) -> dict[str, Any]:
+    """The item document after writing ``new`` over ``existing`` (see the module rules)."""
+    merged: dict[str, Any] = dict(existing or {})
+    merged.update(new.item)
+    merged[f.ITEM_ID] = new.item_id
+    merged[f.UPDATED_AT] = now
+    for kind, path, incoming in (
+        ("image", f.IMAGE_PREDICTIONS, new.image_predictions),
+        ("object", f.OBJECT_PREDICTIONS, new.object_predictions),
+    ):
+        kept = [
+            p
+            for p in merged.get(path) or ()
+            if p.get(f.PRED_TRAINING_SET) != training_set
+            or p.get(f.PRED_STATUS, PredictionStatus.PENDING) != PredictionStatus.PENDING
+        ]
+        kept_ids = {p.get(f.PRED_ID) for p in kept}
+        fresh = [
+            _validated(p, kind=kind, training_set=training_set, now=now) for p in incoming
+        ]
+        merged[path] = kept + [p for p in fresh if p[f.PRED_ID] not in kept_ids]
+    tagged_by = list(merged.get(f.TAGGED_BY) or ())
+    if training_set not in tagged_by:
+        tagged_by.append(training_set)
+    merged[f.TAGGED_BY] = tagged_by
+    return prepare_item(merged)
+
+
+def _count_predictions(doc: Mapping[str, Any], training_set: str) -> int:
+    return sum(
+        1
+        for path in f.PREDICTION_PATHS
+        for p in doc.get(path) or ()
+        if p.get(f.PRED_TRAINING_SET) == training_set
+    )
+
+
+class PredictionWriter:
+    """Batched, concurrency-safe writer of one training set's predictions."""
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        index: str,
+        *,
+        training_set: str,
+        force: bool = False,
+        batch_size: int = 500,
+        max_attempts: int = 6,
+        backoff_s: float = 0.25,
+        refresh: bool = False,
+    ) -> None:
+        if not training_set.strip():
+            raise ValueError("a training set name is required")
+        self.client = client
+        self.index = index
+        self.training_set = training_set
+        self.force = force
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.refresh = refresh
+
+    def already_tagged(self, item_ids: Sequence[str]) -> set[str]:
+        """The ids among ``item_ids`` that this training set has already tagged."""
+        tagged: set[str] = set()
+        for start in range(0, len(item_ids), self.batch_size):
+            chunk = list(item_ids[start : start + self.batch_size])
+            docs = self._call(
+                lambda: self.client.mget(index=self.index, ids=chunk, source_includes=[f.TAGGED_BY])
+            )
+            for doc in docs["docs"]:
+                if doc.get("found") and self.training_set in (
+                    doc["_source"].get(f.TAGGED_BY) or ()
+                ):
+                    tagged.add(doc["_id"])
+        return tagged
+
+    def write(self, batch: Sequence[ItemPredictions]) -> WriteResult:
+        """Merge and write ``batch`` (any size; sent in chunks of ``batch_size``)."""
+        result = WriteResult()
+        for start in range(0, len(batch), self.batch_size):
+            result.add(self._write_chunk(batch[start : start + self.batch_size]))
+        return result
+
+    def _write_chunk(self, chunk: Sequence[ItemPredictions]) -> WriteResult:
+        result = WriteResult()
+        pending: dict[str, ItemPredictions] = {}
+        for entry in chunk:
+            if entry.item_id in pending:
+                result.failed.append((entry.item_id, "duplicate item id in the same batch"))
+            else:
+                pending[entry.item_id] = entry
+        for attempt in range(self.max_attempts):
+            if not pending:
+                break
+            if attempt:
+                result.retries += len(pending)
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            pending = self._attempt(pending, result)
+        for item_id in pending:
+            result.failed.append((item_id, f"gave up after {self.max_attempts} attempts"))
+        return result
+
+    def _attempt(
+        self, pending: dict[str, ItemPredictions], result: WriteResult
+    ) -> dict[str, ItemPredictions]:
+        """One read-merge-write round; returns the entries to try again."""
+        current = self._call(lambda: self.client.mget(index=self.index, ids=list(pending)))
+        now = utc_now()
+        operations: list[Mapping[str, Any]] = []
+        sent: list[tuple[str, dict[str, Any]]] = []
+        for doc in current["docs"]:
+            item_id = doc["_id"]
+            entry = pending[item_id]
+            found = bool(doc.get("found"))
+            source = doc["_source"] if found else None
+            if found and not self.force and self.training_set in (source or {}).get(
+                f.TAGGED_BY, ()
+            ):
+                result.skipped += 1
+                continue
+            try:
+                merged = merge_item(source, entry, training_set=self.training_set, now=now)
+            except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
+                result.failed.append((item_id, str(error)))
+                continue
+            if found:
+                action = {
+                    "index": {
+                        "_index": self.index,
+                        "_id": item_id,
+                        "if_seq_no": doc["_seq_no"],
+                        "if_primary_term": doc["_primary_term"],
+                    }
+                }
+            else:
+                action = {"create": {"_index": self.index, "_id": item_id}}
+            operations.extend((action, merged))
+            sent.append((item_id, merged))
+        if not operations:
+            return {}
+        response = self._call(
+            lambda: self.client.bulk(
+                operations=operations, refresh="wait_for" if self.refresh else False
+            )
+        )
+        retry: dict[str, ItemPredictions] = {}
+        for (item_id, merged), outcome in zip(sent, response["items"], strict=True):
+            status = next(iter(outcome.values()))
+            code = int(status.get("status", 500))
+            if code < 300:
+                result.written += 1
+                result.predictions += _count_predictions(merged, self.training_set)
+            elif code == 409 or code in RETRYABLE_STATUSES:
+                retry[item_id] = pending[item_id]
+            else:
+                reason = status.get("error", {}).get("reason", f"status {code}")
+                result.failed.append((item_id, str(reason)))
+        return retry
+
+    def _call(self, request: Any) -> Any:
+        """Run one whole request, retrying on overload, 5xx and lost connections."""
+        for attempt in range(self.max_attempts):
+            try:
+                return request()
+            except ApiError as error:
+                if error.status_code not in RETRYABLE_STATUSES or attempt == self.max_attempts - 1:
+                    raise
+            except EsConnectionError:
+                if attempt == self.max_attempts - 1:
+                    raise
+            time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")

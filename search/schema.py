@@ -1,0 +1,95 @@
+"""The shape of an item document: field names and vocabularies shared by every stage.
+
+The index mapping (``indexer.mapping``), the translator and the reference evaluator all
+refer to fields through these names, so a rename happens in exactly one place.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class PredictionKind(StrEnum):
+    """Which nested list a prediction lives in."""
+
+    IMAGE = "image"
+    OBJECT = "object"
+
+    @property
+    def path(self) -> str:
+        """The nested field holding predictions of this kind."""
+        return IMAGE_PREDICTIONS if self is PredictionKind.IMAGE else OBJECT_PREDICTIONS
+
+
+class PredictionStatus(StrEnum):
+    """Review state of one prediction."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    MODIFIED = "modified"
+    REJECTED = "rejected"
+
+
+class ItemStatus(StrEnum):
+    """Item-level ``autotag_status`` values, derived from the item's predictions."""
+
+    PENDING = "pending"
+    REVIEWED = "reviewed"
+    ACCEPTED = "accepted"
+
+
+# Item fields.
+ITEM_ID: Final = "item_id"
+DATASET: Final = "dataset"
+URI: Final = "uri"
+WIDTH: Final = "width"
+HEIGHT: Final = "height"
+UPLOADED_AT: Final = "uploaded_at"
+UPDATED_AT: Final = "updated_at"
+METADATA: Final = "metadata"
+AUTOTAG_STATUS: Final = "autotag_status"
+REVIEW_HISTORY: Final = "review_history"
+# Training sets that have tagged this item: "already tagged?" must not depend on whether the
+# model happened to predict anything.
+TAGGED_BY: Final = "tagged_by"
+
+# The two nested prediction lists.
+IMAGE_PREDICTIONS: Final = "image_predictions"
+OBJECT_PREDICTIONS: Final = "object_predictions"
+PREDICTION_PATHS: Final = (IMAGE_PREDICTIONS, OBJECT_PREDICTIONS)
+
+# Prediction fields (relative to the nested path).
+PRED_ID: Final = "id"
+PRED_LABEL: Final = "label"
+# Every ``_``-boundary prefix of the label ("weather_clear" -> "weather", "weather_clear"),
+# computed at write time so ``image_prefix:weather`` is a term lookup, not a prefix scan.
+PRED_LABEL_PREFIXES: Final = "label_prefixes"
+PRED_SCORE: Final = "score"
+PRED_TRAINING_SET: Final = "training_set"
+PRED_STATUS: Final = "status"
+PRED_MODEL: Final = "model"
+PRED_CREATED_AT: Final = "created_at"
+PRED_ORIGINAL_LABEL: Final = "original_label"
+PRED_BBOX: Final = "bbox"
+
+SCORE_MIN: Final = -1.0
+SCORE_MAX: Final = 1.0
+
+
+def label_prefixes(label: str) -> list[str]:
+    """Every ``L`` such that ``label`` equals ``L`` or continues it at a ``_`` boundary.
+
+    ``image_prefix:L`` matches a label exactly when ``L`` is in this list, i.e. when
+    ``label == L or label.startswith(L + "_")``.
+
+    >>> label_prefixes("traffic_sign_stop")
+    ['traffic', 'traffic_sign', 'traffic_sign_stop']
+    """
+    cuts = [i for i, char in enumerate(label) if char == "_" and i > 0]
+    return [label[:i] for i in cuts] + [label]
+
+
+def label_matches_prefix(label: str, prefix: str) -> bool:
+    """The reference definition of ``*_prefix:`` label matching (without a trailing ``*``)."""
+    return label == prefix or label.startswith(prefix + "_")

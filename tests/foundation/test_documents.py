@@ -1,0 +1,54 @@
+"""Derived fields: label prefixes and the item-level autotag_status."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexer.documents import derive_item_status, prepare_item
+from search.schema import label_matches_prefix, label_prefixes
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("car", ["car"]),
+        ("car_suv", ["car", "car_suv"]),
+        ("traffic_sign_stop", ["traffic", "traffic_sign", "traffic_sign_stop"]),
+        ("a__b", ["a", "a_", "a__b"]),
+        ("_x", ["_x"]),
+        ("x_", ["x", "x_"]),
+    ],
+)
+def test_label_prefixes(label: str, expected: list[str]) -> None:
+    assert label_prefixes(label) == expected
+
+
+@pytest.mark.parametrize("label", ["cargo_ship", "car", "car_suv", "a__b", "weather_clear"])
+def test_label_prefixes_agree_with_the_reference_definition(label: str) -> None:
+    candidates = {label[:i] for i in range(1, len(label) + 1)} | {"car", "cargo", "weather"}
+    assert {c for c in candidates if label_matches_prefix(label, c)} == set(label_prefixes(label))
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ([], []),
+        (["pending"], ["pending"]),
+        (["accepted", "pending"], ["pending"]),
+        (["accepted", "accepted"], ["reviewed", "accepted"]),
+        (["accepted", "modified"], ["reviewed"]),
+        (["rejected"], ["reviewed"]),
+    ],
+)
+def test_item_status(statuses: list[str], expected: list[str]) -> None:
+    assert derive_item_status([{"status": s} for s in statuses]) == expected
+
+
+def test_prepare_item_fills_derived_fields_without_touching_the_input() -> None:
+    item = {"item_id": "i", "object_predictions": [{"label": "car_suv", "score": 0.5}]}
+    prepared = prepare_item(item)
+    assert prepared["object_predictions"][0]["label_prefixes"] == ["car", "car_suv"]
+    assert prepared["object_predictions"][0]["status"] == "pending"
+    assert prepared["image_predictions"] == []
+    assert prepared["autotag_status"] == ["pending"]
+    assert "label_prefixes" not in item["object_predictions"][0]

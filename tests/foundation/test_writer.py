@@ -1,0 +1,113 @@
+"""The prediction writer against a real node: merge rules, skipping, force, failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from indexer.writer import ItemPredictions, PredictionWriter
+
+pytestmark = pytest.mark.es
+
+BOX = {"x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0}
+
+
+def _entry(item_id: str, car_score: float = 0.7, **item: Any) -> ItemPredictions:
+    return ItemPredictions(
+        item={"item_id": item_id, "dataset": "d", **item},
+        image_predictions=[{"label": "weather_clear", "score": 0.9, "model": "clip"}],
+        object_predictions=[{"label": "car", "score": car_score, "model": "det", "bbox": BOX}],
+    )
+
+
+def _get(es: Elasticsearch, index: str, item_id: str) -> dict[str, Any]:
+    source: dict[str, Any] = es.get(index=index, id=item_id)["_source"]
+    return source
+
+
+def test_new_items_are_created_with_derived_fields(es: Elasticsearch, item_index: str) -> None:
+    writer = PredictionWriter(es, item_index, training_set="v1", refresh=True)
+    result = writer.write([_entry("a"), _entry("b")])
+    assert (result.written, result.skipped, result.predictions, result.failed) == (2, 0, 4, [])
+    doc = _get(es, item_index, "a")
+    assert doc["tagged_by"] == ["v1"]
+    assert doc["autotag_status"] == ["pending"]
+    car = doc["object_predictions"][0]
+    assert car["training_set"] == "v1"
+    assert car["status"] == "pending"
+    assert car["label_prefixes"] == ["car"]
+    assert car["id"] and car["created_at"]
+
+
+def test_already_tagged_items_are_skipped_unless_forced(es: Elasticsearch, item_index: str) -> None:
+    PredictionWriter(es, item_index, training_set="v1", refresh=True).write([_entry("a", 0.7)])
+    again = PredictionWriter(es, item_index, training_set="v1", refresh=True)
+    assert again.already_tagged(["a", "zzz"]) == {"a"}
+    assert again.write([_entry("a", 0.1)]).skipped == 1
+    assert _get(es, item_index, "a")["object_predictions"][0]["score"] == 0.7
+    forced = PredictionWriter(es, item_index, training_set="v1", force=True, refresh=True)
+    assert forced.write([_entry("a", 0.1)]).written == 1
+    cars = _get(es, item_index, "a")["object_predictions"]
+    assert [c["score"] for c in cars] == [0.1]
+
+
+def test_force_never_replaces_a_review_and_keeps_other_training_sets(
+    es: Elasticsearch, item_index: str
+) -> None:
+    PredictionWriter(es, item_index, training_set="v1", refresh=True).write([_entry("a")])
+    PredictionWriter(es, item_index, training_set="v2", refresh=True).write([_entry("a", 0.3)])
+    doc = _get(es, item_index, "a")
+    assert sorted(p["training_set"] for p in doc["object_predictions"]) == ["v1", "v2"]
+    assert doc["tagged_by"] == ["v1", "v2"]
+    # A reviewer accepts v1's car.
+    for p in doc["object_predictions"]:
+        if p["training_set"] == "v1":
+            p["status"] = "accepted"
+    es.index(index=item_index, id="a", document=doc, refresh=True)
+    PredictionWriter(es, item_index, training_set="v1", force=True, refresh=True).write(
+        [_entry("a", 0.55)]
+    )
+    cars = _get(es, item_index, "a")["object_predictions"]
+    v1 = [c for c in cars if c["training_set"] == "v1"]
+    assert [(c["status"], c["score"]) for c in v1] == [("accepted", 0.7)]
+    assert [c["score"] for c in cars if c["training_set"] == "v2"] == [0.3]
+
+
+def test_bad_predictions_fail_only_their_item(es: Elasticsearch, item_index: str) -> None:
+    bad = ItemPredictions(item={"item_id": "bad"}, image_predictions=[{"label": "x", "score": 3}])
+    duplicate = _entry("a")
+    result = PredictionWriter(es, item_index, training_set="v1", refresh=True).write(
+        [_entry("a"), bad, duplicate, _entry("c")]
+    )
+    assert result.written == 2
+    assert sorted(item_id for item_id, _ in result.failed) == ["a", "bad"]
+    assert "not in [-1, 1]" in dict(result.failed)["bad"]
+    assert es.count(index=item_index)["count"] == 2
+
+
+def test_a_concurrent_change_is_merged_not_lost(es: Elasticsearch, item_index: str) -> None:
+    writer = PredictionWriter(es, item_index, training_set="v1", refresh=True)
+    writer.write([_entry("a")])
+    original_mget = es.mget
+    calls = {"n": 0}
+
+    def mget_then_interfere(**kwargs: Any) -> Any:
+        response = original_mget(**kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:  # someone else writes between our read and our write
+            doc = _get(es, item_index, "a")
+            doc["metadata"] = {"note": "edited concurrently"}
+            es.index(index=item_index, id="a", document=doc, refresh=True)
+        return response
+
+    forced = PredictionWriter(es, item_index, training_set="v2", refresh=True)
+    forced.client = es.options()
+    forced.client.mget = mget_then_interfere  # type: ignore[method-assign]
+    result = forced.write([_entry("a", 0.2)])
+    assert result.written == 1
+    assert result.retries == 1
+    doc = _get(es, item_index, "a")
+    assert doc["metadata"] == {"note": "edited concurrently"}
+    assert sorted(doc["tagged_by"]) == ["v1", "v2"]
