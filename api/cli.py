@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from indexer.cli import add_subcommands as add_indexer_subcommands
 from search.provision import LocalCluster, ProvisionError
 
 
@@ -52,9 +53,18 @@ def _es(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from indexer.demo import run_demo
+    from api.up import run_demo
 
     return run_demo(serve=not args.no_serve, host=args.host, port=args.port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from api.serve import serve
+    from api.settings import Settings
+    from search.connection import ensure_elasticsearch
+
+    serve(Settings(es_url=",".join(ensure_elasticsearch())), host=args.host, port=args.port)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,18 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--destroy", action="store_true", help="with stop: delete the data too")
     es.set_defaults(func=_es)
 
-    try:
-        from indexer.cli import add_subcommands
-    except ImportError:
-        pass
-    else:
-        add_subcommands(commands)
-    try:
-        from api.serve import add_subcommand
-    except ImportError:
-        pass
-    else:
-        add_subcommand(commands)
+    serve = commands.add_parser("serve", help="serve the HTTP API (settings: AUTOTAG_*, ES_URL)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_serve)
+
+    add_indexer_subcommands(commands)
     return parser
 
 

@@ -54,9 +54,12 @@ def sample_items(
                     "label": world.choice(OBJECTS),
                     "score": round(model_rng.uniform(0.3, 1.0), 3),
                     "model": "detector-demo",
-                    "bbox": {"x1": round(x, 1), "y1": round(y, 1),
-                             "x2": round(x + world.uniform(20, 180), 1),
-                             "y2": round(y + world.uniform(20, 120), 1)},
+                    "bbox": {
+                        "x1": round(x, 1),
+                        "y1": round(y, 1),
+                        "x2": round(x + world.uniform(20, 180), 1),
+                        "y2": round(y + world.uniform(20, 120), 1),
+                    },
                 }
             )
         if reviewed:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
@@ -126,9 +127,7 @@ def merge_item(
             or p.get(f.PRED_STATUS, PredictionStatus.PENDING) != PredictionStatus.PENDING
         ]
         kept_ids = {p.get(f.PRED_ID) for p in kept}
-        fresh = [
-            _validated(p, kind=kind, training_set=training_set, now=now) for p in incoming
-        ]
+        fresh = [_validated(p, kind=kind, training_set=training_set, now=now) for p in incoming]
         merged[path] = kept + [p for p in fresh if p[f.PRED_ID] not in kept_ids]
     tagged_by = list(merged.get(f.TAGGED_BY) or ())
     if training_set not in tagged_by:
@@ -178,7 +177,9 @@ class PredictionWriter:
         for start in range(0, len(item_ids), self.batch_size):
             chunk = list(item_ids[start : start + self.batch_size])
             docs = self._call(
-                lambda: self.client.mget(index=self.index, ids=chunk, source_includes=[f.TAGGED_BY])
+                partial(
+                    self.client.mget, index=self.index, ids=chunk, source_includes=[f.TAGGED_BY]
+                )
             )
             for doc in docs["docs"]:
                 if doc.get("found") and self.training_set in (
@@ -226,8 +227,10 @@ class PredictionWriter:
             entry = pending[item_id]
             found = bool(doc.get("found"))
             source = doc["_source"] if found else None
-            if found and not self.force and self.training_set in (source or {}).get(
-                f.TAGGED_BY, ()
+            if (
+                found
+                and not self.force
+                and self.training_set in (source or {}).get(f.TAGGED_BY, ())
             ):
                 result.skipped += 1
                 continue

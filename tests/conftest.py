@@ -33,8 +33,9 @@ def es_url(request: pytest.FixtureRequest) -> Iterator[str]:
             if os.environ.get("CI"):
                 pytest.fail(message)
             pytest.skip(message)
-        info = Elasticsearch(url).perform_request("GET", "/_nodes/_local", params={
-            "filter_path": "nodes.*.version,nodes.*.name"})
+        info = Elasticsearch(url).perform_request(
+            "GET", "/_nodes/_local", params={"filter_path": "nodes.*.version,nodes.*.name"}
+        )
         node = next(iter(info.body["nodes"].values()))
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         line = f"Elasticsearch {node['version']} ({node['name']}) at {url} via {how}"

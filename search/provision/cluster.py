@@ -75,7 +75,7 @@ def _http_json(url: str, timeout: float = 5.0) -> dict[str, Any] | None:
         return None
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
     except (OSError, IndexError):
@@ -102,9 +102,14 @@ class ClusterStatus:
         return self.health is not None and self.health.get("status") in ("green", "yellow")
 
     def describe(self) -> str:
-        lines = [f"cluster {self.name}: " + (
-            f"{self.health['status']}, {self.health['number_of_nodes']} node(s)"
-            if self.health else "not answering")]
+        lines = [
+            f"cluster {self.name}: "
+            + (
+                f"{self.health['status']}, {self.health['number_of_nodes']} node(s)"
+                if self.health
+                else "not answering"
+            )
+        ]
         lines += [
             f"  {n.name}  {n.url}  pid {n.pid or '-'}  {'running' if n.running else 'stopped'}"
             for n in self.nodes
@@ -222,12 +227,12 @@ class LocalCluster:
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while any(_process_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in pids:
-            if _process_alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        while any(_process_alive(p) for p in pids):
+        while any(process_alive(p) for p in pids):
             time.sleep(0.1)
 
     def destroy(self) -> None:
@@ -255,7 +260,7 @@ class LocalCluster:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        if str(self.node_dir(index)).encode() not in cmdline or not _process_alive(pid):
+        if str(self.node_dir(index)).encode() not in cmdline or not process_alive(pid):
             return None
         return pid
 
@@ -391,13 +396,14 @@ def _service_user() -> _User:
             raise UserSetupError(
                 f"running as root, and there is no user {SERVICE_USER!r} to run "
                 "Elasticsearch as (it refuses to run as root), nor `useradd` to create one",
-                f"create an unprivileged user and set AUTOTAG_ES_USER to its name, or run "
+                "create an unprivileged user and set AUTOTAG_ES_USER to its name, or run "
                 "autotag as a normal user",
             ) from None
         created = subprocess.run(
-            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             SERVICE_USER],
-            capture_output=True, text=True, check=False,
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if created.returncode != 0:
             raise UserSetupError(

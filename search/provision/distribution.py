@@ -49,8 +49,15 @@ def _fetch_with_maven(version: str, into: Path) -> Path | None:
         return None
     artifact = f"{MAVEN_GROUP}:{MAVEN_ARTIFACT}:{version}:zip"
     # -C: fail on checksum mismatch instead of warning.
-    command = [mvn, "-B", "-q", "-C", "dependency:copy", f"-Dartifact={artifact}",
-               f"-DoutputDirectory={into}"]
+    command = [
+        mvn,
+        "-B",
+        "-q",
+        "-C",
+        "dependency:copy",
+        f"-Dartifact={artifact}",
+        f"-DoutputDirectory={into}",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     copied = into / f"{MAVEN_ARTIFACT}-{version}.zip"
     if completed.returncode != 0 or not copied.exists():

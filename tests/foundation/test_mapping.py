@@ -24,15 +24,34 @@ def _car_and_pedestrian() -> dict[str, Any]:
             "uploaded_at": "2025-01-15T10:00:00Z",
             "metadata": {"city": "Oslo", "camera": 3},
             "image_predictions": [
-                {"id": "p1", "label": "weather_clear", "score": 0.93, "training_set": "model_v2",
-                 "model": "clip", "created_at": "2025-01-16T00:00:00Z"},
+                {
+                    "id": "p1",
+                    "label": "weather_clear",
+                    "score": 0.93,
+                    "training_set": "model_v2",
+                    "model": "clip",
+                    "created_at": "2025-01-16T00:00:00Z",
+                },
             ],
             "object_predictions": [
-                {"id": "p2", "label": "car", "score": 0.9, "training_set": "model_v2",
-                 "model": "frcnn", "bbox": box},
-                {"id": "p3", "label": "pedestrian", "score": 0.2, "training_set": "model_v2",
-                 "model": "frcnn", "bbox": box, "status": "modified",
-                 "original_label": "cyclist"},
+                {
+                    "id": "p2",
+                    "label": "car",
+                    "score": 0.9,
+                    "training_set": "model_v2",
+                    "model": "frcnn",
+                    "bbox": box,
+                },
+                {
+                    "id": "p3",
+                    "label": "pedestrian",
+                    "score": 0.2,
+                    "training_set": "model_v2",
+                    "model": "frcnn",
+                    "bbox": box,
+                    "status": "modified",
+                    "original_label": "cyclist",
+                },
             ],
         }
     )
@@ -77,17 +96,22 @@ def test_label_prefixes_make_prefix_matching_a_term_lookup(
     es: Elasticsearch, item_index: str
 ) -> None:
     es.index(index=item_index, id="item-1", document=_car_and_pedestrian(), refresh=True)
-    weather = _nested("image_predictions", {"term": {"image_predictions.label_prefixes": "weather"}})
+    field = "image_predictions.label_prefixes"
+    weather = _nested("image_predictions", {"term": {field: "weather"}})
     assert _ids(es, item_index, weather) == {"item-1"}
-    partial_word = _nested("image_predictions", {"term": {"image_predictions.label_prefixes": "weat"}})
+    partial_word = _nested("image_predictions", {"term": {field: "weat"}})
     assert _ids(es, item_index, partial_word) == set()
 
 
 def test_mapping_is_strict_except_metadata(es: Elasticsearch, item_index: str) -> None:
     with pytest.raises(BadRequestError, match="strict_dynamic_mapping_exception"):
         es.index(index=item_index, id="bad", document={"item_id": "bad", "colour": "red"})
-    es.index(index=item_index, id="ok", document={"item_id": "ok", "metadata": {"anything": "x",
-             "when": "2024-01-01"}}, refresh=True)
+    es.index(
+        index=item_index,
+        id="ok",
+        document={"item_id": "ok", "metadata": {"anything": "x", "when": "2024-01-01"}},
+        refresh=True,
+    )
     mapping = es.indices.get_mapping(index=item_index)[item_index]["mappings"]
     metadata = mapping["properties"]["metadata"]["properties"]
     assert metadata["anything"]["type"] == "keyword"

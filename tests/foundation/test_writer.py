@@ -38,7 +38,8 @@ def test_new_items_are_created_with_derived_fields(es: Elasticsearch, item_index
     assert car["training_set"] == "v1"
     assert car["status"] == "pending"
     assert car["label_prefixes"] == ["car"]
-    assert car["id"] and car["created_at"]
+    assert car["id"]
+    assert car["created_at"]
 
 
 def test_already_tagged_items_are_skipped_unless_forced(es: Elasticsearch, item_index: str) -> None:

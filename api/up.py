@@ -1,13 +1,17 @@
 """The main job behind ``autotag up``: a ready-to-query autotag on this machine.
 
 Starts (or finds) Elasticsearch, creates the index behind its alias, loads the sample
-predictions through the product's writer, prints the cluster health and what to try next.
+predictions through the product's writer, prints the cluster health, then serves the API and
+prints example queries to try with curl.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
+from api.serve import serve as run_api
+from api.settings import Settings
 from indexer.admin import ensure_index
 from indexer.mapping import INDEX_ALIAS
 from indexer.sample import TRAINING_SETS, sample_items
@@ -15,6 +19,11 @@ from indexer.writer import PredictionWriter, WriteResult
 from search.connection import connect, ensure_elasticsearch
 
 SAMPLE_SIZE = 200
+EXAMPLE_QUERIES = (
+    "image_prefix:weather_clear AND score >= 0.8",
+    "object_prefix:car AND score < 0.5",
+    'training_set = "model_v2" AND autotag_status = "pending"',
+)
 
 
 def load_sample(urls: list[str], alias: str = INDEX_ALIAS) -> WriteResult:
@@ -54,10 +63,11 @@ def run_demo(*, serve: bool, host: str = "127.0.0.1", port: int = 8000) -> int:
         f"  curl -s '{urls[0]}/{INDEX_ALIAS}/_count'"
     )
     if serve:
-        try:
-            from api.serve import serve_from_cli
-        except ImportError:
-            print("autotag: the API is not part of this build yet; stopping here.")
-            return 0
-        return serve_from_cli(host=host, port=port, es_urls=urls)
+        base = f"http://{host}:{port}"
+        print(f"autotag: serving the API at {base} (Ctrl-C stops it); try:")
+        for query in EXAMPLE_QUERIES:
+            body = json.dumps({"query": query, "size": 3})
+            print(f"  curl -s {base}/v1/search -H 'content-type: application/json' -d '{body}'")
+        print(f"  curl -s {base}/v1/items/sample-00001\n  open {base}/docs")
+        run_api(Settings(es_url=",".join(urls)), host=host, port=port)
     return 0
