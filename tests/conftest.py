@@ -37,10 +37,10 @@ def es_url(request: pytest.FixtureRequest) -> Iterator[str]:
             "GET", "/_nodes/_local", params={"filter_path": "nodes.*.version,nodes.*.name"}
         )
         node = next(iter(info.body["nodes"].values()))
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        line = f"Elasticsearch {node['version']} ({node['name']}) at {url} via {how}"
-        if reporter is not None:
-            reporter.write_line(f"\n[es] {line}")
+        line = f"[es] Elasticsearch {node['version']} ({node['name']}) at {url} via {how}"
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\n{line}", flush=True)
         yield url
 
 
