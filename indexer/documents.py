@@ -48,5 +48,10 @@ def prepare_item(item: Mapping[str, Any]) -> dict[str, Any]:
     prepared = dict(item)
     for path in f.PREDICTION_PATHS:
         prepared[path] = [prepare_prediction(p) for p in item.get(path) or ()]
-    prepared[f.AUTOTAG_STATUS] = derive_item_status(all_predictions(prepared))
-    return prepared
+    return finish_item(prepared)
+
+
+def finish_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Compute the item-level derived fields in place, for predictions already prepared."""
+    item[f.AUTOTAG_STATUS] = derive_item_status(all_predictions(item))
+    return item

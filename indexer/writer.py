@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -30,7 +32,7 @@ from typing import Any
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as EsConnectionError
 
-from indexer.documents import prepare_item
+from indexer.documents import finish_item
 from search import schema as f
 from search.schema import PredictionStatus
 
@@ -85,8 +87,9 @@ def prediction_id(training_set: str, kind: str, prediction: Mapping[str, Any]) -
 
 
 def _validated(
-    prediction: Mapping[str, Any], *, kind: str, training_set: str, now: str
+    prediction: Mapping[str, Any], *, kind: str, defaults: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """A checked copy of ``prediction`` with defaults and derived fields filled in."""
     label = prediction.get(f.PRED_LABEL)
     if not isinstance(label, str) or not label.strip():
         raise InvalidPrediction(f"{kind} prediction without a label")
@@ -95,13 +98,21 @@ def _validated(
         raise InvalidPrediction(f"{kind} prediction {label!r}: score {score!r} is not in [-1, 1]")
     if kind == "object" and prediction.get(f.PRED_BBOX) is None:
         raise InvalidPrediction(f"object prediction {label!r} has no bbox")
-    out = dict(prediction)
-    out[f.PRED_TRAINING_SET] = training_set
-    out.setdefault(f.PRED_STATUS, PredictionStatus.PENDING.value)
-    out.setdefault(f.PRED_CREATED_AT, now)
-    out.setdefault(f.PRED_MODEL, "unknown")
-    out.setdefault(f.PRED_ID, prediction_id(training_set, kind, out))
+    out = {**defaults, **prediction}
+    if f.PRED_ID not in out:
+        out[f.PRED_ID] = prediction_id(out[f.PRED_TRAINING_SET], kind, out)
+    out[f.PRED_LABEL_PREFIXES] = f.label_prefixes(label)
     return out
+
+
+def incoming_training_sets(entry: ItemPredictions, default: str) -> set[str]:
+    """The training sets ``entry`` writes: the writer's own, plus any a prediction names."""
+    named = {
+        str(p[f.PRED_TRAINING_SET])
+        for p in (*entry.image_predictions, *entry.object_predictions)
+        if p.get(f.PRED_TRAINING_SET)
+    }
+    return named | {default}
 
 
 def merge_item(
@@ -110,8 +121,22 @@ def merge_item(
     *,
     training_set: str,
     now: str,
+    writing: set[str] | None = None,
 ) -> dict[str, Any]:
-    """The item document after writing ``new`` over ``existing`` (see the module rules)."""
+    """The item document after writing ``new`` over ``existing`` (see the module rules).
+
+    Predictions without a ``training_set`` get ``training_set``; an item may carry several
+    (whole-item imports and load tests), and each one it carries is merged by the same rules.
+    ``writing`` is ``incoming_training_sets(new, training_set)`` when the caller has it.
+    """
+    if writing is None:
+        writing = incoming_training_sets(new, training_set)
+    defaults = {
+        f.PRED_TRAINING_SET: training_set,
+        f.PRED_STATUS: PredictionStatus.PENDING.value,
+        f.PRED_CREATED_AT: now,
+        f.PRED_MODEL: "unknown",
+    }
     merged: dict[str, Any] = dict(existing or {})
     merged.update(new.item)
     merged[f.ITEM_ID] = new.item_id
@@ -123,25 +148,25 @@ def merge_item(
         kept = [
             p
             for p in merged.get(path) or ()
-            if p.get(f.PRED_TRAINING_SET) != training_set
+            if p.get(f.PRED_TRAINING_SET) not in writing
             or p.get(f.PRED_STATUS, PredictionStatus.PENDING) != PredictionStatus.PENDING
         ]
         kept_ids = {p.get(f.PRED_ID) for p in kept}
-        fresh = [_validated(p, kind=kind, training_set=training_set, now=now) for p in incoming]
+        fresh = [_validated(p, kind=kind, defaults=defaults) for p in incoming]
         merged[path] = kept + [p for p in fresh if p[f.PRED_ID] not in kept_ids]
     tagged_by = list(merged.get(f.TAGGED_BY) or ())
-    if training_set not in tagged_by:
-        tagged_by.append(training_set)
+    tagged_by += sorted(writing.difference(tagged_by))
     merged[f.TAGGED_BY] = tagged_by
-    return prepare_item(merged)
+    # Kept predictions come from stored documents and fresh ones were prepared above.
+    return finish_item(merged)
 
 
-def _count_predictions(doc: Mapping[str, Any], training_set: str) -> int:
+def _count_predictions(doc: Mapping[str, Any], training_sets: set[str]) -> int:
     return sum(
         1
         for path in f.PREDICTION_PATHS
         for p in doc.get(path) or ()
-        if p.get(f.PRED_TRAINING_SET) == training_set
+        if p.get(f.PRED_TRAINING_SET) in training_sets
     )
 
 
@@ -195,6 +220,25 @@ class PredictionWriter:
             result.add(self._write_chunk(batch[start : start + self.batch_size]))
         return result
 
+    def write_many(
+        self, batches: Iterable[Sequence[ItemPredictions]], *, in_flight: int = 2
+    ) -> Iterator[WriteResult]:
+        """Write batches with up to ``in_flight`` of them under way at once, in order.
+
+        While one batch waits on Elasticsearch, the next one is read and merged, so the
+        Python work hides behind the network and the server. Items repeated across batches
+        stay correct: a concurrent write makes the later one conflict, re-read and merge.
+        Yields one result per batch, in input order, as each completes.
+        """
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            pending: deque[Future[WriteResult]] = deque()
+            for batch in batches:
+                if len(pending) >= in_flight:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(self.write, batch))
+            while pending:
+                yield pending.popleft().result()
+
     def _write_chunk(self, chunk: Sequence[ItemPredictions]) -> WriteResult:
         result = WriteResult()
         pending: dict[str, ItemPredictions] = {}
@@ -221,21 +265,20 @@ class PredictionWriter:
         current = self._call(lambda: self.client.mget(index=self.index, ids=list(pending)))
         now = utc_now()
         operations: list[Mapping[str, Any]] = []
-        sent: list[tuple[str, dict[str, Any]]] = []
+        sent: list[tuple[str, dict[str, Any], set[str]]] = []
         for doc in current["docs"]:
             item_id = doc["_id"]
             entry = pending[item_id]
             found = bool(doc.get("found"))
             source = doc["_source"] if found else None
-            if (
-                found
-                and not self.force
-                and self.training_set in (source or {}).get(f.TAGGED_BY, ())
-            ):
+            writing = incoming_training_sets(entry, self.training_set)
+            if found and not self.force and writing <= set((source or {}).get(f.TAGGED_BY, ())):
                 result.skipped += 1
                 continue
             try:
-                merged = merge_item(source, entry, training_set=self.training_set, now=now)
+                merged = merge_item(
+                    source, entry, training_set=self.training_set, now=now, writing=writing
+                )
             except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
                 result.failed.append((item_id, str(error)))
                 continue
@@ -251,7 +294,7 @@ class PredictionWriter:
             else:
                 action = {"create": {"_index": self.index, "_id": item_id}}
             operations.extend((action, merged))
-            sent.append((item_id, merged))
+            sent.append((item_id, merged, writing))
         if not operations:
             return {}
         response = self._call(
@@ -260,12 +303,12 @@ class PredictionWriter:
             )
         )
         retry: dict[str, ItemPredictions] = {}
-        for (item_id, merged), outcome in zip(sent, response["items"], strict=True):
+        for (item_id, merged, writing), outcome in zip(sent, response["items"], strict=True):
             status = next(iter(outcome.values()))
             code = int(status.get("status", 500))
             if code < 300:
                 result.written += 1
-                result.predictions += _count_predictions(merged, self.training_set)
+                result.predictions += _count_predictions(merged, writing)
             elif code == 409 or code in RETRYABLE_STATUSES:
                 retry[item_id] = pending[item_id]
             else:

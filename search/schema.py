@@ -7,6 +7,7 @@ refer to fields through these names, so a rename happens in exactly one place.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 from typing import Final
 
 
@@ -86,8 +87,19 @@ def label_prefixes(label: str) -> list[str]:
     >>> label_prefixes("traffic_sign_stop")
     ['traffic', 'traffic_sign', 'traffic_sign_stop']
     """
-    cuts = [i for i, char in enumerate(label) if char == "_" and i > 0]
-    return [label[:i] for i in cuts] + [label]
+    return list(_label_prefixes(label))
+
+
+@lru_cache(maxsize=65536)
+def _label_prefixes(label: str) -> tuple[str, ...]:
+    # Labels come from a small taxonomy, so nearly every call is a cache hit.
+    prefixes = []
+    cut = label.find("_", 1)
+    while cut != -1:
+        prefixes.append(label[:cut])
+        cut = label.find("_", cut + 1)
+    prefixes.append(label)
+    return tuple(prefixes)
 
 
 def label_matches_prefix(label: str, prefix: str) -> bool:

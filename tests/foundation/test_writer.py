@@ -112,3 +112,35 @@ def test_a_concurrent_change_is_merged_not_lost(es: Elasticsearch, item_index: s
     doc = _get(es, item_index, "a")
     assert doc["metadata"] == {"note": "edited concurrently"}
     assert sorted(doc["tagged_by"]) == ["v1", "v2"]
+
+
+def test_an_item_may_carry_several_training_sets(es: Elasticsearch, item_index: str) -> None:
+    mixed = ItemPredictions(
+        item={"item_id": "m"},
+        image_predictions=[
+            {"label": "weather_rain", "score": 0.4, "training_set": "v1"},
+            {"label": "weather_rain", "score": 0.8, "training_set": "v2"},
+        ],
+    )
+    writer = PredictionWriter(es, item_index, training_set="import", refresh=True)
+    assert writer.write([mixed]).predictions == 2
+    doc = _get(es, item_index, "m")
+    assert sorted(p["training_set"] for p in doc["image_predictions"]) == ["v1", "v2"]
+    assert doc["tagged_by"] == ["import", "v1", "v2"]
+    assert writer.write([mixed]).skipped == 1
+
+
+def test_write_many_overlaps_batches_without_losing_or_duplicating(
+    es: Elasticsearch, item_index: str
+) -> None:
+    writer = PredictionWriter(es, item_index, training_set="v1", force=True)
+    # Item "a-0" appears in every batch: concurrent batches conflict on it and must merge.
+    groups = [[_entry("a-0", 0.1 * b), *(_entry(f"b{b}-{i}") for i in range(30))] for b in range(6)]
+    results = list(writer.write_many(groups, in_flight=3))
+    assert len(results) == 6
+    assert sum(r.written for r in results) == 6 * 31
+    assert not any(r.failed for r in results)
+    es.indices.refresh(index=item_index)
+    assert es.count(index=item_index)["count"] == 1 + 6 * 30
+    cars = _get(es, item_index, "a-0")["object_predictions"]
+    assert len(cars) == 1  # replaced each time, never duplicated

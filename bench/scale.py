@@ -1,0 +1,182 @@
+"""Scale benchmark: bulk-load synthetic predictions and time a fixed query set.
+
+    .venv/bin/python bench/scale.py --items 1000000          # the full run (issue 6)
+    .venv/bin/python bench/scale.py --items 20000 --queries  # a quick look
+
+Loads the same generated items twice in one run: through the product's writer
+(``PredictionWriter``: mget, merge, bulk with optimistic concurrency) into one index, and as a
+raw ``_bulk`` of the same documents serialized beforehand into another (the ceiling). Prints
+items/s, Lucene docs/s (nested predictions are documents too) and size on disk for both, then
+(with ``--queries``) p50/p99 latency of the query set, cold and warm, against a plain term
+filter on an item keyword field (the floor). Uses ``ES_URL`` or starts a local node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from elasticsearch import Elasticsearch
+
+from indexer.mapping import index_settings, item_mapping
+from indexer.prediction_generator import generate
+from indexer.writer import ItemPredictions, PredictionWriter, merge_item, utc_now
+from search.connection import connect, ensure_elasticsearch
+
+QUERIES: tuple[str, ...] = (
+    "image_prefix:weather_clear",
+    "object_prefix:car",
+    "image_prefix:weather_clear AND score >= 0.8",
+    "object_prefix:car AND score < 0.5",
+    'training_set = "model_v2"',
+    'autotag_status = "pending"',
+    "object_prefix:car* AND score = high",
+    "(image_prefix:weather_rain OR image_prefix:weather_snow) AND score >= 0.5",
+    "image_prefix:scene_urban AND object_prefix:pedestrian AND score > 0.6",
+    "NOT (image_prefix:weather_clear AND score >= 0.5)",
+    'object_prefix:car AND status = "rejected"',
+    'dataset = "drives_3" AND object_prefix:traffic_sign AND score >= 0.8',
+    'uploaded_at >= "2025-01-01" AND image_prefix:time_of_day_night',
+    'metadata.city = "Oslo" AND object_prefix:cyclist',
+)
+T = TypeVar("T")
+FLOOR_QUERY: dict[str, Any] = {"bool": {"filter": [{"term": {"dataset": "drives_3"}}]}}
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def fresh_index(client: Elasticsearch, name: str) -> None:
+    client.indices.delete(index=name, ignore_unavailable=True)
+    settings = {**index_settings(), "refresh_interval": "30s"}
+    client.indices.create(index=name, mappings=item_mapping(), settings=settings)
+
+
+def index_stats(client: Elasticsearch, name: str) -> tuple[int, int]:
+    client.indices.refresh(index=name)
+    client.indices.forcemerge(index=name, max_num_segments=1)
+    stats = client.indices.stats(index=name, metric=["docs", "store"])["_all"]["primaries"]
+    return int(stats["docs"]["count"]), int(stats["store"]["size_in_bytes"])
+
+
+def load_with_writer(
+    client: Elasticsearch, index: str, items: int, batch: int, in_flight: int
+) -> float:
+    """Wall seconds of ``PredictionWriter.write_many`` over batches generated beforehand."""
+    writer = PredictionWriter(client, index, training_set="bench", batch_size=batch)
+    spent = 0.0
+    for group in batches(batches(generate(items), batch), 20):  # generate 20 batches at a time
+        started = time.perf_counter()
+        for result in writer.write_many(group, in_flight=in_flight):
+            if result.failed:
+                raise SystemExit(f"writer failed items: {result.failed[:3]}")
+        spent += time.perf_counter() - started
+    return spent
+
+
+def raw_body(chunk: Sequence[ItemPredictions], index: str, now: str) -> bytes:
+    lines = []
+    for entry in chunk:
+        doc = merge_item(None, entry, training_set="bench", now=now)
+        lines.append(orjson.dumps({"create": {"_index": index, "_id": entry.item_id}}))
+        lines.append(orjson.dumps(doc))
+    return b"\n".join(lines) + b"\n"
+
+
+def load_raw(client: Elasticsearch, index: str, items: int, batch: int, in_flight: int) -> float:
+    """Wall seconds sending pre-serialized ``_bulk`` bodies of the same documents."""
+    now = utc_now()
+    headers = {"content-type": "application/x-ndjson", "accept": "application/json"}
+
+    def send(body: bytes) -> None:
+        response = client.perform_request("POST", "/_bulk", body=body, headers=headers)
+        if response.body["errors"]:
+            raise SystemExit("raw bulk reported errors")
+
+    spent = 0.0
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        for group in batches(batches(generate(items), batch), 20):
+            bodies = [raw_body(chunk, index, now) for chunk in group]
+            started = time.perf_counter()
+            list(pool.map(send, bodies))
+            spent += time.perf_counter() - started
+    return spent
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def time_queries(client: Elasticsearch, index: str, repeats: int) -> None:
+    from search import parse, translate
+
+    cases: list[tuple[str, dict[str, Any]]] = [("(floor) dataset term filter", FLOOR_QUERY)]
+    cases += [(text, translate(parse(text))) for text in QUERIES]
+    client.indices.clear_cache(index=index)
+    print(f"\n{'query':<72} {'hits':>8} {'cold ms':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    for text, query in cases:
+        body = {"query": query, "size": 20, "track_total_hits": True}
+        started = time.perf_counter()
+        hits = client.search(index=index, **body)["hits"]["total"]["value"]
+        cold = (time.perf_counter() - started) * 1000
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            client.search(index=index, **body)
+            samples.append((time.perf_counter() - started) * 1000)
+        print(
+            f"{text[:72]:<72} {hits:>8} {cold:>8.1f} {statistics.median(samples):>7.1f} "
+            f"{percentile(samples, 0.99):>7.1f}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--in-flight", type=int, default=2, help="bulk requests under way")
+    parser.add_argument("--queries", action="store_true", help="also time the query set")
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--skip-load", action="store_true", help="query the existing index")
+    args = parser.parse_args(argv)
+
+    client = connect(ensure_elasticsearch(), request_timeout=300)
+    writer_index, raw_index = "bench-scale-writer", "bench-scale-raw"
+    if not args.skip_load:
+        fresh_index(client, writer_index)
+        fresh_index(client, raw_index)
+        raw_s = load_raw(client, raw_index, args.items, args.batch, args.in_flight)
+        writer_s = load_with_writer(client, writer_index, args.items, args.batch, args.in_flight)
+        print(
+            f"{'loader':<8} {'items':>9} {'seconds':>8} {'items/s':>9} {'docs/s':>9} "
+            f"{'lucene docs':>12} {'MiB':>8}"
+        )
+        for name, index, seconds in (("raw", raw_index, raw_s), ("writer", writer_index, writer_s)):
+            docs, size = index_stats(client, index)
+            print(
+                f"{name:<8} {args.items:>9} {seconds:>8.1f} {args.items / seconds:>9.0f} "
+                f"{docs / seconds:>9.0f} {docs:>12} {size / 2**20:>8.1f}"
+            )
+        print(f"writer / raw throughput: {raw_s / writer_s:.2f}x")
+    if args.queries:
+        time_queries(client, writer_index, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
