@@ -1,0 +1,338 @@
+"""Request and response bodies of the HTTP API: the OpenAPI schema is generated from these.
+
+Item and prediction models mirror ``indexer.mapping``; they allow extra keys so a field added
+to the mapping never turns a stored document into a schema violation.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.settings import PAGE_SIZE_CEILING
+from search.schema import PredictionKind, PredictionStatus
+
+QueryText = Annotated[
+    str,
+    Field(
+        description="A query in the autotag language, e.g. `object_prefix:car AND score < 0.5`.",
+        examples=["image_prefix:weather_clear AND score >= 0.8"],
+    ),
+]
+# Scalars Elasticsearch may hand back for a date or keyword field, as the writer gave them.
+DateValue = str | int | float
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- documents ---------------------------------------------------------------------------------
+
+
+class BBox(BaseModel):
+    """A box in pixel coordinates; corners given in either order are stored ordered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BBox:
+        self.x1, self.x2 = sorted((self.x1, self.x2))
+        self.y1, self.y2 = sorted((self.y1, self.y2))
+        return self
+
+
+class Prediction(BaseModel):
+    """One model suggestion (image-level, or an object with a box)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    label: str
+    label_prefixes: list[str] = []
+    score: float | None = None
+    training_set: str | None = None
+    status: PredictionStatus = PredictionStatus.PENDING
+    model: str | None = None
+    created_at: DateValue | None = None
+    original_label: str | None = None
+    bbox: BBox | None = None
+
+
+class ReviewEvent(BaseModel):
+    """One entry of an item's review history."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: str
+    who: str
+    api_key: str
+    action: ReviewAction
+    kind: PredictionKind
+    prediction_id: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+class Item(BaseModel):
+    """An item (image) with its predictions, as stored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    item_id: str
+    dataset: str | None = None
+    uri: str | None = None
+    width: int | None = None
+    height: int | None = None
+    uploaded_at: DateValue | None = None
+    updated_at: DateValue | None = None
+    metadata: dict[str, Any] | None = None
+    autotag_status: list[str] = []
+    image_predictions: list[Prediction] = []
+    object_predictions: list[Prediction] = []
+    review_history: list[ReviewEvent] | None = None
+
+
+class Version(BaseModel):
+    """The stored revision of an item, for optimistic concurrency on review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seq_no: int = Field(ge=0)
+    primary_term: int = Field(ge=1)
+
+
+class ItemResponse(BaseModel):
+    item: Item
+    version: Version
+
+
+# --- search ------------------------------------------------------------------------------------
+
+
+class SortKey(StrEnum):
+    SCORE = "score"
+    UPLOADED_AT = "uploaded_at"
+    ITEM_ID = "item_id"
+
+
+class SearchRequest(_Body):
+    query: QueryText
+    size: Annotated[int | None, Field(ge=1, le=PAGE_SIZE_CEILING)] = Field(
+        None, description="Hits per page (bounded by the server's max_page_size)."
+    )
+    sort: SortKey = Field(
+        SortKey.SCORE,
+        description="`score`: the best score among the predictions the query matched.",
+    )
+    order: Literal["asc", "desc"] | None = Field(
+        None, description="Default: `desc` for score and uploaded_at, `asc` for item_id."
+    )
+    cursor: str | None = Field(
+        None, max_length=8192, description="`next_cursor` of the previous page, opaque."
+    )
+    consistent: bool = Field(
+        False,
+        description="Page through a point-in-time snapshot (the cursor carries it along).",
+    )
+
+
+class MatchedPrediction(BaseModel):
+    """A prediction that satisfied the query's conditions (for highlighting)."""
+
+    kind: PredictionKind
+    offset: int = Field(description="Position in the item's list of predictions of this kind.")
+    id: str | None
+
+
+class SearchHit(BaseModel):
+    item: Item
+    matched_predictions: list[MatchedPrediction]
+
+
+class SearchResponse(BaseModel):
+    query: str = Field(description="The canonical form of the query.")
+    total: int
+    total_relation: Literal["eq", "gte"]
+    hits: list[SearchHit]
+    next_cursor: str | None = Field(description="Pass back for the next page; null at the end.")
+
+
+class CountRequest(_Body):
+    query: QueryText
+
+
+class CountResponse(BaseModel):
+    query: str
+    count: int
+
+
+class TranslateRequest(_Body):
+    query: QueryText
+
+
+class TranslateResponse(BaseModel):
+    query: str = Field(description="The canonical form of the query.")
+    dsl: dict[str, Any] = Field(description="The Elasticsearch `query` clause it becomes.")
+
+
+# --- facets ------------------------------------------------------------------------------------
+
+
+class CompareRequest(_Body):
+    training_set_a: str = Field(min_length=1, max_length=512)
+    training_set_b: str = Field(min_length=1, max_length=512)
+    threshold: float = Field(0.5, ge=-1.0, le=1.0)
+
+
+class FacetsRequest(_Body):
+    query: QueryText
+    labels: int = Field(20, ge=1, le=200, description="Most frequent labels per kind.")
+    compare: CompareRequest | None = None
+
+
+class ScoreBands(BaseModel):
+    """Non-rejected predictions per score band of the product page."""
+
+    high: int = Field(description="0.8 to 1.0")
+    medium: int = Field(description="0.5 to 0.8")
+    low: int = Field(description="0.0 to 0.5")
+    negative: int = Field(description="-1.0 to 0.0")
+
+
+class LabelFacet(BaseModel):
+    label: str
+    items: int = Field(description="Matching items with at least one such prediction.")
+    predictions: int
+    scores: ScoreBands
+
+
+class ValueCount(BaseModel):
+    value: str
+    items: int
+    predictions: int
+
+
+class KindFacets(BaseModel):
+    kind: PredictionKind
+    labels: list[LabelFacet]
+    training_sets: list[ValueCount]
+    statuses: list[ValueCount] = Field(description="Review states of the predictions.")
+
+
+class ComparisonRow(BaseModel):
+    kind: PredictionKind
+    label: str
+    items_a: int = Field(description="Items where A predicts the label at or above threshold.")
+    items_b: int
+    items_both: int
+    mean_score_a: float | None
+    mean_score_b: float | None
+    mean_score_difference: float | None = Field(description="mean_score_b - mean_score_a")
+
+
+class Comparison(BaseModel):
+    training_set_a: str
+    training_set_b: str
+    threshold: float
+    labels: list[ComparisonRow]
+
+
+class StatusCount(BaseModel):
+    status: str
+    items: int
+
+
+class FacetsResponse(BaseModel):
+    query: str
+    total: int
+    autotag_status: list[StatusCount]
+    kinds: list[KindFacets]
+    comparison: Comparison | None = None
+
+
+# --- review ------------------------------------------------------------------------------------
+
+
+class ReviewAction(StrEnum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    MODIFY = "modify"
+
+
+class ReviewRequest(_Body):
+    reviewer: str | None = Field(
+        None, min_length=1, max_length=256, description="Who reviews; default: the key's name."
+    )
+    expected_version: Version | None = Field(
+        None, description="Fail with 409 at once unless the item is still at this revision."
+    )
+
+
+class ModifyRequest(ReviewRequest):
+    # At least one change, not null: stated in the schema too, so clients can see it.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["label"], "properties": {"label": {"type": "string"}}},
+                {"required": ["bbox"], "properties": {"bbox": {"type": "object"}}},
+            ]
+        }
+    )
+
+    label: str | None = Field(
+        None, min_length=1, max_length=256, pattern=r"^\S(.*\S)?$", description="New label."
+    )
+    bbox: BBox | None = Field(None, description="New box (object predictions only).")
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ModifyRequest:
+        if self.label is None and self.bbox is None:
+            raise ValueError("give a new label, a new bbox, or both")
+        return self
+
+
+class ReviewResponse(BaseModel):
+    item: Item
+    version: Version
+    event: ReviewEvent
+    attempts: int = Field(description="Writes tried; more than 1 means concurrent reviews.")
+
+
+# --- health ------------------------------------------------------------------------------------
+
+
+class Live(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ok", "unavailable"]
+    cluster_status: str | None
+    index: str
+    index_exists: bool
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `invalid_query`.")
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorEnvelope(BaseModel):
+    """The one shape of every error response."""
+
+    error: ErrorBody
+
+
+ReviewEvent.model_rebuild()

@@ -1,0 +1,286 @@
+"""From a parsed query to the Elasticsearch request bodies the read endpoints send.
+
+Kept apart from the routes so the benchmark sends exactly the same DSL straight to
+Elasticsearch. Pagination is ``search_after`` on (sort key, ``item_id``), with the sort values
+(and the point-in-time id, when paging a snapshot) carried in an opaque cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final, Literal
+
+import orjson
+
+from api.errors import ApiError
+from api.models import SortKey
+from search import matched_prediction_filters, parse, render, translate
+from search import schema as f
+from search.schema import PredictionKind, PredictionStatus
+
+Order = Literal["asc", "desc"]
+_ORDERS: Final[tuple[Order, ...]] = ("asc", "desc")
+_CURSOR_VERSION: Final = 1
+# Review history can be long and is never needed to list hits.
+_HIT_SOURCE: Final = {"excludes": [f.REVIEW_HISTORY]}
+_KINDS: Final = {kind.path: kind.value for kind in PredictionKind}
+
+
+def default_order(key: SortKey) -> Order:
+    return "asc" if key is SortKey.ITEM_ID else "desc"
+
+
+def visible(path: str) -> dict[str, Any]:
+    """Predictions the query language can see: every one that is not rejected."""
+    rejected = {"term": {f"{path}.{f.PRED_STATUS}": PredictionStatus.REJECTED.value}}
+    return {"bool": {"must_not": [rejected]}}
+
+
+def sort_clause(ast: Any, key: SortKey, order: Order) -> list[dict[str, Any]]:
+    """Sort keys, always ending in the ``item_id`` tiebreaker so ``search_after`` is exact.
+
+    ``score`` sorts on the best (``desc``) or worst (``asc``) score among the predictions the
+    query matched: a nested sort filtered like the query's positive nested clauses. With
+    conditions on both prediction lists, image scores sort before object scores.
+    """
+    if key is SortKey.ITEM_ID:
+        return [{f.ITEM_ID: {"order": order}}]
+    tiebreak = {f.ITEM_ID: {"order": "asc"}}
+    if key is SortKey.UPLOADED_AT:
+        return [{f.UPLOADED_AT: {"order": order, "missing": "_last"}}, tiebreak]
+    filters = matched_prediction_filters(ast) or {p: visible(p) for p in f.PREDICTION_PATHS}
+    sorts: list[dict[str, Any]] = []
+    for path in f.PREDICTION_PATHS:
+        if path not in filters:
+            continue
+        nested = {"path": path, "filter": filters[path]}
+        mode = "max" if order == "desc" else "min"
+        field = f"{path}.{f.PRED_SCORE}"
+        sorts.append({field: {"order": order, "mode": mode, "missing": "_last", "nested": nested}})
+    return [*sorts, tiebreak]
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A query parsed once: the AST, its canonical text, and the search pieces built from it."""
+
+    ast: Any
+    canonical: str
+    hits_query: dict[str, Any]
+    sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]]
+
+    def sort(self, key: SortKey, order: Order) -> list[dict[str, Any]]:
+        return self.sorts[key, order]
+
+
+@lru_cache(maxsize=2048)
+def parse_query(text: str, max_length: int) -> Parsed:
+    """Parse and translate ``text``, memoised: dashboards send the same queries over and over.
+
+    Raises :class:`search.QueryError` (not cached). The returned dicts are shared: treat them
+    as read-only.
+    """
+    ast = parse(text, max_length=max_length)
+    sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]] = {
+        (key, order): sort_clause(ast, key, order) for key in SortKey for order in ("asc", "desc")
+    }
+    return Parsed(ast, render(ast), translate(ast, inner_hits=True), sorts)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    fingerprint: str
+    after: list[Any]
+    pit_id: str | None
+
+
+def fingerprint(canonical: str, key: SortKey, order: Order) -> str:
+    """Ties a cursor to the query and sort that produced it."""
+    return hashlib.blake2b(f"{key}|{order}|{canonical}".encode(), digest_size=8).hexdigest()
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = orjson.dumps(
+        {"v": _CURSOR_VERSION, "f": cursor.fingerprint, "a": cursor.after, "p": cursor.pit_id}
+    )
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _bad_cursor(why: str) -> ApiError:
+    return ApiError(400, "invalid_cursor", f"The cursor is not valid: {why}")
+
+
+def decode_cursor(text: str, *, expect: str, keys: int) -> Cursor:
+    """Parse and check a cursor; any damage is a 400, never a request ES would reject."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = orjson.loads(raw)
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise _bad_cursor("not a cursor this API issued") from None
+    if not isinstance(data, dict) or data.get("v") != _CURSOR_VERSION:
+        raise _bad_cursor("not a cursor this API issued")
+    if data.get("f") != expect:
+        raise _bad_cursor("it belongs to a different query or sort")
+    after, pit_id = data.get("a"), data.get("p")
+    if pit_id is not None and not isinstance(pit_id, str):
+        raise _bad_cursor("bad point-in-time id")
+    # Searches over a point in time get an implicit ``_shard_doc`` tiebreaker from ES.
+    if not isinstance(after, list) or len(after) != keys + (pit_id is not None):
+        raise _bad_cursor("wrong number of sort values")
+    for value in after:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _bad_cursor("bad sort value")
+    return Cursor(fingerprint=expect, after=after, pit_id=pit_id)
+
+
+def search_body(
+    parsed: Parsed,
+    *,
+    size: int,
+    key: SortKey,
+    order: Order,
+    after: Sequence[Any] | None = None,
+    pit: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``_search`` body for one page (ask for ``size + 1`` hits to know if more follow)."""
+    body: dict[str, Any] = {
+        "query": parsed.hits_query,
+        "size": size,
+        "sort": parsed.sort(key, order),
+        "_source": _HIT_SOURCE,
+    }
+    if after is not None:
+        body["search_after"] = list(after)
+    if pit is not None:
+        body["pit"] = dict(pit)
+    return body
+
+
+def matched_predictions(hit: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Which predictions of a hit satisfied the query, from the inner hits' nested offsets.
+
+    Plain dicts shaped like :class:`api.models.MatchedPrediction` (this is the hot path).
+    """
+    source = hit.get("_source") or {}
+    found: set[tuple[str, int]] = set()
+    for result in (hit.get("inner_hits") or {}).values():
+        for inner in result["hits"]["hits"]:
+            nested = inner["_nested"]
+            found.add((nested["field"], nested["offset"]))
+    matched = []
+    # Image predictions first, each list in stored order.
+    for field, offset in sorted(found, key=lambda fo: (fo[0] != f.IMAGE_PREDICTIONS, fo[1])):
+        predictions = source.get(field) or ()
+        pid = predictions[offset].get(f.PRED_ID) if offset < len(predictions) else None
+        kind = _KINDS[field]
+        matched.append({"kind": kind, "offset": offset, "id": None if pid is None else str(pid)})
+    return matched
+
+
+# --- facets ------------------------------------------------------------------------------------
+
+# The product page's score bands; ``from`` is inclusive and ``to`` exclusive.
+SCORE_BANDS: Final = (
+    {"key": "negative", "to": 0.0},
+    {"key": "low", "from": 0.0, "to": 0.5},
+    {"key": "medium", "from": 0.5, "to": 0.8},
+    {"key": "high", "from": 0.8},
+)
+_ITEMS: Final[dict[str, Any]] = {"items": {"reverse_nested": {}}}
+
+
+def _kind_aggs(path: str, labels: int) -> dict[str, Any]:
+    field = f"{path}.{{}}".format
+    return {
+        "nested": {"path": path},
+        "aggs": {
+            "visible": {
+                "filter": visible(path),
+                "aggs": {
+                    "labels": {
+                        "terms": {"field": field(f.PRED_LABEL), "size": labels},
+                        "aggs": {
+                            **_ITEMS,
+                            "bands": {
+                                "range": {
+                                    "field": field(f.PRED_SCORE),
+                                    "keyed": True,
+                                    "ranges": list(SCORE_BANDS),
+                                }
+                            },
+                        },
+                    },
+                    "training_sets": {
+                        "terms": {"field": field(f.PRED_TRAINING_SET), "size": 100},
+                        "aggs": _ITEMS,
+                    },
+                },
+            },
+            "statuses": {
+                "terms": {"field": field(f.PRED_STATUS), "size": len(PredictionStatus)},
+                "aggs": _ITEMS,
+            },
+        },
+    }
+
+
+def _compare_aggs(path: str, labels: int, a: str, b: str, threshold: float) -> dict[str, Any]:
+    ts, score = f"{path}.{f.PRED_TRAINING_SET}", f"{path}.{f.PRED_SCORE}"
+
+    def side(name: str) -> dict[str, Any]:
+        return {
+            "filter": {"term": {ts: name}},
+            "aggs": {
+                "mean": {"avg": {"field": score}},
+                "above": {"filter": {"range": {score: {"gte": threshold}}}, "aggs": _ITEMS},
+            },
+        }
+
+    sets = {"bool": {"filter": [{"terms": {ts: [a, b]}}, visible(path)]}}
+    return {
+        "nested": {"path": path},
+        "aggs": {
+            "sets": {
+                "filter": sets,
+                "aggs": {
+                    "labels": {
+                        "terms": {"field": f"{path}.{f.PRED_LABEL}", "size": labels},
+                        "aggs": {"a": side(a), "b": side(b)},
+                    }
+                },
+            }
+        },
+    }
+
+
+def facets_body(
+    query: dict[str, Any], *, labels: int, compare: tuple[str, str, float] | None
+) -> dict[str, Any]:
+    aggs: dict[str, Any] = {
+        "autotag_status": {"terms": {"field": f.AUTOTAG_STATUS, "size": 10}},
+    }
+    for kind in PredictionKind:
+        aggs[f"kind_{kind.value}"] = _kind_aggs(kind.path, labels)
+        if compare is not None:
+            aggs[f"compare_{kind.value}"] = _compare_aggs(kind.path, labels, *compare)
+    return {"query": query, "size": 0, "track_total_hits": True, "aggs": aggs}
+
+
+def both_predict(path: str, label: str, a: str, b: str, threshold: float) -> dict[str, Any]:
+    """Items where both training sets predict ``label`` at or above ``threshold``."""
+
+    def one(name: str) -> dict[str, Any]:
+        conditions = [
+            {"term": {f"{path}.{f.PRED_LABEL}": label}},
+            {"term": {f"{path}.{f.PRED_TRAINING_SET}": name}},
+            {"range": {f"{path}.{f.PRED_SCORE}": {"gte": threshold}}},
+            visible(path),
+        ]
+        return {"nested": {"path": path, "query": {"bool": {"filter": conditions}}}}
+
+    return {"bool": {"filter": [one(a), one(b)]}}

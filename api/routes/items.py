@@ -1,0 +1,25 @@
+"""One item with all its predictions and its review history."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from api.deps import EsDep, SettingsDep, reader
+from api.models import ItemResponse
+from api.responses import OrjsonResponse
+from api.review import load_item
+from api.routes import error_responses
+
+router = APIRouter(prefix="/items", tags=["items"], dependencies=[Depends(reader)])
+
+
+@router.get(
+    "/{item_id}",
+    response_model=ItemResponse,
+    responses=error_responses(401, 404),
+    summary="One item, with the revision to pass to a review for a strict check",
+)
+async def get_item(item_id: str, es: EsDep, settings: SettingsDep) -> OrjsonResponse:
+    stored = await load_item(es, settings.index, item_id)
+    version = {"seq_no": stored.seq_no, "primary_term": stored.primary_term}
+    return OrjsonResponse({"item": stored.source, "version": version})

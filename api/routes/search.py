@@ -1,0 +1,144 @@
+"""Search (paged, with the predictions each hit matched), count and translate (explain)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import elastic_transport
+import elasticsearch
+from fastapi import APIRouter, Depends
+
+from api.deps import EsDep, SettingsDep, reader
+from api.errors import ApiError
+from api.models import (
+    CountRequest,
+    CountResponse,
+    SearchRequest,
+    SearchResponse,
+    TranslateRequest,
+    TranslateResponse,
+)
+from api.query import (
+    Cursor,
+    decode_cursor,
+    default_order,
+    encode_cursor,
+    fingerprint,
+    matched_predictions,
+    parse_query,
+    search_body,
+)
+from api.responses import OrjsonResponse
+from api.routes import error_responses
+from search import parse, render, translate
+from search import schema as f
+
+router = APIRouter(tags=["search"], dependencies=[Depends(reader)])
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    responses=error_responses(400, 401, 410),
+    summary="Items matching a query, with the predictions that matched",
+)
+async def search(request: SearchRequest, es: EsDep, settings: SettingsDep) -> OrjsonResponse:
+    size = request.size or settings.default_page_size
+    if size > settings.max_page_size:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"size must be at most {settings.max_page_size}",
+            {"errors": [{"loc": ["body", "size"], "msg": "too large", "type": "less_than_equal"}]},
+        )
+    parsed = parse_query(request.query, settings.query_max_length)
+    canonical = parsed.canonical
+    order = request.order or default_order(request.sort)
+    expect = fingerprint(canonical, request.sort, order)
+    cursor = None
+    if request.cursor is not None:
+        keys = len(parsed.sort(request.sort, order))
+        cursor = decode_cursor(request.cursor, expect=expect, keys=keys)
+
+    pit_id = cursor.pit_id if cursor is not None else None
+    if cursor is None and request.consistent:
+        opened = await es.open_point_in_time(
+            index=settings.index, keep_alive=settings.pit_keep_alive
+        )
+        pit_id = str(opened["id"])
+    pit = None if pit_id is None else {"id": pit_id, "keep_alive": settings.pit_keep_alive}
+    body = search_body(
+        parsed,
+        size=size + 1,
+        key=request.sort,
+        order=order,
+        after=None if cursor is None else cursor.after,
+        pit=pit,
+    )
+    try:
+        if pit is None:
+            response = await es.search(index=settings.index, body=body)
+        else:
+            response = await es.search(body=body)
+    except elasticsearch.NotFoundError as exc:
+        if pit is None:
+            raise
+        raise ApiError(
+            410, "cursor_expired", "The cursor's point in time expired; search again"
+        ) from exc
+
+    hits: list[dict[str, Any]] = response["hits"]["hits"]
+    next_cursor = None
+    pit_id = response.get("pit_id", pit_id)
+    if len(hits) > size:
+        hits = hits[:size]
+        next_cursor = encode_cursor(Cursor(expect, hits[-1]["sort"], pit_id))
+    elif pit_id is not None:
+        await _close_quietly(es, pit_id)
+
+    total = response["hits"]["total"]
+    out_hits = []
+    for hit in hits:
+        source = hit["_source"]
+        source.setdefault(f.ITEM_ID, hit["_id"])
+        out_hits.append({"item": source, "matched_predictions": matched_predictions(hit)})
+    # Built as plain data and serialised by orjson: validating every stored item against the
+    # response model would cost more than the search itself. Tests check conformance.
+    return OrjsonResponse(
+        {
+            "query": canonical,
+            "total": total["value"],
+            "total_relation": total["relation"],
+            "hits": out_hits,
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+async def _close_quietly(es: EsDep, pit_id: str) -> None:
+    with contextlib.suppress(elasticsearch.ApiError, elastic_transport.TransportError):
+        await es.close_point_in_time(id=pit_id)  # else it expires by itself
+
+
+@router.post(
+    "/count",
+    response_model=CountResponse,
+    responses=error_responses(400, 401),
+    summary="How many items match a query",
+)
+async def count(request: CountRequest, es: EsDep, settings: SettingsDep) -> CountResponse:
+    ast = parse(request.query, max_length=settings.query_max_length)
+    response = await es.count(index=settings.index, query=translate(ast))
+    return CountResponse(query=render(ast), count=int(response["count"]))
+
+
+@router.post(
+    "/translate",
+    response_model=TranslateResponse,
+    responses=error_responses(400, 401),
+    summary="The canonical query and the Elasticsearch DSL it becomes, without running it",
+)
+async def explain(request: TranslateRequest, settings: SettingsDep) -> TranslateResponse:
+    ast = parse(request.query, max_length=settings.query_max_length)
+    return TranslateResponse(query=render(ast), dsl=translate(ast))

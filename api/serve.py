@@ -1,0 +1,31 @@
+"""Run the API under uvicorn (``autotag serve``)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from api.app import create_app
+from api.settings import Settings
+
+
+def serve(
+    settings: Settings | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Serve until interrupted; one process, one Elasticsearch client."""
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        # The fast parsers when installed, the pure-Python ones otherwise.
+        loop="auto",
+        http="auto",
+        proxy_headers=False,
+    )

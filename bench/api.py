@@ -1,0 +1,254 @@
+"""API overhead benchmark: ``/v1/search`` over a real uvicorn server vs. the same DSL sent to ES.
+
+    ES_URL=http://127.0.0.1:9200 .venv/bin/python bench/api.py
+    ES_URL=... .venv/bin/python bench/api.py --items 20000 --concurrency 8 --requests 1500
+
+Loads synthetic items into a fresh index (deleted afterwards), starts ``autotag serve``'s
+``serve()`` in a subprocess, then runs the same query mix at the same concurrency against
+(a) the API and (b) Elasticsearch directly through ``AsyncElasticsearch`` with exactly the body
+the API builds (``api.query.search_body``: query with inner hits, sort, page size + 1). Both
+sides use aiohttp underneath. Phases alternate (direct, API, direct, API...) so drift in a
+shared machine hits both alike; the figures pool all rounds. Prints p50/p90/p99 latency and
+throughput, and the API/direct p50 ratio (target: at most 1.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+import psutil
+from elasticsearch import AsyncElasticsearch, Elasticsearch
+from elasticsearch.serializer import OrjsonSerializer
+
+from api.models import SortKey
+from api.query import default_order, parse_query, search_body
+from indexer.documents import prepare_item
+from indexer.mapping import index_settings, item_mapping
+
+QUERIES: tuple[str, ...] = (
+    "image_prefix:weather_clear",
+    "object_prefix:car",
+    "image_prefix:weather_clear AND score >= 0.8",
+    "object_prefix:car AND score < 0.5",
+    'training_set = "model_v2"',
+    'autotag_status = "pending" AND object_prefix:pedestrian',
+    "(image_prefix:weather_rain OR image_prefix:weather_snow) AND score >= 0.5",
+    "image_prefix:scene AND NOT object_prefix:truck",
+)
+IMAGE_LABELS = (
+    "weather_clear", "weather_rain", "weather_snow", "scene_highway", "scene_city",
+    "time_of_day_night", "time_of_day_day",
+)  # fmt: skip
+OBJECT_LABELS = (
+    "car", "car_suv", "cargo_ship", "pedestrian", "truck", "traffic_sign_stop",
+    "traffic_light", "bicycle",
+)  # fmt: skip
+BOX = {"x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 80.0}
+
+
+def _prediction(rng: random.Random, pid: str, label: str, *, box: bool) -> dict[str, Any]:
+    prediction: dict[str, Any] = {
+        "id": pid,
+        "label": label,
+        "score": round(rng.uniform(-1, 1), 3),
+        "training_set": rng.choice(("model_v1", "model_v2")),
+        "model": "bench",
+        "status": rng.choice(("pending", "pending", "pending", "accepted", "rejected")),
+    }
+    if box:
+        prediction["bbox"] = BOX
+    return prediction
+
+
+def items(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        images = rng.sample(IMAGE_LABELS, rng.randint(1, 3))
+        objects = [rng.choice(OBJECT_LABELS) for _ in range(rng.randint(0, 6))]
+        out.append(
+            {
+                "item_id": f"bench-{i:07d}",
+                "dataset": f"d{i % 5}",
+                "uploaded_at": f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00Z",
+                "image_predictions": [
+                    _prediction(rng, f"b{i}-{j}", label, box=False)
+                    for j, label in enumerate(images)
+                ],
+                "object_predictions": [
+                    _prediction(rng, f"b{i}-o{j}", label, box=True)
+                    for j, label in enumerate(objects)
+                ],
+            }
+        )
+    return out
+
+
+def load(es: Elasticsearch, index: str, n: int) -> None:
+    es.indices.create(index=index, mappings=item_mapping(), settings=index_settings())
+    docs = items(n, random.Random(42))
+    for start in range(0, n, 2000):
+        ops: list[dict[str, Any]] = []
+        for doc in docs[start : start + 2000]:
+            ops += [{"index": {"_index": index, "_id": doc["item_id"]}}, prepare_item(doc)]
+        assert not es.bulk(operations=ops)["errors"]
+    es.indices.refresh(index=index)
+    es.indices.forcemerge(index=index, max_num_segments=1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(es_url: str, index: str, port: int) -> subprocess.Popen[bytes]:
+    code = (
+        "from api.serve import serve; from api.settings import Settings; "
+        f"serve(Settings(es_url={es_url!r}, index={index!r}), port={port}, log_level='warning')"
+    )
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen([sys.executable, "-c", code], cwd=root)
+
+
+async def wait_live(session: aiohttp.ClientSession, base: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with session.get(f"{base}/v1/health/live") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API server did not start")
+        await asyncio.sleep(0.1)
+
+
+async def drive(
+    call: Callable[[int], Awaitable[None]], requests: int, concurrency: int
+) -> tuple[list[float], float]:
+    """Send ``requests`` calls from ``concurrency`` workers; latencies (ms) and wall seconds."""
+    latencies: list[float] = []
+    counter = iter(range(requests))
+
+    async def worker() -> None:
+        for i in counter:
+            start = time.perf_counter()
+            await call(i)
+            latencies.append((time.perf_counter() - start) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - began
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(
+    args: argparse.Namespace, es_url: str, index: str, base: str, server_pid: int
+) -> None:
+    size = args.size
+    key = SortKey.SCORE
+    bodies = [
+        search_body(parse_query(q, 4096), size=size + 1, key=key, order=default_order(key))
+        for q in QUERIES
+    ]
+    es = AsyncElasticsearch(
+        es_url, serializer=OrjsonSerializer(), connections_per_node=args.concurrency * 2
+    )
+    connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await wait_live(session, base)
+
+        async def direct(i: int) -> None:
+            response = await es.search(index=index, body=bodies[i % len(bodies)])
+            assert response["hits"]["hits"] is not None
+
+        async def api(i: int) -> None:
+            payload = {"query": QUERIES[i % len(QUERIES)], "size": size}
+            async with session.post(f"{base}/v1/search", json=payload) as response:
+                assert response.status == 200, await response.text()
+                await response.read()
+
+        for call in (direct, api):  # warm-up: caches, JIT, connection pools
+            await drive(call, args.requests // 4, args.concurrency)
+        results: dict[str, tuple[list[float], float]] = {"direct": ([], 0.0), "api": ([], 0.0)}
+        server = psutil.Process(server_pid)
+        server_cpu = 0.0
+        for _ in range(args.rounds):
+            for name, call in (("direct", direct), ("api", api)):
+                before = sum(server.cpu_times()[:2])
+                lat, wall = await drive(call, args.requests // args.rounds, args.concurrency)
+                if name == "api":
+                    server_cpu += sum(server.cpu_times()[:2]) - before
+                results[name] = (results[name][0] + lat, results[name][1] + wall)
+    await es.close()
+
+    print(
+        f"\n/v1/search vs direct ES: {len(QUERIES)} queries, page size {size}, "
+        f"concurrency {args.concurrency}, {args.items} items, {args.rounds} alternating rounds"
+    )
+    header = f"{'target':<8} {'requests':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'req/s':>8}"
+    print(header)
+    print("-" * len(header))
+    p50 = {}
+    for name, (lat, wall) in results.items():
+        p50[name] = statistics.median(lat)
+        print(
+            f"{name:<8} {len(lat):>8} {p50[name]:>8.2f} {pct(lat, 0.9):>8.2f} "
+            f"{pct(lat, 0.99):>8.2f} {len(lat) / wall:>8.0f}"
+        )
+    per_request = server_cpu * 1000 / len(results["api"][0])
+    print(f"\nAPI server CPU per request: {per_request:.2f} ms (user + system)")
+    ratio = p50["api"] / p50["direct"]
+    verdict = "within" if ratio <= 1.15 else "OVER"
+    print(f"API p50 / direct p50 = {ratio:.3f}  ({verdict} the 1.15 target)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=2000, help="per target, all rounds")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--size", type=int, default=20, help="page size")
+    args = parser.parse_args(argv)
+
+    es_url = os.environ.get("ES_URL", "http://127.0.0.1:9200")
+    es = Elasticsearch(es_url)
+    index = f"bench-api-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    server = None
+    try:
+        load(es, index, args.items)
+        server = start_server(es_url, index, port)
+        asyncio.run(run(args, es_url, index, f"http://127.0.0.1:{port}", server.pid))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        es.indices.delete(index=index, ignore_unavailable=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""The one error envelope, pinned: every failure mode answers with exactly this shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import elastic_transport
+import elasticsearch
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from api.app import create_app
+from api.deps import get_es
+from api.settings import Settings
+from search import QueryError, parse
+from tests.api.conftest import REVIEW_KEY, _client, error_of
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.es
+async def test_query_error_envelope(client: httpx.AsyncClient) -> None:
+    text = "object_prefix:car AND"
+    response = await client.post("/v1/search", json={"query": text})
+    assert response.status_code == 400
+    with pytest.raises(QueryError) as raised:
+        parse(text)
+    error = raised.value
+    assert response.json() == {
+        "error": {
+            "code": "invalid_query",
+            "message": error.message,
+            "details": {
+                "reason": error.code,
+                "query": text,
+                "start": error.start,
+                "end": error.end,
+                "hint": error.hint,
+                "rendered": error.render(),
+            },
+        }
+    }
+
+
+@pytest.mark.es
+@pytest.mark.parametrize("path", ["/v1/search", "/v1/count", "/v1/translate", "/v1/facets"])
+async def test_every_query_endpoint_reports_query_errors_alike(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.post(path, json={"query": ""})
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_query"
+    long = await client.post(path, json={"query": "object_prefix:car " * 300})
+    assert long.status_code == 400
+    assert error_of(long)["code"] == "invalid_query"
+
+
+@pytest.mark.es
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("post", "/v1/search", {"query": "x", "size": 0}, 422, "validation_error"),
+        ("post", "/v1/search", {"query": "x", "size": 201}, 422, "validation_error"),
+        ("post", "/v1/search", {"query": "x", "extra": 1}, 422, "validation_error"),
+        ("post", "/v1/search", {"query": 5}, 422, "validation_error"),
+        ("post", "/v1/search", None, 422, "validation_error"),
+        (
+            "post",
+            "/v1/search",
+            {"query": "object_prefix:car", "cursor": "!!"},
+            400,
+            "invalid_cursor",
+        ),
+        ("get", "/v1/items/nope", None, 404, "item_not_found"),
+        ("get", "/v1/nowhere", None, 404, "not_found"),
+        ("delete", "/v1/search", None, 405, "method_not_allowed"),
+        ("post", "/v1/items/i1/predictions/p/accept", None, 401, "unauthorized"),
+    ],
+)
+async def test_error_statuses_and_codes(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    code: str,
+) -> None:
+    response = await client.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert error_of(response)["code"] == code
+
+
+@pytest.mark.es
+async def test_validation_details_name_the_field(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/search", json={"query": "x", "size": "many"})
+    errors = error_of(response)["details"]["errors"]
+    assert errors[0]["loc"] == ["body", "size"]
+    malformed = await client.post(
+        "/v1/search", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code in (400, 422)
+    error_of(malformed)
+
+
+async def test_unreachable_cluster_is_503() -> None:
+    settings = Settings(es_url="http://127.0.0.1:9", review_api_keys=SecretStr(REVIEW_KEY))
+    async for client in _client(create_app(settings)):
+        for method, path, body in [
+            ("post", "/v1/search", {"query": "object_prefix:car"}),
+            ("post", "/v1/count", {"query": "object_prefix:car"}),
+            ("post", "/v1/facets", {"query": "object_prefix:car"}),
+            ("get", "/v1/items/i1", None),
+        ]:
+            response = await client.request(method, path, json=body)
+            assert response.status_code == 503
+            assert error_of(response)["code"] == "search_unavailable"
+            assert response.headers["Retry-After"] == "1"
+        review = await client.post(
+            "/v1/items/i1/predictions/p/accept", headers={"X-API-Key": REVIEW_KEY}
+        )
+        assert review.status_code == 503
+        ready = await client.get("/v1/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable"
+        # Translation never needs the cluster.
+        translated = await client.post("/v1/translate", json={"query": "object_prefix:car"})
+        assert translated.status_code == 200
+
+
+class _FailingClient:
+    """Stands in for AsyncElasticsearch; every search fails the given way."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def search(self, **_: Any) -> Any:
+        raise self.error
+
+
+def _api_error(cls: type[elasticsearch.ApiError], status: int) -> elasticsearch.ApiError:
+    meta = elastic_transport.ApiResponseMeta(
+        status=status,
+        http_version="1.1",
+        headers=elastic_transport.HttpHeaders(),
+        duration=0.0,
+        node=elastic_transport.NodeConfig("http", "localhost", 9200),
+    )
+    body = {"error": {"root_cause": [{"type": "too_many_clauses", "reason": "too many"}]}}
+    return cls("too_many_clauses", meta, body)
+
+
+def _app_with(error: Exception) -> FastAPI:
+    app = create_app(Settings(es_url="http://127.0.0.1:9"))
+    app.dependency_overrides[get_es] = lambda: _FailingClient(error)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (_api_error(elasticsearch.BadRequestError, 400), 400, "search_rejected"),
+        (_api_error(elasticsearch.ApiError, 429), 503, "search_unavailable"),
+        (_api_error(elasticsearch.ApiError, 500), 503, "search_unavailable"),
+        (elastic_transport.ConnectionTimeout("timed out"), 503, "search_unavailable"),
+        (RuntimeError("a bug"), 500, "internal_error"),
+    ],
+)
+async def test_elasticsearch_failures_map_to_the_envelope(
+    error: Exception, status: int, code: str
+) -> None:
+    transport = httpx.ASGITransport(app=_app_with(error), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        response = await client.post("/v1/search", json={"query": "object_prefix:car"})
+    assert response.status_code == status
+    error_body = error_of(response)
+    assert error_body["code"] == code
+    assert "Traceback" not in response.text
+    if code == "search_rejected":
+        assert error_body["details"]["es_type"] == "too_many_clauses"
