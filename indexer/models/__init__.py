@@ -1,0 +1,19 @@
+"""Shipped model weights: tiny models trained on the synthetic world (``indexer/synthetic``).
+
+The constants are weight specifications as :class:`indexer.clip_tagger.ClipTagger` and
+:class:`indexer.detector.ObjectDetector` accept them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parent
+CONFIGS_DIR = MODELS_DIR / "configs"
+
+TINY_CLIP_MODEL = "autotag-tiny"
+TINY_CLIP_DIR = MODELS_DIR / "autotag-tiny-clip"
+TINY_CLIP = f"local-dir:{TINY_CLIP_DIR}"
+
+TINY_DETECTOR_PATH = MODELS_DIR / "autotag-tiny-detector.safetensors"
+TINY_DETECTOR = str(TINY_DETECTOR_PATH)
