@@ -1,0 +1,53 @@
+"""The autotag query language: parse text, translate to Elasticsearch, evaluate in Python.
+
+>>> tree = parse("object_prefix:car AND score < 0.5")
+>>> render(tree)
+'object_prefix:car AND score < 0.5'
+"""
+
+from search.ast import Node
+from search.errors import (
+    EmptyQueryError,
+    InvalidValueError,
+    LeadingWildcardError,
+    MissingValueError,
+    QueryError,
+    QuerySyntaxError,
+    QueryTooDeepError,
+    QueryTooLongError,
+    TypeMismatchError,
+    UnbalancedParenthesisError,
+    UnknownFieldError,
+    UnknownPrefixError,
+    UnsupportedOperatorError,
+    UnterminatedStringError,
+    WildcardError,
+)
+from search.evaluate import evaluate
+from search.parser import parse
+from search.render import render
+from search.translate import matched_prediction_filters, translate
+
+__all__ = [
+    "EmptyQueryError",
+    "InvalidValueError",
+    "LeadingWildcardError",
+    "MissingValueError",
+    "Node",
+    "QueryError",
+    "QuerySyntaxError",
+    "QueryTooDeepError",
+    "QueryTooLongError",
+    "TypeMismatchError",
+    "UnbalancedParenthesisError",
+    "UnknownFieldError",
+    "UnknownPrefixError",
+    "UnsupportedOperatorError",
+    "UnterminatedStringError",
+    "WildcardError",
+    "evaluate",
+    "matched_prediction_filters",
+    "parse",
+    "render",
+    "translate",
+]

@@ -1,0 +1,119 @@
+"""The typed query tree: frozen dataclasses, source spans kept out of equality.
+
+Two trees that say the same thing compare equal whatever their spacing, keyword case or
+redundant parentheses, which is what ``parse(render(tree)) == tree`` relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as attribute
+from enum import StrEnum
+
+from search.schema import PredictionKind
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Character offsets into the query text, ``end`` exclusive."""
+
+    start: int
+    end: int
+
+
+NO_SPAN = Span(0, 0)
+
+
+class Op(StrEnum):
+    EQ = "="
+    NE = "!="
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+
+    @property
+    def is_ordering(self) -> bool:
+        return self not in (Op.EQ, Op.NE)
+
+
+class Band(StrEnum):
+    """Named score ranges (see ``search.fields.BAND_RANGES``)."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    NEGATIVE = "negative"
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    value: int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreBand:
+    band: Band
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A date (a whole UTC day) or a point in time (one millisecond), as ``[start, end)``."""
+
+    start_ms: int
+    whole_day: bool
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + (86_400_000 if self.whole_day else 1)
+
+
+Value = Number | Text | ScoreBand | Instant
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """``image_prefix:L`` / ``object_prefix:L``; ``prefix`` for a trailing ``*``."""
+
+    kind: PredictionKind
+    value: str
+    prefix: bool = False
+    span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """``field op value``; ``field`` is canonical (``score``, ``metadata.camera``...)."""
+
+    field: str
+    op: Op
+    value: Value
+    span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Node
+    span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    """Two or more operands; a parenthesised ``AND`` inside an ``AND`` stays a child."""
+
+    operands: tuple[Node, ...]
+    span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    operands: tuple[Node, ...]
+    span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+
+
+Node = Label | Comparison | Not | And | Or

@@ -1,0 +1,70 @@
+"""AST -> canonical query text, such that ``parse(render(tree)) == tree``.
+
+Canonical form: upper-case keywords, explicit ``AND``, single spaces, lower-case field names,
+parentheses only where precedence or the tree's shape needs them, and values written bare
+unless quoting is needed to read them back the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import assert_never
+
+from search.ast import And, Comparison, Instant, Label, Node, Not, Number, Or, ScoreBand, Text
+from search.fields import BARE_RE, KEYWORDS, NUMBER_RE
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def render(node: Node) -> str:
+    match node:
+        case Label(kind=kind, value=value, prefix=prefix):
+            return f"{kind.value}_prefix:{_text(value)}{'*' if prefix else ''}"
+        case Comparison(field=field, op=op, value=value):
+            return f"{field} {op} {_value(value)}"
+        case Not(operand):
+            inner = render(operand)
+            return f"NOT ({inner})" if isinstance(operand, And | Or) else f"NOT {inner}"
+        case And(operands):
+            return " AND ".join(
+                f"({render(child)})" if isinstance(child, And | Or) else render(child)
+                for child in operands
+            )
+        case Or(operands):
+            return " OR ".join(
+                f"({render(child)})" if isinstance(child, Or) else render(child)
+                for child in operands
+            )
+        case _:
+            assert_never(node)
+
+
+def _text(value: str) -> str:
+    bare = (
+        BARE_RE.fullmatch(value)
+        and "*" not in value
+        and value.lower() not in KEYWORDS
+        and not NUMBER_RE.fullmatch(value)
+    )
+    if bare:
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _value(value: Number | Text | ScoreBand | Instant) -> str:
+    match value:
+        case Number(number):
+            return repr(number)
+        case Text(text):
+            return _text(text)
+        case ScoreBand(band):
+            return band.value
+        case Instant(start_ms=start_ms, whole_day=whole_day):
+            t = _EPOCH + timedelta(milliseconds=start_ms)
+            day = f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
+            if whole_day:
+                return day
+            return f"{day}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}Z"
+        case _:
+            assert_never(value)

@@ -1,0 +1,261 @@
+"""AST -> Elasticsearch query DSL (plain dicts, filter context).
+
+The binding plan (``search.binding``) decides where ``nested`` clauses go: one per bound label
+term, two (image and object) for an unbound attribute group. Everything else is ``bool``
+with ``filter``/``should``/``must_not``. User text only ever lands in ``term``, ``prefix`` and
+``range`` values, never in ``query_string``, scripts or regexps.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, assert_never
+
+from search import schema as f
+from search.ast import (
+    And,
+    Comparison,
+    Instant,
+    Label,
+    Node,
+    Not,
+    Number,
+    Op,
+    Or,
+    ScoreBand,
+    Text,
+)
+from search.binding import AllOf, AnyOf, Exists, ItemTest, NoneOf, Plan, bind
+from search.fields import BAND_RANGES
+
+Query = dict[str, Any]
+INNER_HITS_SIZE = 100
+
+
+def translate(node: Node, *, inner_hits: bool = False) -> Query:
+    """The ``query`` clause for ``node``, wrapped in ``bool.filter`` so nothing is scored.
+
+    With ``inner_hits``, every ``nested`` clause not under a negation asks for its matching
+    predictions (``_nested.offset``), under a name unique within the query.
+    """
+    query = _Builder(inner_hits).plan(bind(node), positive=True)
+    if _only(query, _FILTER) or _only(query, _FILTER_MUST_NOT):
+        return query
+    return {"bool": {"filter": [query]}}
+
+
+def matched_prediction_filters(node: Node) -> dict[str, Query]:
+    """Per nested path, the query (relative to that path) for the predictions ``node`` matched.
+
+    It is the OR of the positive (not negated) nested clauses on that path, meant for
+    ``nested.query`` of a sort or of a score lookup. Empty when nothing matched predictions.
+    """
+    found: dict[str, list[Query]] = {}
+    _collect(bind(node), positive=True, found=found)
+    return {path: _any(queries) for path, queries in found.items()}
+
+
+def _collect(plan: Plan, *, positive: bool, found: dict[str, list[Query]]) -> None:
+    match plan:
+        case Exists(paths=paths):
+            if positive:
+                for path in paths:
+                    query = prediction_query(plan, path)
+                    if query not in found.setdefault(path, []):
+                        found[path].append(query)
+        case ItemTest():
+            pass
+        case AllOf(parts) | AnyOf(parts):
+            for part in parts:
+                _collect(part, positive=positive, found=found)
+        case NoneOf(part):
+            _collect(part, positive=False, found=found)
+        case _:
+            assert_never(plan)
+
+
+class _Builder:
+    def __init__(self, inner_hits: bool) -> None:
+        self.inner_hits = inner_hits
+        self.count = 0
+
+    def plan(self, plan: Plan, *, positive: bool) -> Query:
+        match plan:
+            case Exists(paths=paths):
+                clauses = [self.nested(plan, path, positive=positive) for path in paths]
+                return clauses[0] if len(clauses) == 1 else _any(clauses)
+            case ItemTest(comparison):
+                return comparison_query(comparison, comparison.field)
+            case AllOf(parts):
+                return _all([self.plan(part, positive=positive) for part in parts])
+            case AnyOf(parts):
+                return _any([self.plan(part, positive=positive) for part in parts])
+            case NoneOf(part):
+                return {"bool": {"must_not": [self.plan(part, positive=False)]}}
+            case _:
+                assert_never(plan)
+
+    def nested(self, plan: Exists, path: str, *, positive: bool) -> Query:
+        clause: Query = {"path": path, "query": prediction_query(plan, path)}
+        if self.inner_hits and positive:
+            clause["inner_hits"] = {
+                "name": f"{path}_{self.count}",
+                "_source": False,
+                "size": INNER_HITS_SIZE,
+            }
+            self.count += 1
+        return {"nested": clause}
+
+
+def prediction_query(plan: Exists, path: str) -> Query:
+    """The query inside ``nested`` for one path of an ``Exists`` leaf (always a ``bool``)."""
+    filters: list[Query] = []
+    must_not: list[Query] = []
+    if plan.label is not None:
+        filters.append(label_query(plan.label, path))
+    for condition in plan.conditions:
+        _splice(attribute_query(condition, path), filters, must_not)
+    if not plan.include_rejected:
+        must_not.append({"term": {f"{path}.{f.PRED_STATUS}": f.PredictionStatus.REJECTED.value}})
+    if not must_not and len(filters) == 1 and "bool" in filters[0]:
+        return filters[0]
+    body: dict[str, list[Query]] = {"filter": filters} if filters else {}
+    if must_not:
+        body["must_not"] = must_not
+    return {"bool": body}
+
+
+def label_query(label: Label, path: str) -> Query:
+    if label.prefix:
+        return {"prefix": {f"{path}.{f.PRED_LABEL}": label.value}}
+    return {"term": {f"{path}.{f.PRED_LABEL_PREFIXES}": label.value}}
+
+
+def attribute_query(node: Node, path: str) -> Query:
+    """An attribute-only subtree as a query relative to the nested ``path``."""
+    match node:
+        case Comparison():
+            return comparison_query(node, f"{path}.{node.field}")
+        case Not(operand):
+            return {"bool": {"must_not": [attribute_query(operand, path)]}}
+        case And(operands):
+            return _all([attribute_query(child, path) for child in operands])
+        case Or(operands):
+            return _any([attribute_query(child, path) for child in operands])
+        case Label():
+            raise AssertionError("labels are never attribute conditions")
+        case _:
+            assert_never(node)
+
+
+def comparison_query(comparison: Comparison, field: str) -> Query:
+    """``field op value``; ``!=`` is the negation of ``=`` (so a missing field matches it)."""
+    op, value = comparison.op, comparison.value
+    match value:
+        case Number(number):
+            positive = _range_or_term(field, op, number)
+        case Text(text):
+            positive = {"term": {field: text}}
+        case ScoreBand(band):
+            low, high, inclusive = BAND_RANGES[band]
+            positive = {"range": {field: {"gte": low, "lte" if inclusive else "lt": high}}}
+        case Instant():
+            positive = _date_range(field, op, value)
+        case _:
+            assert_never(value)
+    if op is Op.NE:
+        return {"bool": {"must_not": [positive]}}
+    return positive
+
+
+def _range_or_term(field: str, op: Op, number: float) -> Query:
+    if op in (Op.EQ, Op.NE):
+        return {"term": {field: number}}
+    bound = {Op.LT: "lt", Op.LE: "lte", Op.GT: "gt", Op.GE: "gte"}[op]
+    return {"range": {field: {bound: number}}}
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _iso(epoch_ms: int) -> str:
+    """Millisecond-precise UTC timestamp: nothing left for Elasticsearch to round."""
+    days, millis = divmod(epoch_ms, 86_400_000)
+    day = date.fromordinal(_EPOCH_ORDINAL + days)
+    seconds, millis = divmod(millis, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return (
+        f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
+        f"T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    )
+
+
+_MAX_MS = (date.max.toordinal() - _EPOCH_ORDINAL + 1) * 86_400_000 - 1
+
+
+def _date_range(field: str, op: Op, value: Instant) -> Query:
+    """Dates are intervals ``[start, end)``: a whole day, or one millisecond."""
+    start = {"gte": _iso(value.start_ms)}
+    # The end of 9999-12-31 cannot be written as a date; say "up to its last millisecond".
+    if value.end_ms > _MAX_MS:
+        end, after = {"lte": _iso(_MAX_MS)}, {"gt": _iso(_MAX_MS)}
+    else:
+        end, after = {"lt": _iso(value.end_ms)}, {"gte": _iso(value.end_ms)}
+    bounds = {
+        Op.EQ: {**start, **end},
+        Op.NE: {**start, **end},
+        Op.LT: {"lt": _iso(value.start_ms)},
+        Op.LE: end,
+        Op.GT: after,
+        Op.GE: start,
+    }[op]
+    return {"range": {field: {**bounds, "format": "strict_date_optional_time"}}}
+
+
+_FILTER = frozenset({"filter"})
+_MUST_NOT = frozenset({"must_not"})
+_FILTER_MUST_NOT = frozenset({"filter", "must_not"})
+_SHOULD = frozenset({"should", "minimum_should_match"})
+
+
+def _only(query: Query, keys: frozenset[str]) -> bool:
+    """``query`` is a ``bool`` with exactly these clauses (so it can be spliced into another)."""
+    body = query.get("bool")
+    return body is not None and len(query) == 1 and body.keys() == keys
+
+
+def _splice(query: Query, filters: list[Query], must_not: list[Query]) -> None:
+    if _only(query, _FILTER):
+        filters.extend(query["bool"]["filter"])
+    elif _only(query, _MUST_NOT):
+        must_not.extend(query["bool"]["must_not"])
+    else:
+        filters.append(query)
+
+
+def _all(queries: list[Query]) -> Query:
+    """AND: plain filters and negations are spliced into one ``bool``."""
+    filters: list[Query] = []
+    must_not: list[Query] = []
+    for query in queries:
+        _splice(query, filters, must_not)
+    if len(filters) == 1 and not must_not:
+        return filters[0]
+    body: dict[str, list[Query]] = {"filter": filters} if filters else {}
+    if must_not:
+        body["must_not"] = must_not
+    return {"bool": body}
+
+
+def _any(queries: list[Query]) -> Query:
+    """OR: nested ORs are spliced into one ``should``."""
+    should: list[Query] = []
+    for query in queries:
+        if _only(query, _SHOULD):
+            should.extend(query["bool"]["should"])
+        else:
+            should.append(query)
+    if len(should) == 1:
+        return should[0]
+    return {"bool": {"should": should, "minimum_should_match": 1}}

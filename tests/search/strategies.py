@@ -1,0 +1,278 @@
+"""Hypothesis strategies: query trees (general, and small-vocabulary ones that hit a corpus)
+and item documents with the awkward cases the semantics care about."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import strategies as st
+
+from search import schema as f
+from search.ast import (
+    And,
+    Band,
+    Comparison,
+    Instant,
+    Label,
+    Node,
+    Not,
+    Number,
+    Op,
+    Or,
+    ScoreBand,
+    Text,
+    Value,
+)
+from search.fields import ATTRIBUTES, ITEM_FIELDS, ValueType
+from search.schema import PredictionKind, PredictionStatus
+
+DAY_MS = 86_400_000
+EQUALITY = [Op.EQ, Op.NE]
+ALL_OPS = list(Op)
+
+# --- a small world, so that random queries and random documents meet -----------------------
+IMAGE_LABELS = ["weather_clear", "weather_rain", "weather_snow", "scene_highway", "time_of_day"]
+OBJECT_LABELS = ["car", "car_suv", "cargo_ship", "pedestrian", "traffic_sign", "traffic light"]
+QUERY_LABELS = [
+    "weather", "weather_clear", "weather_rain", "scene", "time_of_day", "time", "car",
+    "car_suv", "cargo", "cargo_ship", "pedestrian", "traffic", "traffic_sign", "traffic light",
+    "weather_", "ca",
+]  # fmt: skip
+SCORES = [-1.0, -0.5, -0.01, 0.0, 0.2, 0.49, 0.5, 0.65, 0.8, 0.95, 1.0]
+QUERY_SCORES = [*SCORES, 0.3, 0.75, 0.9, -0.2, 0, 1]
+TRAINING_SETS = ["model_v1", "model_v2"]
+MODELS = ["clip", "yolo"]
+DATASETS = ["train", "val", "test"]
+CAMERAS = ["front", "rear", "rear left"]
+BASE_DAY = datetime(2024, 1, 1, tzinfo=UTC)
+BASE_MS = int(BASE_DAY.timestamp() * 1000)
+
+
+def small_label() -> st.SearchStrategy[Label]:
+    return st.builds(
+        Label,
+        st.sampled_from(list(PredictionKind)),
+        st.sampled_from(QUERY_LABELS),
+        st.booleans(),
+    )
+
+
+def _small_value(field: str, op: Op) -> st.SearchStrategy[Value]:
+    match field:
+        case f.PRED_SCORE:
+            numbers = st.sampled_from(QUERY_SCORES).map(Number)
+            if op.is_ordering:
+                return numbers
+            return numbers | st.sampled_from(list(Band)).map(ScoreBand)
+        case f.PRED_TRAINING_SET:
+            return st.sampled_from(TRAINING_SETS).map(Text)
+        case f.PRED_MODEL:
+            return st.sampled_from(MODELS).map(Text)
+        case f.PRED_STATUS:
+            return st.sampled_from([s.value for s in PredictionStatus]).map(Text)
+        case f.AUTOTAG_STATUS:
+            return st.sampled_from(["pending", "reviewed", "accepted"]).map(Text)
+        case f.DATASET:
+            return st.sampled_from(DATASETS).map(Text)
+        case f.WIDTH | f.HEIGHT:
+            return st.sampled_from([320, 640, 1000, 1024, 1920]).map(Number)
+        case f.UPLOADED_AT:
+            days = st.integers(0, 4).map(lambda d: Instant(BASE_MS + d * DAY_MS, True))
+            moments = st.integers(0, 4 * DAY_MS).map(
+                lambda ms: Instant(BASE_MS + ms - ms % 3_600_000, False)
+            )
+            return days | moments
+        case "metadata.camera":
+            return st.sampled_from(CAMERAS).map(Text)
+        case "metadata.frame":
+            return st.sampled_from([0, 3, 5, 7.5, 10]).map(Number)
+        case "metadata.exposure":
+            return st.sampled_from([0.1, 0.25, 0.5, 1]).map(Number)
+    raise AssertionError(field)
+
+
+SMALL_FIELDS = [
+    *ATTRIBUTES,
+    f.AUTOTAG_STATUS,
+    f.DATASET,
+    f.WIDTH,
+    f.UPLOADED_AT,
+    "metadata.camera",
+    "metadata.frame",
+    "metadata.exposure",
+]
+_ORDERED = {f.PRED_SCORE, f.WIDTH, f.UPLOADED_AT, "metadata.frame", "metadata.exposure"}
+
+
+@st.composite
+def small_comparison(draw: st.DrawFn, fields: list[str] = SMALL_FIELDS) -> Comparison:
+    field = draw(st.sampled_from(fields))
+    op = draw(st.sampled_from(ALL_OPS if field in _ORDERED else EQUALITY))
+    return Comparison(field, op, draw(_small_value(field, op)))
+
+
+def small_attribute() -> st.SearchStrategy[Comparison]:
+    return small_comparison(list(ATTRIBUTES))
+
+
+def trees(leaves: st.SearchStrategy[Node], depth: int, width: int = 3) -> st.SearchStrategy[Node]:
+    """Trees over ``leaves`` at most ``depth`` operators deep, ``width`` operands wide."""
+    if depth == 0:
+        return leaves
+    child = trees(leaves, depth - 1, width)
+    return st.one_of(
+        leaves,
+        child.map(Not),
+        st.lists(child, min_size=2, max_size=width).map(lambda c: And(tuple(c))),
+        st.lists(child, min_size=2, max_size=width).map(lambda c: Or(tuple(c))),
+    )
+
+
+def small_trees() -> st.SearchStrategy[Node]:
+    """Queries over the small world; attributes are frequent so binding is exercised."""
+    leaves = st.one_of(small_label(), small_attribute(), small_comparison())
+    return trees(leaves, depth=3)
+
+
+# --- the general tree: any value the parser can produce --------------------------------------
+_KEY = st.from_regex(r"[A-Za-z_][A-Za-z0-9_\-]{0,8}", fullmatch=True)
+_TEXT = st.text(min_size=0, max_size=12)
+_FLOATS = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+def _any_value(kind: ValueType, op: Op) -> st.SearchStrategy[Value]:
+    match kind:
+        case ValueType.SCORE:
+            numbers = (st.integers(-1000, 1000) | _FLOATS).map(Number)
+            if op.is_ordering:
+                return numbers
+            return numbers | st.sampled_from(list(Band)).map(ScoreBand)
+        case ValueType.INTEGER:
+            return st.integers(-(2**31), 2**31 - 1).map(Number)
+        case ValueType.TEXT:
+            return _TEXT.map(Text)
+        case ValueType.DATE:
+            days = st.integers(-719_162, 2_932_896).map(lambda d: Instant(d * DAY_MS, True))
+            millis = st.integers(-62_135_596_800_000, 253_402_300_799_999)
+            return days | millis.map(lambda ms: Instant(ms, False))
+        case ValueType.DYNAMIC:
+            numbers = (st.integers(-(10**15), 10**15) | _FLOATS).map(Number)
+            return numbers if op.is_ordering else numbers | _TEXT.map(Text)
+        case ValueType.ENUM:
+            raise AssertionError("enums are drawn from their choices")
+
+
+@st.composite
+def any_comparison(draw: st.DrawFn) -> Comparison:
+    specs = {**ATTRIBUTES, **ITEM_FIELDS}
+    name = draw(st.sampled_from([*specs, "metadata"]))
+    if name == "metadata":
+        key = draw(st.lists(_KEY, min_size=1, max_size=2).map(".".join))
+        field, kind = f"metadata.{key}", ValueType.DYNAMIC
+    else:
+        field, kind = name, specs[name].type
+    ordered = kind in (ValueType.SCORE, ValueType.INTEGER, ValueType.DATE, ValueType.DYNAMIC)
+    op = draw(st.sampled_from(ALL_OPS if ordered else EQUALITY))
+    if kind is ValueType.ENUM:
+        return Comparison(field, op, Text(draw(st.sampled_from(specs[name].choices))))
+    return Comparison(field, op, draw(_any_value(kind, op)))
+
+
+def any_label() -> st.SearchStrategy[Label]:
+    return st.builds(
+        Label,
+        st.sampled_from(list(PredictionKind)),
+        st.text(min_size=1, max_size=12),
+        st.booleans(),
+    )
+
+
+def any_trees() -> st.SearchStrategy[Node]:
+    return trees(st.one_of(any_label(), any_comparison()), depth=4)
+
+
+# --- documents -------------------------------------------------------------------------------
+@st.composite
+def predictions(draw: st.DrawFn, labels: list[str]) -> dict[str, Any]:
+    prediction: dict[str, Any] = {
+        f.PRED_LABEL: draw(st.sampled_from(labels)),
+        f.PRED_TRAINING_SET: draw(st.sampled_from(TRAINING_SETS)),
+        f.PRED_MODEL: draw(st.sampled_from(MODELS)),
+        f.PRED_STATUS: draw(st.sampled_from([s.value for s in PredictionStatus])),
+    }
+    if draw(st.integers(0, 9)) > 0:
+        prediction[f.PRED_SCORE] = draw(st.sampled_from(SCORES))
+    if prediction[f.PRED_STATUS] == PredictionStatus.MODIFIED:
+        prediction[f.PRED_ORIGINAL_LABEL] = draw(st.sampled_from(labels))
+    return prediction
+
+
+@st.composite
+def items(draw: st.DrawFn, item_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = {f.ITEM_ID: item_id}
+    for path, labels, most in (
+        (f.IMAGE_PREDICTIONS, IMAGE_LABELS, 3),
+        (f.OBJECT_PREDICTIONS, OBJECT_LABELS, 5),
+    ):
+        item[path] = draw(st.lists(predictions(labels), max_size=most))
+    if draw(st.booleans()):
+        item[f.DATASET] = draw(st.sampled_from(DATASETS))
+    if draw(st.booleans()):
+        item[f.WIDTH] = draw(st.sampled_from([320, 640, 1000, 1024, 1920]))
+    if draw(st.integers(0, 4)) > 0:
+        offset = draw(st.integers(0, 5 * DAY_MS // 60_000)) * 60_000
+        moment = BASE_DAY + timedelta(milliseconds=offset)
+        item[f.UPLOADED_AT] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    metadata: dict[str, Any] = {}
+    if draw(st.booleans()):
+        metadata["camera"] = draw(st.sampled_from(CAMERAS))
+    if draw(st.booleans()):
+        metadata["frame"] = draw(st.integers(0, 10))
+    if draw(st.booleans()):
+        metadata["exposure"] = draw(st.sampled_from([0.1, 0.25, 0.5, 1.0]))
+    if metadata:
+        item[f.METADATA] = metadata
+    return item
+
+
+def random_item(rng: random.Random, item_id: str) -> dict[str, Any]:
+    """The same distribution as :func:`items`, from a seeded generator (for a fixed corpus)."""
+
+    def prediction(labels: list[str]) -> dict[str, Any]:
+        status = rng.choice([s.value for s in PredictionStatus])
+        result: dict[str, Any] = {
+            f.PRED_LABEL: rng.choice(labels),
+            f.PRED_TRAINING_SET: rng.choice(TRAINING_SETS),
+            f.PRED_MODEL: rng.choice(MODELS),
+            f.PRED_STATUS: status,
+        }
+        if rng.random() < 0.9:
+            result[f.PRED_SCORE] = rng.choice(SCORES)
+        if status == PredictionStatus.MODIFIED:
+            result[f.PRED_ORIGINAL_LABEL] = rng.choice(labels)
+        return result
+
+    item: dict[str, Any] = {
+        f.ITEM_ID: item_id,
+        f.IMAGE_PREDICTIONS: [prediction(IMAGE_LABELS) for _ in range(rng.randint(0, 3))],
+        f.OBJECT_PREDICTIONS: [prediction(OBJECT_LABELS) for _ in range(rng.randint(0, 5))],
+    }
+    if rng.random() < 0.5:
+        item[f.DATASET] = rng.choice(DATASETS)
+    if rng.random() < 0.5:
+        item[f.WIDTH] = rng.choice([320, 640, 1000, 1024, 1920])
+    if rng.random() < 0.8:
+        moment = BASE_DAY + timedelta(minutes=rng.randint(0, 5 * 24 * 60))
+        item[f.UPLOADED_AT] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    metadata: dict[str, Any] = {}
+    if rng.random() < 0.5:
+        metadata["camera"] = rng.choice(CAMERAS)
+    if rng.random() < 0.5:
+        metadata["frame"] = rng.randint(0, 10)
+    if rng.random() < 0.5:
+        metadata["exposure"] = rng.choice([0.1, 0.25, 0.5, 1.0])
+    if metadata:
+        item[f.METADATA] = metadata
+    return item

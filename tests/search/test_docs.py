@@ -1,0 +1,75 @@
+"""docs/query-language.md is executed: every ``query`` block must find exactly the sample items
+it lists, both with the reference evaluator and on a real node; every ``query-error`` block
+must raise the error it names."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch
+
+import search
+from indexer.documents import prepare_item
+from search import QueryError, evaluate, parse, translate
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "query-language.md"
+_BLOCK = re.compile(r"^```(query|query-error|json)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def _blocks(kind: str) -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    return [body for found, body in _BLOCK.findall(text) if found == kind]
+
+
+def _examples() -> list[tuple[str, set[str]]]:
+    examples = []
+    for body in _blocks("query"):
+        query, marker = body.rstrip("\n").rsplit("\n", 1)
+        assert marker.startswith("# matches:"), body
+        examples.append((query, set(marker.removeprefix("# matches:").split())))
+    return examples
+
+
+def _sample_items() -> list[dict[str, Any]]:
+    text = DOC.read_text(encoding="utf-8")
+    body = text.split("<!-- sample-items -->\n```json\n", 1)[1].split("```", 1)[0]
+    return [prepare_item(item) for item in json.loads(body)]
+
+
+EXAMPLES = _examples()
+ITEMS = _sample_items()
+
+
+def test_the_reference_has_examples() -> None:
+    assert len(EXAMPLES) >= 40
+    assert len(ITEMS) == 6
+
+
+@pytest.mark.parametrize(("query", "expected"), EXAMPLES, ids=[q for q, _ in EXAMPLES])
+def test_example_with_evaluator(query: str, expected: set[str]) -> None:
+    tree = parse(query)
+    assert {item["item_id"] for item in ITEMS if evaluate(tree, item)} == expected
+
+
+@pytest.mark.parametrize("body", _blocks("query-error"))
+def test_error_example(body: str) -> None:
+    query, marker = body.rstrip("\n").rsplit("\n", 1)
+    expected = getattr(search, marker.removeprefix("# error:").strip())
+    with pytest.raises(QueryError) as caught:
+        parse(query)
+    assert type(caught.value) is expected
+
+
+@pytest.mark.es
+def test_examples_on_elasticsearch(es: Elasticsearch, item_index: str) -> None:
+    operations: list[dict[str, Any]] = []
+    for item in ITEMS:
+        operations += [{"index": {"_index": item_index, "_id": item["item_id"]}}, item]
+    assert not es.bulk(operations=operations, refresh=True)["errors"]
+    for query, expected in EXAMPLES:
+        response = es.search(index=item_index, query=translate(parse(query)), size=100)
+        assert {hit["_id"] for hit in response["hits"]["hits"]} == expected, query

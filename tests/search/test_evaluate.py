@@ -1,0 +1,82 @@
+"""The reference evaluator on hand-made documents: the semantics, case by case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from indexer.documents import prepare_item
+from search import evaluate, parse
+
+
+def _item(**fields: Any) -> dict[str, Any]:
+    return prepare_item({"item_id": "x", **fields})
+
+
+def _walker(score: float) -> dict[str, Any]:
+    return {"label": "pedestrian", "score": score}
+
+
+def _objects(*predictions: dict[str, Any]) -> dict[str, Any]:
+    return _item(object_predictions=list(predictions))
+
+
+def _car(score: float, **extra: Any) -> dict[str, Any]:
+    return {"label": "car", "score": score, **extra}
+
+
+@pytest.mark.parametrize(
+    ("query", "item", "expected"),
+    [
+        # One and the same prediction carries the label and the score.
+        ("object_prefix:car AND score < 0.5", _objects(_car(0.9), _walker(0.2)), False),
+        ("object_prefix:car AND score < 0.5", _objects(_car(0.9), _car(0.2)), True),
+        # Unbound: any prediction of either kind.
+        ("score < 0.5", _item(image_predictions=[{"label": "night", "score": 0.2}]), True),
+        # Labels: `_` boundary vs plain prefix.
+        ("object_prefix:car", _objects({"label": "cargo_ship"}), False),
+        ("object_prefix:car*", _objects({"label": "cargo_ship"}), True),
+        ("object_prefix:car_suv", _objects({"label": "car"}), False),
+        # Rejected predictions are invisible unless status is mentioned.
+        ("object_prefix:car", _objects(_car(0.9, status="rejected")), False),
+        ("object_prefix:car AND status != accepted", _objects(_car(0.9, status="rejected")),
+         True),
+        ("NOT object_prefix:car", _objects(_car(0.9, status="rejected")), True),
+        # Modified predictions match by their current label only.
+        ("object_prefix:truck",
+         _objects(_car(0.9, status="modified", original_label="truck")), False),
+        # A missing score: ranges fail, != holds.
+        ("object_prefix:car AND score >= 0", _objects({"label": "car"}), False),
+        ("object_prefix:car AND score != 0.5", _objects({"label": "car"}), True),
+        # Scores compare as 32-bit floats, like the index stores them.
+        ("score > 0.8", _objects(_car(0.80000001)), False),
+        ("score = high", _objects(_car(1.0)), True),
+        ("score = medium", _objects(_car(0.8)), False),
+        ("score = negative", _objects(_car(0.0)), False),
+        ("score = low", _objects(_car(0.0)), True),
+        # Item fields: missing and !=, lists, dates as strings or epoch millis.
+        ("dataset != train", _item(), True),
+        ("dataset = train", _item(), False),
+        ("autotag_status = reviewed", _objects(_car(0.9, status="accepted")), True),
+        ("autotag_status != accepted", _objects(_car(0.9, status="accepted")), False),
+        ("autotag_status = pending", _item(), False),
+        ("autotag_status != pending", _item(), True),
+        ("uploaded_at = 2024-01-31", _item(uploaded_at="2024-01-31T23:59:59.999Z"), True),
+        ("uploaded_at > 2024-01-31", _item(uploaded_at="2024-02-01T00:00:00Z"), True),
+        ("uploaded_at <= 2024-01-31", _item(uploaded_at=1706745599999), True),
+        ("uploaded_at < 2024-01-31T10:00:00+01:00", _item(uploaded_at="2024-01-31T09:00:00Z"),
+         False),
+        # Metadata: numbers, text, nested objects, dotted keys, lists.
+        ("metadata.frame > 2.5", _item(metadata={"frame": 3}), True),
+        ("metadata.frame = 3", _item(metadata={"frame": 3}), True),
+        ('metadata.frame = "3"', _item(metadata={"frame": 3}), False),
+        ("metadata.gps.lat > 48", _item(metadata={"gps": {"lat": 48.5}}), True),
+        ("metadata.gps.lat > 48", _item(metadata={"gps.lat": 48.5}), True),
+        ("metadata.tags = b", _item(metadata={"tags": ["a", "b"]}), True),
+        ("metadata.tags != b", _item(metadata={"tags": ["a", "b"]}), False),
+        ("metadata.flag = true", _item(metadata={"flag": True}), True),
+    ],
+)  # fmt: skip
+def test_semantics(query: str, item: dict[str, Any], expected: bool) -> None:
+    assert evaluate(parse(query), item) is expected

@@ -1,0 +1,136 @@
+"""Parsing: the tree each kind of text produces, spans, and the grammar's health."""
+
+from __future__ import annotations
+
+import logging
+from importlib.resources import files
+
+import pytest
+from lark import Lark
+
+from search import InvalidValueError, parse, render
+from search.ast import (
+    And,
+    Band,
+    Comparison,
+    Instant,
+    Label,
+    Not,
+    Number,
+    Op,
+    Or,
+    ScoreBand,
+    Span,
+    Text,
+)
+from search.schema import PredictionKind
+
+CAR = Label(PredictionKind.OBJECT, "car")
+BUS = Label(PredictionKind.OBJECT, "bus")
+CLEAR = Label(PredictionKind.IMAGE, "weather_clear")
+
+
+def test_label() -> None:
+    assert parse("object_prefix:car") == CAR
+    assert parse("object_prefix:car*") == Label(PredictionKind.OBJECT, "car", prefix=True)
+    assert parse('object_prefix:"traffic light"') == Label(PredictionKind.OBJECT, "traffic light")
+    assert parse('object_prefix:"car*"') == Label(PredictionKind.OBJECT, "car*")
+    assert parse("object_prefix : car") == CAR
+
+
+def test_precedence_not_and_or() -> None:
+    assert parse("object_prefix:car OR object_prefix:bus AND NOT image_prefix:weather_clear") == Or(
+        (CAR, And((BUS, Not(CLEAR))))
+    )
+
+
+def test_implicit_and_equals_explicit_and() -> None:
+    assert parse("object_prefix:car object_prefix:bus") == parse(
+        "object_prefix:car AND object_prefix:bus"
+    )
+
+
+def test_chains_are_flat_and_parentheses_keep_shape() -> None:
+    flat = And((CAR, BUS, CLEAR))
+    assert parse("object_prefix:car AND object_prefix:bus AND image_prefix:weather_clear") == flat
+    nested = parse("object_prefix:car AND (object_prefix:bus AND image_prefix:weather_clear)")
+    assert nested == And((CAR, And((BUS, CLEAR))))
+    assert parse("((object_prefix:car))") == CAR
+
+
+def test_keywords_and_field_names_are_case_insensitive() -> None:
+    assert parse("Object_Prefix:car and not SCORE < 0.5 Or status = PENDING") == Or(
+        (
+            And((CAR, Not(Comparison("score", Op.LT, Number(0.5))))),
+            Comparison("status", Op.EQ, Text("pending")),
+        )
+    )
+
+
+def test_keyword_inside_a_word_is_a_word() -> None:
+    assert parse("dataset = andromeda") == Comparison("dataset", Op.EQ, Text("andromeda"))
+    assert parse("object_prefix:order") == Label(PredictionKind.OBJECT, "order")
+
+
+def test_values_are_typed_by_field() -> None:
+    assert parse("score = high") == Comparison("score", Op.EQ, ScoreBand(Band.HIGH))
+    assert parse('score = "HIGH"') == Comparison("score", Op.EQ, ScoreBand(Band.HIGH))
+    assert parse("score >= -1") == Comparison("score", Op.GE, Number(-1))
+    assert parse("dataset = 2024") == Comparison("dataset", Op.EQ, Text("2024"))
+    assert parse("metadata.lot = 2024") == Comparison("metadata.lot", Op.EQ, Number(2024))
+    assert parse('metadata.lot = "2024"') == Comparison("metadata.lot", Op.EQ, Text("2024"))
+    assert parse("METADATA.Lot = x").field == "metadata.Lot"  # type: ignore[union-attr]
+
+
+def test_words_after_colon_or_operator_are_values() -> None:
+    assert parse("object_prefix:a:b") == Label(PredictionKind.OBJECT, "a:b")
+    assert parse("dataset = s3://x/y") == Comparison("dataset", Op.EQ, Text("s3://x/y"))
+    assert parse("(dataset=x)") == Comparison("dataset", Op.EQ, Text("x"))
+
+
+def test_dates() -> None:
+    day = parse("uploaded_at = 2024-01-31")
+    assert day == Comparison("uploaded_at", Op.EQ, Instant(1706659200000, whole_day=True))
+    moment = parse('uploaded_at < "2024-01-31T02:00:00.5+02:00"')
+    assert moment == Comparison("uploaded_at", Op.LT, Instant(1706659200500, whole_day=False))
+
+
+def test_huge_numbers_are_query_errors() -> None:
+    with pytest.raises(InvalidValueError):
+        parse("metadata.x = " + "9" * 5000, max_length=10_000)
+    with pytest.raises(InvalidValueError):
+        parse("score > 1e400")
+
+
+def test_string_escapes() -> None:
+    assert parse(r'dataset = "a \"b\" \\ c"') == Comparison("dataset", Op.EQ, Text('a "b" \\ c'))
+
+
+def test_spans() -> None:
+    tree = parse("NOT (object_prefix:car  AND score >= 0.5)")
+    assert isinstance(tree, Not)
+    assert tree.span == Span(0, 41)
+    inner = tree.operand
+    assert isinstance(inner, And)
+    assert inner.span == Span(4, 41)
+    label, comparison = inner.operands
+    assert label.span == Span(5, 22)
+    assert comparison.span == Span(28, 40)
+
+
+def test_spans_do_not_affect_equality() -> None:
+    assert parse("object_prefix:car") == parse("   object_prefix:car   ")
+
+
+def test_render_is_canonical() -> None:
+    text = 'object_prefix:car score<0.5 or NOT (dataset="a b" and status = Pending)'
+    assert render(parse(text)) == (
+        'object_prefix:car AND score < 0.5 OR NOT (dataset = "a b" AND status = pending)'
+    )
+
+
+def test_grammar_has_no_conflicts(caplog: pytest.LogCaptureFixture) -> None:
+    grammar = files("search").joinpath("grammar.lark").read_text(encoding="utf-8")
+    with caplog.at_level(logging.DEBUG, logger="lark"):
+        Lark(grammar, parser="lalr", lexer="contextual", debug=True)
+    assert "conflict" not in caplog.text.lower()
