@@ -1,0 +1,342 @@
+"""The ``autotag index`` and ``autotag import`` subcommands.
+
+``api/cli.py`` (the ``autotag`` program) calls :func:`add_subcommands`; ``python -m indexer.cli``
+runs the same two subcommands on their own. Each handler returns the exit status: 0 when the
+run finished (per-item failures are reported, not fatal), 1 when it could not run or stopped
+early, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+
+from indexer.mapping import INDEX_ALIAS
+
+DEFAULT_FAILURES_FILE: Final = Path(".autotag") / "failures.jsonl"
+TINY_CLIP_ARCH: Final = "autotag-tiny"
+
+_INDEX_HELP: Final = """\
+Tag images with the CLIP tagger and the object detector and write the predictions under a
+training set. SOURCE is a folder of images (searched recursively; item ids are
+DATASET/relative/path) or a manifest (.jsonl or .csv with item_id, uri, dataset and optional
+metadata). Items this training set already tagged are skipped unless --force.
+"""
+
+_IMPORT_HELP: Final = """\
+Load predictions made elsewhere under a training set, through the same writer as `index`.
+SOURCE is a JSONL file (one item per line: item_id, optional dataset/uri/width/height/metadata,
+image_predictions [{label, score, model?}], object_predictions [{label, score, bbox}]) or,
+with --coco-images, a COCO detection results file ([{image_id, category_id, bbox, score}]).
+"""
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Register ``index`` and ``import`` on the ``autotag`` program's subparsers."""
+    index = subparsers.add_parser(
+        "index", help="tag images and index the predictions", description=_INDEX_HELP
+    )
+    index.add_argument("source", type=Path, metavar="SOURCE", help="folder of images or manifest")
+    _common_options(index)
+    models = index.add_argument_group("models")
+    models.add_argument(
+        "--clip-model",
+        default=None,
+        help=f"open_clip architecture (default: the shipped tiny model, {TINY_CLIP_ARCH})",
+    )
+    models.add_argument(
+        "--clip-weights",
+        default=None,
+        help="open_clip pretrained tag, checkpoint file or local-dir:FOLDER "
+        "(default: the shipped tiny model)",
+    )
+    models.add_argument("--no-clip", action="store_true", help="skip image-level tagging")
+    models.add_argument(
+        "--detector-weights",
+        default=None,
+        help="detector weights file (default: the shipped tiny detector)",
+    )
+    models.add_argument("--no-detector", action="store_true", help="skip object detection")
+    models.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="keep detections scoring at least this (default 0.5)",
+    )
+    models.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (GPU when present; default)"
+    )
+    run = index.add_argument_group("run")
+    run.add_argument("--batch-size", type=_positive, default=32, help="images per model batch")
+    run.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=None,
+        help="decoding worker processes (default: cores - 1, at least 1)",
+    )
+    run.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=None,
+        help="refuse images with more pixels than this (default 64M)",
+    )
+    run.add_argument(
+        "--dataset",
+        help="dataset name of a folder; a manifest's rows are restricted to this dataset",
+    )
+    run.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only items whose metadata KEY (dotted for nested) equals VALUE; repeatable, ANDed",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    index.set_defaults(func=run_index_command)
+
+    imports = subparsers.add_parser(
+        "import", help="import predictions made elsewhere", description=_IMPORT_HELP
+    )
+    imports.add_argument("source", type=Path, metavar="SOURCE", help="JSONL or COCO results file")
+    _common_options(imports)
+    imports.add_argument(
+        "--coco-images",
+        type=Path,
+        help="COCO images json (images with id and file_name, and categories); "
+        "makes SOURCE a COCO detection results file",
+    )
+    imports.add_argument(
+        "--dataset",
+        help="dataset of COCO images (item id DATASET/file_name, as `index` names folder "
+        "images) or of JSONL items that name none",
+    )
+    imports.add_argument("--model", default=None, help="model name for predictions that name none")
+    imports.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.0,
+        help="COCO: drop detections scoring below this (default 0)",
+    )
+    imports.set_defaults(func=run_import_command)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--index", default=INDEX_ALIAS, help=f"index or alias to write (default {INDEX_ALIAS})"
+    )
+    parser.add_argument(
+        "--training-set", required=True, help="model-version name recorded on every prediction"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="redo items this training set already tagged (replaces only its pending "
+        "predictions; review decisions are kept)",
+    )
+    parser.add_argument(
+        "--taxonomy", type=Path, default=None, help="taxonomy TOML (default: the shipped one)"
+    )
+    parser.add_argument(
+        "--failures-file",
+        type=Path,
+        default=DEFAULT_FAILURES_FILE,
+        help=f"append failed items here as JSONL (default {DEFAULT_FAILURES_FILE})",
+    )
+    parser.add_argument(
+        "--write-batch-size", type=_positive, default=500, help="items per bulk write"
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a non-negative integer")
+    return value
+
+
+def _console() -> Console:
+    return Console(stderr=True)
+
+
+def _connect() -> Any:
+    from search.connection import connect
+
+    return connect()
+
+
+def _ensure_index(client: Any, index: str) -> None:
+    """Use ``index`` (an index or an alias) if it exists, else create it behind an alias."""
+    from indexer.admin import ensure_index
+
+    if not client.indices.exists(index=index):
+        ensure_index(client, index)
+
+
+def _writer(args: argparse.Namespace, client: Any) -> Any:
+    from indexer.writer import PredictionWriter
+
+    _ensure_index(client, args.index)
+    return PredictionWriter(
+        client,
+        args.index,
+        training_set=args.training_set,
+        force=args.force,
+        batch_size=args.write_batch_size,
+    )
+
+
+def _slice(args: argparse.Namespace) -> Any:
+    from indexer.sources import SliceFilter
+
+    return SliceFilter.parse([args.dataset] if args.dataset else [], args.filter)
+
+
+def run_index_command(args: argparse.Namespace) -> int:
+    """Handler of ``autotag index``."""
+    from indexer import models as shipped
+    from indexer.decoding import DEFAULT_MAX_PIXELS
+    from indexer.pipeline import (
+        IndexOptions,
+        default_workers,
+        resolve_device,
+        run_index,
+    )
+    from indexer.report import FailureLog
+    from indexer.sources import open_source
+    from indexer.taxonomy import load_taxonomy
+
+    console = _console()
+    if args.no_clip and args.no_detector:
+        console.print("[red]autotag index: --no-clip and --no-detector leave nothing to do[/red]")
+        return 2
+    device = resolve_device(args.device)
+    try:
+        source = open_source(args.source, slice_filter=_slice(args), dataset=args.dataset)
+        taxonomy = load_taxonomy(args.taxonomy)
+        clip = None
+        if not args.no_clip:
+            from indexer.clip_tagger import ClipTagger
+
+            weights = args.clip_weights or shipped.TINY_CLIP
+            if not args.clip_model and not weights.startswith("local-dir:"):
+                raise ValueError("--clip-model is required unless --clip-weights is local-dir:")
+            clip = ClipTagger(args.clip_model or "", weights, taxonomy, device=device)
+        detector = None
+        if not args.no_detector:
+            from indexer.detector import ObjectDetector
+
+            detector = ObjectDetector(
+                args.detector_weights or shipped.TINY_DETECTOR,
+                taxonomy,
+                device=device,
+                score_threshold=args.score_threshold,
+            )
+        writer = _writer(args, _connect())
+    except Exception as error:  # a clear one-line message, not a traceback
+        console.print(f"[red]autotag index: {error}[/red]", highlight=False)
+        return 1
+    options = IndexOptions(
+        batch_size=args.batch_size,
+        workers=default_workers() if args.workers is None else args.workers,
+        device=device,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        write_batch_size=args.write_batch_size,
+        progress=not args.no_progress,
+    )
+    with FailureLog(args.failures_file, training_set=args.training_set) as failure_log:
+        try:
+            summary = run_index(
+                source,
+                writer,
+                clip=clip,
+                detector=detector,
+                options=options,
+                failure_log=failure_log,
+                console=console,
+            )
+        except Exception as error:  # e.g. a decoding worker killed by the OS
+            console.print(
+                f"[red]autotag index stopped: {type(error).__name__}: {error}[/red]\n"
+                "Items written so far are kept; run the same command again to resume.",
+                highlight=False,
+            )
+            return 1
+    return report(summary, console, failures_file=args.failures_file, title="autotag index")
+
+
+def run_import_command(args: argparse.Namespace) -> int:
+    """Handler of ``autotag import``."""
+    from indexer.importer import read_coco, read_jsonl, run_import
+    from indexer.report import FailureLog
+    from indexer.taxonomy import load_taxonomy
+
+    console = _console()
+    try:
+        if args.coco_images is not None:
+            batch = read_coco(
+                args.source,
+                args.coco_images,
+                taxonomy=load_taxonomy(args.taxonomy),
+                dataset=args.dataset,
+                model=args.model or "coco-import",
+                score_threshold=args.score_threshold,
+            )
+        else:
+            batch = read_jsonl(args.source, dataset=args.dataset, model=args.model or "import")
+        writer = _writer(args, _connect())
+    except Exception as error:
+        console.print(f"[red]autotag import: {error}[/red]", highlight=False)
+        return 1
+    with FailureLog(args.failures_file, training_set=args.training_set) as failure_log:
+        summary = run_import(batch, writer, failure_log=failure_log)
+    for note in batch.notes:
+        console.print(note, highlight=False)
+    return report(summary, console, failures_file=args.failures_file, title="autotag import")
+
+
+def report(summary: Any, console: Console, *, failures_file: Path, title: str) -> int:
+    """Print the summary table and the failures; the exit status of the run."""
+    out = Console()
+    out.print(summary.table(title))
+    if summary.failures:
+        shown = summary.failures[:20]
+        for failure in shown:
+            console.print(
+                f"[yellow]failed[/yellow] {failure.item_id} ({failure.stage}): {failure.reason}",
+                markup=True,
+                highlight=False,
+            )
+        more = len(summary.failures) - len(shown)
+        if more:
+            console.print(f"... and {more} more")
+        console.print(f"failures appended to {failures_file}")
+    if summary.aborted:
+        console.print(f"[red]stopped early: {summary.aborted}[/red]")
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m indexer.cli {index,import} ...``."""
+    parser = argparse.ArgumentParser(prog="python -m indexer.cli")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_subcommands(subparsers)
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
