@@ -105,6 +105,19 @@ def _validated(
     return out
 
 
+def _unique_ids(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two detections with the same label and (rounded) box would share an id: number them."""
+    seen: dict[str, int] = {}
+    for prediction in predictions:
+        pid = prediction[f.PRED_ID]
+        if pid in seen:
+            seen[pid] += 1
+            prediction[f.PRED_ID] = f"{pid}-{seen[pid]}"
+        else:
+            seen[pid] = 0
+    return predictions
+
+
 def incoming_training_sets(entry: ItemPredictions, default: str) -> set[str]:
     """The training sets ``entry`` writes: the writer's own, plus any a prediction names."""
     named = {
@@ -153,7 +166,7 @@ def merge_item(
         ]
         kept_ids = {p.get(f.PRED_ID) for p in kept}
         fresh = [_validated(p, kind=kind, defaults=defaults) for p in incoming]
-        merged[path] = kept + [p for p in fresh if p[f.PRED_ID] not in kept_ids]
+        merged[path] = kept + [p for p in _unique_ids(fresh) if p[f.PRED_ID] not in kept_ids]
     tagged_by = list(merged.get(f.TAGGED_BY) or ())
     tagged_by += sorted(writing.difference(tagged_by))
     merged[f.TAGGED_BY] = tagged_by

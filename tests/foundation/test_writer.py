@@ -144,3 +144,12 @@ def test_write_many_overlaps_batches_without_losing_or_duplicating(
     assert es.count(index=item_index)["count"] == 1 + 6 * 30
     cars = _get(es, item_index, "a-0")["object_predictions"]
     assert len(cars) == 1  # replaced each time, never duplicated
+
+
+def test_look_alike_detections_get_distinct_ids(es: Elasticsearch, item_index: str) -> None:
+    twin = {"label": "car", "score": 0.8, "bbox": BOX}
+    entry = ItemPredictions(item={"item_id": "t"}, object_predictions=[twin, dict(twin)])
+    PredictionWriter(es, item_index, training_set="v1", refresh=True).write([entry])
+    ids = [p["id"] for p in _get(es, item_index, "t")["object_predictions"]]
+    assert len(set(ids)) == 2
+    assert ids[1] == f"{ids[0]}-1"
