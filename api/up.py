@@ -1,27 +1,38 @@
 """The main job behind ``autotag up``: a ready-to-query autotag on this machine.
 
 Starts (or finds) Elasticsearch, creates the index behind its alias, loads the sample
-predictions through the product's writer, prints the cluster health, then serves the API and
-prints example queries to try with curl.
+predictions through the product's writer, tags a small synthetic image dataset with the shipped
+tiny CLIP model and detector, prints the cluster health, then serves the API and prints example
+queries to try with curl.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 from api.serve import serve as run_api
 from api.settings import Settings
 from indexer.admin import ensure_index
+from indexer.cli import main as index_main
 from indexer.mapping import INDEX_ALIAS
 from indexer.sample import TRAINING_SETS, sample_items
+from indexer.synthetic.dataset import MANIFEST_FILE, write_dataset
 from indexer.writer import PredictionWriter, WriteResult
 from search.connection import connect, ensure_elasticsearch
+from search.provision import default_cache_dir
 
 SAMPLE_SIZE = 200
+SAMPLE_IMAGES = 40
+SAMPLE_IMAGE_SEED = 2025
+SAMPLE_TRAINING_SET = "tiny_v1"
 EXAMPLE_QUERIES = (
     "image_prefix:weather_clear AND score >= 0.8",
     "object_prefix:car AND score < 0.5",
+    'training_set = "tiny_v1" AND image_prefix:weather_rain AND score >= 0.5',
     'training_set = "model_v2" AND autotag_status = "pending"',
 )
 
@@ -38,6 +49,29 @@ def load_sample(urls: list[str], alias: str = INDEX_ALIAS) -> WriteResult:
     return total
 
 
+def sample_images() -> Path:
+    """The manifest of a small synthetic driving dataset, generated once into the cache."""
+    folder = default_cache_dir() / "sample-images"
+    manifest = folder / MANIFEST_FILE
+    if not manifest.exists():
+        scratch = Path(tempfile.mkdtemp(prefix="sample-images-", dir=folder.parent))
+        write_dataset(scratch, SAMPLE_IMAGES, seed=SAMPLE_IMAGE_SEED, dataset="synthetic_drives")
+        shutil.rmtree(folder, ignore_errors=True)
+        scratch.rename(folder)  # whole or absent, never half written
+        # The manifest names the images by absolute path: rewrite it for the final folder.
+        manifest.write_text(manifest.read_text().replace(str(scratch), str(folder)))
+    return manifest
+
+
+def index_sample_images(alias: str = INDEX_ALIAS) -> int:
+    """Tag the synthetic sample images with the shipped tiny models (``autotag index``)."""
+    print(f"autotag: tagging {SAMPLE_IMAGES} synthetic sample images with the shipped models")
+    manifest = sample_images()
+    return index_main(
+        ["index", str(manifest), "--training-set", SAMPLE_TRAINING_SET, "--index", alias]
+    )
+
+
 def run_demo(*, serve: bool, host: str = "127.0.0.1", port: int = 8000) -> int:
     started = time.monotonic()
     print("autotag: finding or starting Elasticsearch ...", flush=True)
@@ -49,13 +83,16 @@ def run_demo(*, serve: bool, host: str = "127.0.0.1", port: int = 8000) -> int:
         f"is {health['status']} with {health['number_of_nodes']} node(s)"
     )
     result = load_sample(urls)
-    count = client.count(index=INDEX_ALIAS)["count"]
     print(
-        f"autotag: sample loaded into '{INDEX_ALIAS}': {result.written} item writes, "
-        f"{result.skipped} already there, {result.predictions} predictions, "
-        f"{len(result.failed)} failed; {count} items searchable "
-        f"({time.monotonic() - started:.1f}s)"
+        f"autotag: sample predictions loaded into '{INDEX_ALIAS}': {result.written} item "
+        f"writes, {result.skipped} already there, {result.predictions} predictions, "
+        f"{len(result.failed)} failed"
     )
+    if index_sample_images() != 0:
+        print("autotag: tagging the sample images failed (see above); going on without them")
+    client.indices.refresh(index=INDEX_ALIAS)
+    count = client.count(index=INDEX_ALIAS)["count"]
+    print(f"autotag: {count} items searchable ({time.monotonic() - started:.1f}s)")
     print(
         "next:\n"
         "  autotag es status            # cluster health\n"

@@ -200,7 +200,7 @@ def memory_run(
     ]  # fmt: skip
     if clip_model:
         command += ["--clip-model", clip_model]
-    env = {**os.environ, "AUTOTAG_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "AUTOTAG_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     peak = [0, 0]
     try:
         started = time.perf_counter()
@@ -253,7 +253,7 @@ def main() -> int:
     console = Console(width=120)
     client = connect()
     cache = args.data_dir / "cache"
-    os.environ.setdefault("AUTOTAG_CACHE_DIR", str(cache))
+    os.environ.setdefault("AUTOTAG_CACHE", str(cache))
 
     console.print(f"rendering {args.unique} scenes, linking datasets of {sizes} images ...")
     throughput_folder = make_dataset(args.data_dir, args.throughput_images, args.unique)

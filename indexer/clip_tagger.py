@@ -41,6 +41,7 @@ from indexer.model_weights import (
 )
 from indexer.models import CONFIGS_DIR
 from indexer.taxonomy import Taxonomy
+from search.provision import default_cache_dir as autotag_cache_dir
 
 RANDOM_WEIGHTS = "random"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -76,11 +77,9 @@ class LoadedClip:
 
 
 def default_cache_dir() -> Path:
-    """``$AUTOTAG_CACHE_DIR``, else ``$XDG_CACHE_HOME/autotag``, else ``~/.cache/autotag``."""
-    if env := os.environ.get("AUTOTAG_CACHE_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "autotag"
+    """Where text embeddings are cached: ``text-embeddings`` under autotag's cache folder
+    (``$AUTOTAG_CACHE``, see ``search.provision.default_cache_dir``)."""
+    return autotag_cache_dir() / "text-embeddings"
 
 
 def load_clip(model: str, weights: str, device: torch.device) -> LoadedClip:

@@ -18,7 +18,7 @@ PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("AUTOTAG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUTOTAG_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.mark.es

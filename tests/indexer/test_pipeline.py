@@ -248,7 +248,7 @@ def test_cli_index_with_random_weight_models(
     write_images(tmp_path / "ds", 3, size=(64, 48))
     (tmp_path / "ds" / "broken.png").write_text("nope")
     monkeypatch.setenv("ES_URL", es_url)
-    monkeypatch.setenv("AUTOTAG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUTOTAG_CACHE", str(tmp_path / "cache"))
     args = [
         "index",
         str(tmp_path / "ds"),

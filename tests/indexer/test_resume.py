@@ -87,7 +87,7 @@ def test_kill_minus_nine_then_rerun_is_exactly_once(
         **os.environ,
         "ES_URL": es_url,
         "HF_HUB_OFFLINE": "1",
-        "AUTOTAG_CACHE_DIR": str(tmp_path / "cache"),
+        "AUTOTAG_CACHE": str(tmp_path / "cache"),
         "PYTHONPATH": str(ROOT),
     }
 
