@@ -44,6 +44,7 @@ DEFAULT_MAX_LENGTH: Final = 4096
 # Deep enough for hand-written queries; the DSL adds up to ~6 levels and Elasticsearch
 # refuses queries nested deeper than about 30.
 MAX_DEPTH: Final = 20
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 _DESCRIBE: Final = {
     "FIELD": "a field",
@@ -189,6 +190,13 @@ def _parse(text: str, max_length: int) -> Node:
             max_length,
             len(text),
             hint="split the query or simplify it",
+        )
+    if (surrogate := _SURROGATE.search(text)) is not None:
+        # Only a JSON "\ud800" escape can produce one; it is not text, so nothing downstream
+        # (Elasticsearch's JSON, our responses) could encode it.
+        at = surrogate.start()
+        raise QuerySyntaxError(
+            "invalid character: a lone UTF-16 surrogate", at, at + 1, hint="send valid Unicode"
         )
     if not text.strip():
         raise EmptyQueryError(
