@@ -12,20 +12,23 @@ import time
 from collections.abc import Sequence
 
 from indexer.cli import add_subcommands as add_indexer_subcommands
+from search.connection import local_cluster
 from search.provision import LocalCluster, ProvisionError
 
 
 def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
-    recorded = LocalCluster.load(args.name)
-    if recorded is not None and not args.http_port and not args.nodes:
-        return recorded
-    http = args.http_port or (recorded.http_port if recorded else 9200)
+    """The cluster as recorded (or as it would be first started), with the options applied."""
+    base = local_cluster(args.name)
+    http = args.http_port or base.http_port
+    moved = args.http_port is not None and args.http_port != base.http_port
     return LocalCluster(
         name=args.name,
-        nodes=args.nodes or (recorded.nodes if recorded else 1),
+        nodes=args.nodes or base.nodes,
         http_port=http,
-        transport_port=args.transport_port or http + 100,
-        heap=args.heap or (recorded.heap if recorded else LocalCluster.heap),
+        transport_port=args.transport_port or (http + 100 if moved else base.transport_port),
+        heap=args.heap or base.heap,
+        version=base.version,
+        cache_dir=base.cache_dir,
     )
 
 
@@ -81,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("action", choices=("start", "stop", "status"))
     es.add_argument("--name", default="autotag", help="cluster name (default: autotag)")
     es.add_argument("--nodes", type=int, help="number of nodes (default 1)")
-    es.add_argument("--http-port", type=int, help="first node's HTTP port (default 9200)")
+    es.add_argument(
+        "--http-port", type=int, help="first node's HTTP port (default 9200, AUTOTAG_ES_PORT)"
+    )
     es.add_argument("--transport-port", type=int, help="first transport port (HTTP + 100)")
     es.add_argument("--heap", help="heap per node, e.g. 512m (default 1g, AUTOTAG_ES_HEAP)")
     es.add_argument("--destroy", action="store_true", help="with stop: delete the data too")

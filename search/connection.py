@@ -22,13 +22,13 @@ def configured_url() -> str | None:
     return os.environ.get("ES_URL") or None
 
 
-def local_cluster() -> LocalCluster:
-    """The default local cluster, as last started, or as it would be started now."""
-    recorded = LocalCluster.load(DEFAULT_CLUSTER)
+def local_cluster(name: str = DEFAULT_CLUSTER) -> LocalCluster:
+    """The local cluster ``name``, as last started, or as it would be started now."""
+    recorded = LocalCluster.load(name)
     if recorded is not None:
         return recorded
     port = int(os.environ.get("AUTOTAG_ES_PORT", "9200"))
-    return LocalCluster(name=DEFAULT_CLUSTER, http_port=port, transport_port=port + 100)
+    return LocalCluster(name=name, http_port=port, transport_port=port + 100)
 
 
 def ensure_elasticsearch() -> list[str]:
