@@ -10,17 +10,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Literal
 
 import orjson
+from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from api.errors import ApiError
 from api.models import SortKey
-from search import matched_prediction_filters, parse, render, translate
+from search import Node, matched_prediction_filters, parse, render, translate
 from search import schema as f
+from search.metadata_types import check_metadata_types, compares_metadata, metadata_field_types
 from search.schema import PredictionKind, PredictionStatus
 
 Order = Literal["asc", "desc"]
@@ -284,3 +287,27 @@ def both_predict(path: str, label: str, a: str, b: str, threshold: float) -> dic
         return {"nested": {"path": path, "query": {"bool": {"filter": conditions}}}}
 
     return {"bool": {"filter": [one(a), one(b)]}}
+
+
+METADATA_TYPES_TTL_S: Final = 30.0
+_metadata_types: dict[str, tuple[float, dict[str, str]]] = {}
+
+
+async def check_metadata(es: AsyncElasticsearch, index: str, ast: Node, text: str) -> None:
+    """Refuse, with a position, text compared with a numeric ``metadata.<key>``.
+
+    The index's metadata types are read at most every ``METADATA_TYPES_TTL_S`` seconds per
+    process, and only for queries that compare metadata at all.
+    """
+    if not compares_metadata(ast):
+        return
+    now = time.monotonic()
+    cached = _metadata_types.get(index)
+    if cached is None or cached[0] < now:
+        try:
+            mappings = await es.indices.get_mapping(index=index)
+        except NotFoundError:
+            return
+        cached = (now + METADATA_TYPES_TTL_S, metadata_field_types(mappings.body))
+        _metadata_types[index] = cached
+    check_metadata_types(ast, cached[1], text)

@@ -20,7 +20,7 @@ from api.models import (
     StatusCount,
     ValueCount,
 )
-from api.query import SCORE_BANDS, both_predict, facets_body
+from api.query import SCORE_BANDS, both_predict, check_metadata, facets_body
 from api.routes import error_responses
 from search import parse, render, translate
 from search.schema import PredictionKind
@@ -36,6 +36,7 @@ router = APIRouter(tags=["facets"], dependencies=[Depends(reader)])
 )
 async def facets(request: FacetsRequest, es: EsDep, settings: SettingsDep) -> FacetsResponse:
     ast = parse(request.query, max_length=settings.query_max_length)
+    await check_metadata(es, settings.index, ast, request.query)
     query = translate(ast)
     cmp = request.compare
     compare = None if cmp is None else (cmp.training_set_a, cmp.training_set_b, cmp.threshold)

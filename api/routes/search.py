@@ -21,6 +21,7 @@ from api.models import (
 )
 from api.query import (
     Cursor,
+    check_metadata,
     decode_cursor,
     default_order,
     encode_cursor,
@@ -53,6 +54,7 @@ async def search(request: SearchRequest, es: EsDep, settings: SettingsDep) -> Or
             {"errors": [{"loc": ["body", "size"], "msg": "too large", "type": "less_than_equal"}]},
         )
     parsed = parse_query(request.query, settings.query_max_length)
+    await check_metadata(es, settings.index, parsed.ast, request.query)
     canonical = parsed.canonical
     order = request.order or default_order(request.sort)
     expect = fingerprint(canonical, request.sort, order)
@@ -129,6 +131,7 @@ async def _close_quietly(es: EsDep, pit_id: str) -> None:
 )
 async def count(request: CountRequest, es: EsDep, settings: SettingsDep) -> CountResponse:
     ast = parse(request.query, max_length=settings.query_max_length)
+    await check_metadata(es, settings.index, ast, request.query)
     response = await es.count(index=settings.index, query=translate(ast))
     return CountResponse(query=render(ast), count=int(response["count"]))
 

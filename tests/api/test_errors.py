@@ -8,6 +8,7 @@ import elastic_transport
 import elasticsearch
 import httpx
 import pytest
+from elasticsearch import Elasticsearch
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -15,7 +16,7 @@ from api.app import create_app
 from api.deps import get_es
 from api.settings import Settings
 from search import QueryError, parse
-from tests.api.conftest import REVIEW_KEY, _client, error_of
+from tests.api.conftest import REVIEW_KEY, _client, error_of, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -179,3 +180,21 @@ async def test_elasticsearch_failures_map_to_the_envelope(
     assert "Traceback" not in response.text
     if code == "search_rejected":
         assert error_body["details"]["es_type"] == "too_many_clauses"
+
+
+@pytest.mark.es
+@pytest.mark.parametrize("path", ["/v1/search", "/v1/count", "/v1/facets"])
+async def test_text_against_numeric_metadata_is_a_query_error_with_a_position(
+    client: httpx.AsyncClient, es: Elasticsearch, item_index: str, path: str
+) -> None:
+    seed(es, item_index, [{"item_id": "m1", "metadata": {"camera": 3}}])
+    text = "object_prefix:car AND metadata.camera = front"
+    response = await client.post(path, json={"query": text})
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_query"
+    assert error["details"]["reason"] == "type_mismatch"
+    start, end = error["details"]["start"], error["details"]["end"]
+    assert text[start:end] == "metadata.camera = front"
+    fine = await client.post(path, json={"query": "metadata.camera = 3"})
+    assert fine.status_code == 200

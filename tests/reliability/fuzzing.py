@@ -355,7 +355,7 @@ def check_response(text: str, endpoint: str, status: int, body: Any, tally: Tall
             tally.finding("span_outside_text", text, f"{start}..{end}")
         if status != 400:
             tally.finding("invalid_query_not_400", text, str(status))
-    elif code not in ("validation_error", "search_rejected"):
+    elif code != "validation_error":
         tally.finding("unexpected_rejection", text, f"{status} {code}")
 
 
