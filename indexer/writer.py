@@ -12,6 +12,10 @@ Merge rules:
 - pending predictions of this training set are replaced by the new ones;
 - an item already tagged by this training set is skipped unless ``force`` is set.
 
+A batch is first sent as ``create`` operations without reading (cheap when items are new, as
+in a first load); items that exist answer 409 and take the read-merge-write path, and once most
+of a batch exists the writer reads first again.
+
 Every item document is written whole, so a crash between batches loses nothing already
 acknowledged and a rerun writes each item exactly once.
 """
@@ -208,6 +212,8 @@ class PredictionWriter:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.refresh = refresh
+        # Whether the next batch is probably all new items (see ``_create_first``).
+        self._expect_new = True
 
     def already_tagged(self, item_ids: Sequence[str]) -> set[str]:
         """The ids among ``item_ids`` that this training set has already tagged."""
@@ -260,6 +266,8 @@ class PredictionWriter:
                 result.failed.append((entry.item_id, "duplicate item id in the same batch"))
             else:
                 pending[entry.item_id] = entry
+        if self._expect_new and pending:
+            pending = self._create_first(pending, result)
         for attempt in range(self.max_attempts):
             if not pending:
                 break
@@ -270,6 +278,33 @@ class PredictionWriter:
         for item_id in pending:
             result.failed.append((item_id, f"gave up after {self.max_attempts} attempts"))
         return result
+
+    def _create_first(
+        self, pending: dict[str, ItemPredictions], result: WriteResult
+    ) -> dict[str, ItemPredictions]:
+        """Send every item as a new document (``create``), without reading first.
+
+        ``create`` never overwrites: an item that already exists answers 409 and goes on to
+        the read-merge-write path. While most items of a batch turn out new (a first load, new
+        uploads) this saves the ``mget``; once most exist, later batches read first again.
+        """
+        now = utc_now()
+        operations: list[Mapping[str, Any]] = []
+        sent: list[tuple[str, dict[str, Any], set[str]]] = []
+        for item_id, entry in pending.items():
+            writing = incoming_training_sets(entry, self.training_set)
+            try:
+                merged = merge_item(
+                    None, entry, training_set=self.training_set, now=now, writing=writing
+                )
+            except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
+                result.failed.append((item_id, str(error)))
+                continue
+            operations.extend(({"create": {"_index": self.index, "_id": item_id}}, merged))
+            sent.append((item_id, merged, writing))
+        again = self._send(operations, sent, pending, result)
+        self._expect_new = 2 * len(again) < len(sent)
+        return again
 
     def _attempt(
         self, pending: dict[str, ItemPredictions], result: WriteResult
@@ -308,11 +343,24 @@ class PredictionWriter:
                 action = {"create": {"_index": self.index, "_id": item_id}}
             operations.extend((action, merged))
             sent.append((item_id, merged, writing))
+        return self._send(operations, sent, pending, result)
+
+    def _send(
+        self,
+        operations: list[Mapping[str, Any]],
+        sent: list[tuple[str, dict[str, Any], set[str]]],
+        pending: dict[str, ItemPredictions],
+        result: WriteResult,
+    ) -> dict[str, ItemPredictions]:
+        """Bulk-write ``operations``; count what landed, return what must be tried again."""
         if not operations:
             return {}
         response = self._call(
             lambda: self.client.bulk(
-                operations=operations, refresh="wait_for" if self.refresh else False
+                operations=operations,
+                refresh="wait_for" if self.refresh else False,
+                # Only what is read below: parsing 1,000 full item results costs real time.
+                filter_path=["items.*.status", "items.*.error.reason"],
             )
         )
         retry: dict[str, ItemPredictions] = {}

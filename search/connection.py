@@ -10,11 +10,27 @@ import os
 from typing import Any
 
 from elasticsearch import Elasticsearch
-from elasticsearch.serializer import OrjsonSerializer
+from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 
 from search.provision import LocalCluster
 
 DEFAULT_CLUSTER = "autotag"
+
+
+class OrjsonNdjsonSerializer(NdjsonSerializer, OrjsonSerializer):
+    """NDJSON (bulk, msearch) bodies encoded with orjson: the client's default is stdlib json,
+    which was a fifth of the writer's time."""
+
+
+def serializers() -> dict[str, Any]:
+    """orjson for JSON and NDJSON, under the plain and the compatibility-mode mimetypes."""
+    json, ndjson = OrjsonSerializer(), OrjsonNdjsonSerializer()
+    return {
+        "application/json": json,
+        "application/vnd.elasticsearch+json": json,
+        "application/x-ndjson": ndjson,
+        "application/vnd.elasticsearch+x-ndjson": ndjson,
+    }
 
 
 def configured_url() -> str | None:
@@ -59,7 +75,7 @@ def connect(urls: list[str] | str | None = None, **options: Any) -> Elasticsearc
     hosts = urls.split(",") if isinstance(urls, str) else urls
     return Elasticsearch(
         hosts,
-        serializer=OrjsonSerializer(),
+        serializers=serializers(),
         request_timeout=options.pop("request_timeout", 30),
         retry_on_timeout=True,
         max_retries=options.pop("max_retries", 3),
