@@ -12,13 +12,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
-from elasticsearch.serializer import OrjsonSerializer
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api import errors
 from api.routes import facets, health, items, review, search
 from api.settings import Settings
+from search.connection import serializers
 
 API_VERSION = "1"
 
@@ -29,7 +29,8 @@ def make_client(settings: Settings) -> AsyncElasticsearch:
         "request_timeout": settings.es_request_timeout,
         "connections_per_node": settings.es_max_connections,
         "verify_certs": settings.es_verify_certs,
-        "serializer": OrjsonSerializer(),
+        # orjson for every JSON mimetype, the compatibility-mode ones (what ES 9 answers) too.
+        "serializers": serializers(),
     }
     if settings.es_ca_certs is not None:
         options["ca_certs"] = str(settings.es_ca_certs)

@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import psutil
 from elasticsearch import AsyncElasticsearch, Elasticsearch
-from elasticsearch.serializer import OrjsonSerializer
 
 from api.models import SortKey
 from api.query import default_order, parse_query, search_body
 from indexer.documents import prepare_item
 from indexer.mapping import index_settings, item_mapping
+from search.connection import serializers
 
 QUERIES: tuple[str, ...] = (
     "image_prefix:weather_clear",
@@ -172,8 +172,9 @@ async def run(
         search_body(parse_query(q, 4096), size=size + 1, key=key, order=default_order(key))
         for q in QUERIES
     ]
+    # Configured as the API's own client (orjson for every JSON mimetype).
     es = AsyncElasticsearch(
-        es_url, serializer=OrjsonSerializer(), connections_per_node=args.concurrency * 2
+        es_url, serializers=serializers(), connections_per_node=args.concurrency * 2
     )
     connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
