@@ -9,11 +9,18 @@ raw ``_bulk`` of the same documents serialized beforehand into another (the ceil
 items/s, Lucene docs/s (nested predictions are documents too) and size on disk for both, then
 (with ``--queries``) p50/p99 latency of the query set, cold and warm, against a plain term
 filter on an item keyword field (the floor). Uses ``ES_URL`` or starts a local node.
+
+With ``--pin``, the local Elasticsearch node gets every CPU but the last and this process (the
+loader: raw or writer alike) the last one, for the duration of the load. That is the deployed
+shape, an indexer on other cores than the search nodes, and it separates "is the writer slow"
+from "does the writer's CPU come out of Elasticsearch's share" on a small machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import time
@@ -22,13 +29,16 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from elasticsearch import Elasticsearch
 
+from indexer.gc_tuning import tune_gc_for_bulk_work
 from indexer.mapping import index_settings, item_mapping
 from indexer.prediction_generator import generate
 from indexer.writer import ItemPredictions, PredictionWriter, merge_item, utc_now
@@ -117,6 +127,50 @@ def load_raw(client: Elasticsearch, index: str, items: int, batch: int, in_fligh
     return spent
 
 
+def _listening_pids(urls: Sequence[str]) -> list[int]:
+    """The local processes listening on the HTTP ports of ``urls`` (the Elasticsearch nodes)."""
+    ports = {urlsplit(url).port for url in urls}
+    pids = {
+        conn.pid
+        for conn in psutil.net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in ports
+    }
+    return sorted(pid for pid in pids if pid is not None)
+
+
+def _set_affinity(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` (sched_setaffinity is per thread; new ones inherit)."""
+    for thread in psutil.Process(pid).threads():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(thread.id, cpus)
+
+
+@contextlib.contextmanager
+def pinned(urls: Sequence[str]) -> Iterator[None]:
+    """Elasticsearch on all CPUs but the last, this process on the last; restored after."""
+    everything = os.sched_getaffinity(0)
+    if len(everything) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    loader = {max(everything)}
+    nodes = _listening_pids(urls)
+    if not nodes:
+        raise SystemExit(f"--pin: no local process listens on {', '.join(urls)}")
+    for pid in nodes:
+        _set_affinity(pid, everything - loader)
+    _set_affinity(os.getpid(), loader)
+    print(
+        f"pinned: Elasticsearch pid(s) {nodes} on CPUs {sorted(everything - loader)}, "
+        f"loader on CPU {sorted(loader)}"
+    )
+    try:
+        yield
+    finally:
+        for pid in nodes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                _set_affinity(pid, everything)
+        _set_affinity(os.getpid(), everything)
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -153,21 +207,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries", action="store_true", help="also time the query set")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--skip-load", action="store_true", help="query the existing index")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="during the load, Elasticsearch on all CPUs but the last and the loader on the last",
+    )
     args = parser.parse_args(argv)
 
-    client = connect(ensure_elasticsearch(), request_timeout=300)
+    tune_gc_for_bulk_work()  # as ``autotag index`` and ``autotag import`` do
+    urls = ensure_elasticsearch()
+    client = connect(urls, request_timeout=300)
     writer_index, raw_index = "bench-scale-writer", "bench-scale-raw"
     if not args.skip_load:
         fresh_index(client, writer_index)
         fresh_index(client, raw_index)
-        raw_s = load_raw(client, raw_index, args.items, args.batch, args.in_flight)
-        writer_s = load_with_writer(client, writer_index, args.items, args.batch, args.in_flight)
+        # Each load is followed by its refresh and force-merge, so the next one starts on a
+        # node that is no longer merging the previous index in the background.
+        with pinned(urls) if args.pin else contextlib.nullcontext():
+            raw_s = load_raw(client, raw_index, args.items, args.batch, args.in_flight)
+        raw_stats = index_stats(client, raw_index)
+        with pinned(urls) if args.pin else contextlib.nullcontext():
+            writer_s = load_with_writer(
+                client, writer_index, args.items, args.batch, args.in_flight
+            )
+        writer_stats = index_stats(client, writer_index)
         print(
             f"{'loader':<8} {'items':>9} {'seconds':>8} {'items/s':>9} {'docs/s':>9} "
             f"{'lucene docs':>12} {'MiB':>8}"
         )
-        for name, index, seconds in (("raw", raw_index, raw_s), ("writer", writer_index, writer_s)):
-            docs, size = index_stats(client, index)
+        for name, seconds, (docs, size) in (
+            ("raw", raw_s, raw_stats),
+            ("writer", writer_s, writer_stats),
+        ):
             print(
                 f"{name:<8} {args.items:>9} {seconds:>8.1f} {args.items / seconds:>9.0f} "
                 f"{docs / seconds:>9.0f} {docs:>12} {size / 2**20:>8.1f}"

@@ -15,8 +15,15 @@ The dataset is the synthetic world (``indexer.synthetic``): ``--unique`` scenes 
 once and hard-linked to reach larger sizes. Needs Elasticsearch (``ES_URL``); writes into
 throwaway indexes that are deleted afterwards.
 
+``--models tiny`` (default) runs the shipped tiny models on small PNGs, as the tests do.
+``--models production`` runs the architectures users deploy, open_clip ``ViT-B-32`` and
+torchvision ``fasterrcnn_mobilenet_v3_large_320_fpn``, with seeded random weights (no weights
+can be downloaded here; throughput does not depend on their values), on camera-sized JPEGs.
+
     ES_URL=http://127.0.0.1:19200 .venv/bin/python bench/tagging.py --sizes 1000,10000
     ES_URL=... .venv/bin/python bench/tagging.py --skip-memory --throughput-images 200  # quick
+    ES_URL=... .venv/bin/python bench/tagging.py --models production --skip-memory \
+        --throughput-images 200 --image-size 1280x720 --format jpeg
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from indexer import models as shipped  # noqa: E402
 from indexer.clip_tagger import ClipTagger  # noqa: E402
 from indexer.decoding import load_image  # noqa: E402
 from indexer.detector import ObjectDetector  # noqa: E402
+from indexer.gc_tuning import tune_gc_for_bulk_work  # noqa: E402
 from indexer.mapping import index_settings, item_mapping  # noqa: E402
 from indexer.pipeline import IndexOptions, default_workers, run_index  # noqa: E402
 from indexer.report import Writer  # noqa: E402
@@ -57,9 +65,21 @@ from indexer.taxonomy import load_taxonomy  # noqa: E402
 from indexer.writer import ItemPredictions, PredictionWriter, WriteResult  # noqa: E402
 from search.connection import connect  # noqa: E402
 
+PRODUCTION_MODELS: tuple[str, str, str] = (
+    "ViT-B-32",
+    "random",
+    "random:fasterrcnn_mobilenet_v3_large_320_fpn",
+)
 
-def model_specs() -> tuple[str, str, str]:
-    """(clip model, clip weights, detector weights): shipped tiny models, else random ones."""
+
+def model_specs(which: str = "tiny") -> tuple[str, str, str]:
+    """(clip model, clip weights, detector weights) for ``--models``.
+
+    ``tiny``: the shipped tiny models (random ones of the same shape if they are missing);
+    ``production``: the deployed architectures with random weights.
+    """
+    if which == "production":
+        return PRODUCTION_MODELS
     if (shipped.TINY_CLIP_DIR / "open_clip_config.json").is_file():
         clip = ("", shipped.TINY_CLIP)
     else:
@@ -71,24 +91,41 @@ def model_specs() -> tuple[str, str, str]:
     return clip[0], clip[1], detector
 
 
-def make_dataset(root: Path, size: int, unique: int, seed: int = 5) -> Path:
-    """A folder of ``size`` PNGs: ``unique`` rendered scenes, hard-linked round-robin."""
-    scenes = root / f"scenes-{seed}-{unique}"
+@dataclass(frozen=True)
+class ImageFormat:
+    width: int = 192
+    height: int = 128
+    suffix: str = "png"
+
+    @classmethod
+    def parse(cls, size: str, suffix: str) -> ImageFormat:
+        width, _, height = size.lower().partition("x")
+        return cls(int(width), int(height), suffix)
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}-{self.suffix}"
+
+
+def make_dataset(
+    root: Path, size: int, unique: int, fmt: ImageFormat = ImageFormat(), seed: int = 5
+) -> Path:
+    """A folder of ``size`` images: ``unique`` rendered scenes, hard-linked round-robin."""
+    scenes = root / f"scenes-{seed}-{unique}-{fmt}"
     scenes.mkdir(parents=True, exist_ok=True)
     for index in range(unique):
-        path = scenes / f"{index:06d}.png"
+        path = scenes / f"{index:06d}.{fmt.suffix}"
         if not path.exists():
-            image, _ = render_scene(seed, index)
-            image.save(path)
-    folder = root / f"data-{seed}-{unique}-{size}"
+            image, _ = render_scene(seed, index, size=(fmt.width, fmt.height))
+            image.save(path, quality=90) if fmt.suffix == "jpeg" else image.save(path)
+    folder = root / f"data-{seed}-{unique}-{fmt}-{size}"
     if not folder.exists():
         partial = folder.with_suffix(".partial")
         partial.mkdir(parents=True, exist_ok=True)
         for index in range(size):
-            target = partial / f"{index // 1000:03d}" / f"{index:07d}.png"
+            target = partial / f"{index // 1000:03d}" / f"{index:07d}.{fmt.suffix}"
             target.parent.mkdir(exist_ok=True)
             if not target.exists():
-                os.link(scenes / f"{index % unique:06d}.png", target)
+                os.link(scenes / f"{index % unique:06d}.{fmt.suffix}", target)
         partial.rename(folder)
     return folder
 
@@ -188,7 +225,7 @@ def memory_run(
     client: Any, folder: Path, size: int, args: argparse.Namespace, cache: Path
 ) -> MemoryRun:
     """Run ``python -m indexer.cli index`` on the folder, sampling its RSS."""
-    clip_model, clip_weights, detector_weights = model_specs()
+    clip_model, clip_weights, detector_weights = model_specs(args.models)
     index = f"bench-tagging-{uuid.uuid4().hex[:10]}"
     client.indices.create(index=index, mappings=item_mapping(), settings=index_settings())
     command = [
@@ -240,6 +277,11 @@ def main() -> int:
         "--throughput-images", type=int, default=1000, help="images for the throughput run"
     )
     parser.add_argument("--unique", type=int, default=500, help="distinct scenes rendered")
+    parser.add_argument(
+        "--models", choices=("tiny", "production"), default="tiny", help="see the docstring"
+    )
+    parser.add_argument("--image-size", default="192x128", help="WxH of the rendered images")
+    parser.add_argument("--format", choices=("png", "jpeg"), default="png")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
     parser.add_argument("--skip-memory", action="store_true", help="throughput table only")
@@ -250,16 +292,17 @@ def main() -> int:
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    fmt = ImageFormat.parse(args.image_size, args.format)
     console = Console(width=120)
     client = connect()
     cache = args.data_dir / "cache"
     os.environ.setdefault("AUTOTAG_CACHE", str(cache))
 
     console.print(f"rendering {args.unique} scenes, linking datasets of {sizes} images ...")
-    throughput_folder = make_dataset(args.data_dir, args.throughput_images, args.unique)
-    folders = {size: make_dataset(args.data_dir, size, args.unique) for size in sizes}
+    throughput_folder = make_dataset(args.data_dir, args.throughput_images, args.unique, fmt)
+    folders = {size: make_dataset(args.data_dir, size, args.unique, fmt) for size in sizes}
 
-    clip_model, clip_weights, detector_weights = model_specs()
+    clip_model, clip_weights, detector_weights = model_specs(args.models)
     taxonomy = load_taxonomy()
     clip = ClipTagger(clip_model, clip_weights, taxonomy, device=args.device, cache_dir=cache)
     detector = ObjectDetector(detector_weights, taxonomy, device=args.device)
@@ -267,7 +310,8 @@ def main() -> int:
         batch_size=args.batch_size, workers=args.workers, device=args.device, progress=False
     )
     # Warm up both paths (allocator, lazy init) on a few batches.
-    bare_forward(clip, detector, make_dataset(args.data_dir, 64, args.unique), args.batch_size)
+    bare_forward(clip, detector, make_dataset(args.data_dir, 64, args.unique, fmt), args.batch_size)
+    tune_gc_for_bulk_work()  # as ``autotag index`` does once its models are loaded
 
     # Rounds interleave the three runs so that load from elsewhere hits them alike; the best
     # (least disturbed) time of each is compared, the median shown for the spread.
@@ -290,7 +334,7 @@ def main() -> int:
     setup = (
         f"{device}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
         f"batch {args.batch_size}, workers {args.workers}; clip {clip.model_name}, "
-        f"detector {detector.model_name}; images 192x128 PNG"
+        f"detector {detector.model_name}; images {fmt.width}x{fmt.height} {fmt.suffix.upper()}"
     )
     table = Table(title=f"throughput, {n} images, best of {args.rounds} ({setup})")
     for column in ("run", "best s", "median s", "images/s (best)", "vs bare (best)"):

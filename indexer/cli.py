@@ -185,9 +185,11 @@ def _ensure_index(client: Any, index: str) -> None:
 
 
 def _writer(args: argparse.Namespace, client: Any) -> Any:
+    from indexer.gc_tuning import tune_gc_for_bulk_work
     from indexer.writer import PredictionWriter
 
     _ensure_index(client, args.index)
+    tune_gc_for_bulk_work()  # set-up is done: models loaded, index ready
     return PredictionWriter(
         client,
         args.index,

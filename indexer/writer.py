@@ -23,7 +23,6 @@ acknowledged and a rerun writes each item exactly once.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -74,6 +73,26 @@ class WriteResult:
         self.failed.extend(other.failed)
 
 
+@dataclass
+class _Prepared:
+    """A chunk after the CPU stage of ``write_many``: what to send, what is left to settle."""
+
+    pending: dict[str, ItemPredictions] = field(default_factory=dict)
+    result: WriteResult = field(default_factory=WriteResult)
+    # ``create`` operations and (item id, document, training sets) per item, when built.
+    creates: tuple[list[Mapping[str, Any]], list[tuple[str, dict[str, Any], set[str]]]] | None = (
+        None
+    )
+
+
+def _joined(chunks: Sequence[Future[WriteResult]]) -> WriteResult:
+    """One batch's result from its chunks' (waiting for each)."""
+    result = WriteResult()
+    for future in chunks:
+        result.add(future.result())
+    return result
+
+
 class InvalidPrediction(ValueError):
     """A prediction that cannot be stored (bad score, missing label, ...)."""
 
@@ -90,15 +109,22 @@ def prediction_id(training_set: str, kind: str, prediction: Mapping[str, Any]) -
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
+_NUMBER = (int, float)
+
+
 def _validated(
     prediction: Mapping[str, Any], *, kind: str, defaults: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """A checked copy of ``prediction`` with defaults and derived fields filled in."""
+    """A checked copy of ``prediction`` with defaults and derived fields filled in.
+
+    The hot path of every load (one call per prediction), hence the plain checks: a score
+    that is NaN or infinite fails the range test.
+    """
     label = prediction.get(f.PRED_LABEL)
     if not isinstance(label, str) or not label.strip():
         raise InvalidPrediction(f"{kind} prediction without a label")
     score = prediction.get(f.PRED_SCORE)
-    if not isinstance(score, int | float) or not math.isfinite(score) or not -1 <= score <= 1:
+    if not isinstance(score, _NUMBER) or not -1 <= score <= 1:
         raise InvalidPrediction(f"{kind} prediction {label!r}: score {score!r} is not in [-1, 1]")
     if kind == "object" and prediction.get(f.PRED_BBOX) is None:
         raise InvalidPrediction(f"object prediction {label!r} has no bbox")
@@ -235,39 +261,62 @@ class PredictionWriter:
     def write(self, batch: Sequence[ItemPredictions]) -> WriteResult:
         """Merge and write ``batch`` (any size; sent in chunks of ``batch_size``)."""
         result = WriteResult()
-        for start in range(0, len(batch), self.batch_size):
-            result.add(self._write_chunk(batch[start : start + self.batch_size]))
+        for chunk in self._chunks(batch):
+            result.add(self._complete(self._prepare(chunk)))
         return result
 
     def write_many(
         self, batches: Iterable[Sequence[ItemPredictions]], *, in_flight: int = 2
     ) -> Iterator[WriteResult]:
-        """Write batches with up to ``in_flight`` of them under way at once, in order.
+        """Write batches with up to ``in_flight`` bulk requests under way, results in order.
 
-        While one batch waits on Elasticsearch, the next one is read and merged, so the
-        Python work hides behind the network and the server. Items repeated across batches
-        stay correct: a concurrent write makes the later one conflict, re-read and merge.
+        Two stages: documents are built in the calling thread (the Python work) while worker
+        threads send the batches built before and settle their outcome, so building batch
+        N+1 overlaps Elasticsearch indexing batch N. Items repeated across batches stay
+        correct: a concurrent write makes the later one conflict, re-read and merge.
         Yields one result per batch, in input order, as each completes.
         """
         with ThreadPoolExecutor(max_workers=in_flight) as pool:
-            pending: deque[Future[WriteResult]] = deque()
+            pending: deque[list[Future[WriteResult]]] = deque()
             for batch in batches:
-                if len(pending) >= in_flight:
-                    yield pending.popleft().result()
-                pending.append(pool.submit(self.write, batch))
+                chunks = []
+                for chunk in self._chunks(batch):
+                    prepared = self._prepare(chunk)
+                    while pending and sum(map(len, pending)) >= in_flight:
+                        yield _joined(pending.popleft())
+                    chunks.append(pool.submit(self._complete, prepared))
+                pending.append(chunks)
+                while pending and all(future.done() for future in pending[0]):
+                    yield _joined(pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield _joined(pending.popleft())
 
-    def _write_chunk(self, chunk: Sequence[ItemPredictions]) -> WriteResult:
-        result = WriteResult()
-        pending: dict[str, ItemPredictions] = {}
+    def _chunks(self, batch: Sequence[ItemPredictions]) -> Iterator[Sequence[ItemPredictions]]:
+        for start in range(0, len(batch), self.batch_size):
+            yield batch[start : start + self.batch_size]
+
+    def _prepare(self, chunk: Sequence[ItemPredictions]) -> _Prepared:
+        """The CPU part of a chunk: duplicate check and, while items look new, their documents."""
+        prepared = _Prepared()
         for entry in chunk:
-            if entry.item_id in pending:
-                result.failed.append((entry.item_id, "duplicate item id in the same batch"))
+            if entry.item_id in prepared.pending:
+                prepared.result.failed.append(
+                    (entry.item_id, "duplicate item id in the same batch")
+                )
             else:
-                pending[entry.item_id] = entry
-        if self._expect_new and pending:
-            pending = self._create_first(pending, result)
+                prepared.pending[entry.item_id] = entry
+        if self._expect_new and prepared.pending:
+            self._build_creates(prepared)
+        return prepared
+
+    def _complete(self, prepared: _Prepared) -> WriteResult:
+        """Send what ``_prepare`` built, then read-merge-write whatever is left, with retries."""
+        result = prepared.result
+        pending = prepared.pending
+        if prepared.creates is not None:
+            operations, sent = prepared.creates
+            pending = self._send(operations, sent, pending, result)
+            self._expect_new = 2 * len(pending) < len(sent)
         for attempt in range(self.max_attempts):
             if not pending:
                 break
@@ -279,32 +328,30 @@ class PredictionWriter:
             result.failed.append((item_id, f"gave up after {self.max_attempts} attempts"))
         return result
 
-    def _create_first(
-        self, pending: dict[str, ItemPredictions], result: WriteResult
-    ) -> dict[str, ItemPredictions]:
-        """Send every item as a new document (``create``), without reading first.
+    def _build_creates(self, prepared: _Prepared) -> None:
+        """Every item as a new document (``create``), to send without reading first.
 
         ``create`` never overwrites: an item that already exists answers 409 and goes on to
         the read-merge-write path. While most items of a batch turn out new (a first load, new
         uploads) this saves the ``mget``; once most exist, later batches read first again.
+        Items that cannot be stored are failed here and dropped from ``prepared.pending``.
         """
         now = utc_now()
         operations: list[Mapping[str, Any]] = []
         sent: list[tuple[str, dict[str, Any], set[str]]] = []
-        for item_id, entry in pending.items():
+        for item_id, entry in list(prepared.pending.items()):
             writing = incoming_training_sets(entry, self.training_set)
             try:
                 merged = merge_item(
                     None, entry, training_set=self.training_set, now=now, writing=writing
                 )
             except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
-                result.failed.append((item_id, str(error)))
+                prepared.result.failed.append((item_id, str(error)))
+                del prepared.pending[item_id]
                 continue
             operations.extend(({"create": {"_index": self.index, "_id": item_id}}, merged))
             sent.append((item_id, merged, writing))
-        again = self._send(operations, sent, pending, result)
-        self._expect_new = 2 * len(again) < len(sent)
-        return again
+        prepared.creates = (operations, sent)
 
     def _attempt(
         self, pending: dict[str, ItemPredictions], result: WriteResult

@@ -146,6 +146,25 @@ def test_write_many_overlaps_batches_without_losing_or_duplicating(
     assert len(cars) == 1  # replaced each time, never duplicated
 
 
+def test_write_many_splits_batches_into_chunks_and_keeps_batch_order(
+    es: Elasticsearch, item_index: str
+) -> None:
+    writer = PredictionWriter(es, item_index, training_set="v1", batch_size=7)
+    # Batches of 1 to 25 items: most span several bulk requests, one is empty, one has a
+    # bad prediction, one repeats an id inside the batch.
+    groups: list[list[ItemPredictions]] = [
+        [_entry(f"g{g}-{i}") for i in range(size)] for g, size in enumerate((25, 1, 0, 14, 9))
+    ]
+    groups[3][5] = _entry("g3-5", car_score=3.0)
+    groups[4].append(_entry("g4-7"))  # same chunk as the first g4-7 (items 7 to 9)
+    results = list(writer.write_many(groups, in_flight=2))
+    assert [r.written for r in results] == [25, 1, 0, 13, 9]
+    assert [[item for item, _ in r.failed] for r in results] == [[], [], [], ["g3-5"], ["g4-7"]]
+    assert "not in [-1, 1]" in results[3].failed[0][1]
+    es.indices.refresh(index=item_index)
+    assert es.count(index=item_index)["count"] == 25 + 1 + 13 + 9
+
+
 def test_look_alike_detections_get_distinct_ids(es: Elasticsearch, item_index: str) -> None:
     twin = {"label": "car", "score": 0.8, "bbox": BOX}
     entry = ItemPredictions(item={"item_id": "t"}, object_predictions=[twin, dict(twin)])
