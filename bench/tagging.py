@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from indexer import models as shipped  # noqa: E402
 from indexer.clip_tagger import ClipTagger  # noqa: E402
-from indexer.decoding import load_image  # noqa: E402
+from indexer.decoding import decode_min_side, open_image  # noqa: E402
 from indexer.detector import ObjectDetector  # noqa: E402
 from indexer.gc_tuning import tune_gc_for_bulk_work  # noqa: E402
 from indexer.mapping import index_settings, item_mapping  # noqa: E402
@@ -133,11 +133,20 @@ def make_dataset(
 def bare_forward(
     clip: ClipTagger, detector: ObjectDetector, folder: Path, batch_size: int
 ) -> tuple[int, float]:
-    """Seconds for the models alone on the folder's images (decoded beforehand, untimed)."""
+    """Seconds for the models alone on the folder's images (decoded beforehand, untimed).
+
+    Decoded as the pipeline decodes them (``decode_min_side``: JPEGs at the reduced scale the
+    models still get their full input from), so both runs feed the models the same tensors.
+    """
     items = open_source(folder).items
+    min_side = decode_min_side(clip, detector)
     batches = []
     for start in range(0, len(items), batch_size):
-        images = [load_image(item.path) for item in items[start : start + batch_size] if item.path]
+        images = [
+            open_image(item.path, min_side=min_side).image
+            for item in items[start : start + batch_size]
+            if item.path
+        ]
         batches.append(
             (
                 torch.stack([clip.preprocess(image) for image in images]),

@@ -208,6 +208,12 @@ class ClipTagger:
         """The image tag labels, in the order :meth:`scores` returns them."""
         return self._labels
 
+    @property
+    def input_min_side(self) -> int:
+        """The shorter side images are resized to; a larger decode adds nothing."""
+        size = self._model.visual.preprocess_cfg["size"]
+        return int(max(size)) if isinstance(size, tuple | list) else int(size)
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One image -> ``(3, S, S)`` float tensor (same as :attr:`preprocessor`)."""
         return self.preprocessor(image)

@@ -6,6 +6,7 @@ raises) becomes an :class:`Undecodable` for that position; a worker never raises
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,33 @@ class ImageTooLarge(ValueError):
 
 def load_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open, check and fully decode an image as RGB; raises on anything unusable."""
+    return open_image(path, max_pixels=max_pixels).image
+
+
+@dataclass(frozen=True)
+class OpenedImage:
+    """A decoded RGB image and the size of the file's image, which it may be smaller than."""
+
+    image: Image.Image
+    width: int
+    height: int
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) factors from the decoded image's pixels to the file's."""
+        return self.width / self.image.width, self.height / self.image.height
+
+
+def open_image(
+    path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> OpenedImage:
+    """Open, check and fully decode an image as RGB; raises on anything unusable.
+
+    With ``min_side``, a JPEG is decoded at a reduced scale (1/2, 1/4 or 1/8, done by the
+    JPEG decoder itself and several times cheaper) as long as its shorter side stays at least
+    ``min_side``: the models resize their input to that size anyway. Other formats decode in
+    full.
+    """
     with Image.open(path) as image:
         width, height = image.size
         if width <= 0 or height <= 0:
@@ -39,8 +67,19 @@ def load_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             raise ImageTooLarge(
                 f"image too large: {width}x{height} pixels (limit {max_pixels} pixels)"
             )
+        if min_side is not None and image.format == "JPEG":
+            image.draft("RGB", reduced_size(width, height, min_side))
         image.load()  # decode now: a truncated file fails here, not in a model
-        return image.convert("RGB")
+        return OpenedImage(image.convert("RGB"), width, height)
+
+
+def reduced_size(width: int, height: int, min_side: int) -> tuple[int, int]:
+    """The smallest size with the image's aspect whose shorter side is ``min_side`` (or more)."""
+    shorter = min(width, height)
+    if shorter <= min_side:
+        return width, height
+    factor = min_side / shorter
+    return max(min_side, math.ceil(width * factor)), max(min_side, math.ceil(height * factor))
 
 
 @dataclass(frozen=True)
@@ -50,6 +89,8 @@ class Decoded:
     height: int
     clip_input: torch.Tensor | None
     detector_input: torch.Tensor | None
+    # From the decoded pixels (the models' inputs) to the file's pixels, per axis.
+    scale: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -78,24 +119,30 @@ class ImageDataset(Dataset[Decoded | Undecodable]):
         clip: Preprocess | None,
         detector: Preprocess | None,
         max_pixels: int,
+        min_side: int | None = None,
     ) -> None:
         self.paths = list(paths)
         self.clip = clip
         self.detector = detector
         self.max_pixels = max_pixels
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, position: int) -> Decoded | Undecodable:
         try:
-            image = load_image(Path(self.paths[position]), max_pixels=self.max_pixels)
+            opened = open_image(
+                Path(self.paths[position]), max_pixels=self.max_pixels, min_side=self.min_side
+            )
+            image = opened.image
             return Decoded(
                 position=position,
-                width=image.width,
-                height=image.height,
+                width=opened.width,
+                height=opened.height,
                 clip_input=self.clip(image) if self.clip else None,
                 detector_input=self.detector(image) if self.detector else None,
+                scale=opened.scale,
             )
         except Exception as error:  # any failure belongs to this item alone
             return Undecodable(position, describe(error))
@@ -123,6 +170,23 @@ def collate(samples: list[Decoded | Undecodable]) -> Batch:
         clip_inputs=torch.stack(clip) if clip and len(clip) == len(decoded) else None,
         detector_inputs=det if det and len(det) == len(decoded) else None,
     )
+
+
+def decode_min_side(*models: object) -> int | None:
+    """The shorter side every given model still gets its full input from, if all say so.
+
+    A model states it as ``input_min_side`` (the size it resizes its input to); when one of
+    them does not, images are decoded in full.
+    """
+    sides: list[int] = []
+    for model in models:
+        if model is None:
+            continue
+        side = getattr(model, "input_min_side", None)
+        if side is None:
+            return None
+        sides.append(int(side))
+    return max(sides) if sides else None
 
 
 def preprocessor_of(model: Preprocessing | None) -> Preprocess | None:

@@ -32,6 +32,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -258,6 +259,14 @@ class ObjectDetector:
             if name in taxonomy.object_classes
         }
         self.preprocessor = preprocess_image
+
+    @property
+    def input_min_side(self) -> int | None:
+        """The shorter side the model resizes images to (``None``: unknown, decode in full)."""
+        transform = getattr(self._model, "transform", None)
+        if not isinstance(transform, GeneralizedRCNNTransform):
+            return None
+        return int(max(transform.min_size))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One image -> ``(3, H, W)`` uint8 tensor (same as :attr:`preprocessor`)."""

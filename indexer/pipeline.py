@@ -44,6 +44,7 @@ from indexer.decoding import (
     Batch,
     ImageDataset,
     collate,
+    decode_min_side,
     describe,
     preprocessor_of,
     worker_init,
@@ -94,6 +95,8 @@ class IndexOptions:
     workers: int = 1
     device: str = "cpu"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # JPEGs decoded at a reduced scale when every model resizes to less (see ``open_image``).
+    reduced_decoding: bool = True
     # Inference batches waiting for the writer; bounds memory when Elasticsearch is slow.
     queue_batches: int = 8
     write_batch_size: int = 500
@@ -144,6 +147,15 @@ def _object_predictions(
             }
         )
     return out
+
+
+def _to_file_pixels(predictions: list[dict[str, Any]], scale: tuple[float, float]) -> None:
+    """Boxes found on a reduced decode, in place, in the image file's pixel coordinates."""
+    sx, sy = scale
+    for prediction in predictions:
+        box = prediction[f.PRED_BBOX]
+        box["x1"], box["x2"] = box["x1"] * sx, box["x2"] * sx
+        box["y1"], box["y2"] = box["y1"] * sy, box["y2"] * sy
 
 
 def _to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
@@ -348,7 +360,11 @@ def run_index(
     todo, summary.skipped = todo_items(source, writer)
     paths = [str(item.path) for item in todo]
     dataset = ImageDataset(
-        paths, preprocessor_of(clip), preprocessor_of(detector), options.max_pixels
+        paths,
+        preprocessor_of(clip),
+        preprocessor_of(detector),
+        options.max_pixels,
+        min_side=decode_min_side(clip, detector) if options.reduced_decoding else None,
     )
     loader = DataLoader(
         dataset,
@@ -431,6 +447,8 @@ def _handle_batch(
             fail(Failure(item.item_id, item.uri, "predict", failed_at[i]))
             continue
         image_preds, object_preds = predictions[i]
+        if decoded.scale != (1.0, 1.0):
+            _to_file_pixels(object_preds, decoded.scale)
         fields = item.fields()
         fields[f.WIDTH] = decoded.width
         fields[f.HEIGHT] = decoded.height

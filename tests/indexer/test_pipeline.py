@@ -13,7 +13,7 @@ from elasticsearch import Elasticsearch
 from PIL import Image
 
 from indexer.cli import main
-from indexer.decoding import load_image
+from indexer.decoding import load_image, open_image, reduced_size
 from indexer.pipeline import IndexOptions, resolve_device, run_index
 from indexer.report import FailureLog, load_failures
 from indexer.sources import open_source
@@ -22,6 +22,7 @@ from tests.indexer.stubs import (
     COLOURS,
     MemoryWriter,
     StubClip,
+    StubDetection,
     StubDetector,
     expected_clip,
     write_bad_files,
@@ -303,3 +304,61 @@ def test_an_image_that_does_not_stack_with_its_batch_fails_alone(tmp_path: Path)
     )
     assert (summary.tagged, summary.failed) == (3, 1)
     assert summary.failures[0].item_id == "ds/img001b.png"
+
+
+def test_reduced_size_keeps_the_shorter_side_and_the_aspect() -> None:
+    assert reduced_size(1280, 720, 320) == (569, 320)
+    assert reduced_size(720, 1280, 320) == (320, 569)
+    assert reduced_size(300, 200, 320) == (300, 200)  # already small: untouched
+    assert reduced_size(5000, 100, 64) == (3200, 64)
+
+
+def test_open_image_decodes_jpegs_at_a_reduced_scale_but_reports_the_file_size(
+    tmp_path: Path,
+) -> None:
+    Image.new("RGB", (1280, 720), (40, 90, 200)).save(tmp_path / "frame.jpg", quality=90)
+    Image.new("RGB", (1280, 720), (40, 90, 200)).save(tmp_path / "frame.png")
+
+    reduced = open_image(tmp_path / "frame.jpg", min_side=320)
+    assert reduced.image.size == (640, 360)  # 1/2: 1/4 would make the shorter side 180
+    assert (reduced.width, reduced.height, reduced.scale) == (1280, 720, (2.0, 2.0))
+    assert reduced.image.mode == "RGB"
+    assert open_image(tmp_path / "frame.jpg", min_side=90).image.size == (160, 90)  # 1/8
+    assert open_image(tmp_path / "frame.jpg").image.size == (1280, 720)
+    assert open_image(tmp_path / "frame.png", min_side=90).image.size == (1280, 720)
+
+
+class _SizedDetector(StubDetector):
+    """The stub detector, stating the shorter side it needs and recording what it got."""
+
+    input_min_side = 100
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def predict(self, batch: list[torch.Tensor]) -> list[list[StubDetection]]:
+        self.seen += [(int(t.shape[2]), int(t.shape[1])) for t in batch]
+        return super().predict(batch)
+
+
+def test_boxes_from_a_reduced_decode_are_stored_in_file_pixels(tmp_path: Path) -> None:
+    (tmp_path / "ds").mkdir()
+    Image.new("RGB", (800, 600), (10, 250, 10)).save(tmp_path / "ds" / "a.jpg", quality=95)
+    clip, detector, writer = StubClip(), _SizedDetector(), MemoryWriter()
+    clip.input_min_side = 50  # type: ignore[attr-defined]
+
+    run_index(open_source(tmp_path / "ds"), writer, clip=clip, detector=detector, options=QUIET)
+
+    assert detector.seen == [(200, 150)]  # 1/4 scale: the shorter side stays >= 100
+    entry = writer.items["ds/a.jpg"]
+    assert (entry.item["width"], entry.item["height"]) == (800, 600)
+    (car,) = entry.object_predictions
+    assert car["bbox"] == {"x1": 0.0, "y1": 0.0, "x2": 800.0, "y2": 600.0}
+    assert car["score"] == pytest.approx(250 / 255, abs=0.02)
+
+    full = MemoryWriter()
+    detector.seen.clear()
+    options = IndexOptions(batch_size=4, workers=0, progress=False, reduced_decoding=False)
+    run_index(open_source(tmp_path / "ds"), full, clip=clip, detector=detector, options=options)
+    assert detector.seen == [(800, 600)]
+    assert full.items["ds/a.jpg"].object_predictions[0]["bbox"] == car["bbox"]
