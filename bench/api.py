@@ -10,6 +10,9 @@ the API builds (``api.query.search_body``: query with inner hits, sort, page siz
 sides use aiohttp underneath. Phases alternate (direct, API, direct, API...) so drift in a
 shared machine hits both alike; the figures pool all rounds. Prints p50/p90/p99 latency and
 throughput, and the API/direct p50 ratio (target: at most 1.15).
+
+``--cached`` adds a third target: a second server whose client memoises each search answer,
+so its latency is the API's own cost (HTTP hop and route) without Elasticsearch's.
 """
 
 from __future__ import annotations
@@ -117,8 +120,24 @@ def free_port() -> int:
         return port
 
 
-def start_server(es_url: str, index: str, port: int) -> subprocess.Popen[bytes]:
-    code = (
+# With ``--cached``: a second server whose client answers each distinct search body from
+# memory after its first time, to time the API's own cost (HTTP hop + route) without ES.
+_MEMOISE_SEARCH = """
+from elasticsearch import AsyncElasticsearch
+_search, _answers = AsyncElasticsearch.search, {}
+async def _memoised(self, *args, **kwargs):
+    key = repr(kwargs.get("body"))
+    if key not in _answers:
+        _answers[key] = await _search(self, *args, **kwargs)
+    return _answers[key]
+AsyncElasticsearch.search = _memoised
+"""
+
+
+def start_server(
+    es_url: str, index: str, port: int, *, cached: bool = False
+) -> subprocess.Popen[bytes]:
+    code = (_MEMOISE_SEARCH if cached else "") + (
         "from api.serve import serve; from api.settings import Settings; "
         f"serve(Settings(es_url={es_url!r}, index={index!r}), port={port}, log_level='warning')"
     )
@@ -164,7 +183,12 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 async def run(
-    args: argparse.Namespace, es_url: str, index: str, base: str, server_pid: int
+    args: argparse.Namespace,
+    es_url: str,
+    index: str,
+    base: str,
+    server_pid: int,
+    cached_base: str | None = None,
 ) -> None:
     size = args.size
     key = SortKey.SCORE
@@ -184,19 +208,26 @@ async def run(
             response = await es.search(index=index, body=bodies[i % len(bodies)])
             assert response["hits"]["hits"] is not None
 
-        async def api(i: int) -> None:
-            payload = {"query": QUERIES[i % len(QUERIES)], "size": size}
-            async with session.post(f"{base}/v1/search", json=payload) as response:
-                assert response.status == 200, await response.text()
-                await response.read()
+        def api_at(url: str) -> Callable[[int], Awaitable[None]]:
+            async def api(i: int) -> None:
+                payload = {"query": QUERIES[i % len(QUERIES)], "size": size}
+                async with session.post(f"{url}/v1/search", json=payload) as response:
+                    assert response.status == 200, await response.text()
+                    await response.read()
 
-        for call in (direct, api):  # warm-up: caches, JIT, connection pools
+            return api
+
+        targets = [("direct", direct), ("api", api_at(base))]
+        if cached_base is not None:
+            await wait_live(session, cached_base)
+            targets.append(("api, ES cached", api_at(cached_base)))
+        for _, call in targets:  # warm-up: caches, JIT, connection pools
             await drive(call, args.requests // 4, args.concurrency)
-        results: dict[str, tuple[list[float], float]] = {"direct": ([], 0.0), "api": ([], 0.0)}
+        results: dict[str, tuple[list[float], float]] = {name: ([], 0.0) for name, _ in targets}
         server = psutil.Process(server_pid)
         server_cpu = 0.0
         for _ in range(args.rounds):
-            for name, call in (("direct", direct), ("api", api)):
+            for name, call in targets:
                 before = sum(server.cpu_times()[:2])
                 lat, wall = await drive(call, args.requests // args.rounds, args.concurrency)
                 if name == "api":
@@ -208,14 +239,16 @@ async def run(
         f"\n/v1/search vs direct ES: {len(QUERIES)} queries, page size {size}, "
         f"concurrency {args.concurrency}, {args.items} items, {args.rounds} alternating rounds"
     )
-    header = f"{'target':<8} {'requests':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'req/s':>8}"
+    header = (
+        f"{'target':<15} {'requests':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'req/s':>8}"
+    )
     print(header)
     print("-" * len(header))
     p50 = {}
     for name, (lat, wall) in results.items():
         p50[name] = statistics.median(lat)
         print(
-            f"{name:<8} {len(lat):>8} {p50[name]:>8.2f} {pct(lat, 0.9):>8.2f} "
+            f"{name:<15} {len(lat):>8} {p50[name]:>8.2f} {pct(lat, 0.9):>8.2f} "
             f"{pct(lat, 0.99):>8.2f} {len(lat) / wall:>8.0f}"
         )
     per_request = server_cpu * 1000 / len(results["api"][0])
@@ -235,19 +268,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--size", type=int, default=20, help="page size")
+    parser.add_argument(
+        "--cached",
+        action="store_true",
+        help="also time a server whose search answers are memoised (the API's own cost)",
+    )
     args = parser.parse_args(argv)
 
     es_url = os.environ.get("ES_URL", "http://127.0.0.1:9200")
     es = Elasticsearch(es_url)
     index = f"bench-api-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    server = None
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         load(es, index, args.items)
-        server = start_server(es_url, index, port)
-        asyncio.run(run(args, es_url, index, f"http://127.0.0.1:{port}", server.pid))
+        servers.append(start_server(es_url, index, port))
+        cached_base = None
+        if args.cached:
+            cached_port = free_port()
+            servers.append(start_server(es_url, index, cached_port, cached=True))
+            cached_base = f"http://127.0.0.1:{cached_port}"
+        base = f"http://127.0.0.1:{port}"
+        asyncio.run(run(args, es_url, index, base, servers[0].pid, cached_base))
     finally:
-        if server is not None:
+        for server in servers:
             server.terminate()
             server.wait(10)
         es.indices.delete(index=index, ignore_unavailable=True)
