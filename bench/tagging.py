@@ -116,7 +116,10 @@ def make_dataset(
         path = scenes / f"{index:06d}.{fmt.suffix}"
         if not path.exists():
             image, _ = render_scene(seed, index, size=(fmt.width, fmt.height))
-            image.save(path, quality=90) if fmt.suffix == "jpeg" else image.save(path)
+            if fmt.suffix == "jpeg":
+                image.save(path, quality=90)
+            else:
+                image.save(path)
     folder = root / f"data-{seed}-{unique}-{fmt}-{size}"
     if not folder.exists():
         partial = folder.with_suffix(".partial")

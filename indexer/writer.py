@@ -73,16 +73,18 @@ class WriteResult:
         self.failed.extend(other.failed)
 
 
+# One item in a bulk request: its id, the document sent, the training sets it writes.
+_Sent = tuple[str, dict[str, Any], set[str]]
+
+
 @dataclass
 class _Prepared:
     """A chunk after the CPU stage of ``write_many``: what to send, what is left to settle."""
 
     pending: dict[str, ItemPredictions] = field(default_factory=dict)
     result: WriteResult = field(default_factory=WriteResult)
-    # ``create`` operations and (item id, document, training sets) per item, when built.
-    creates: tuple[list[Mapping[str, Any]], list[tuple[str, dict[str, Any], set[str]]]] | None = (
-        None
-    )
+    # The ``create`` operations and what each one sends, once built.
+    creates: tuple[list[Mapping[str, Any]], list[_Sent]] | None = None
 
 
 def _joined(chunks: Sequence[Future[WriteResult]]) -> WriteResult:
@@ -338,7 +340,7 @@ class PredictionWriter:
         """
         now = utc_now()
         operations: list[Mapping[str, Any]] = []
-        sent: list[tuple[str, dict[str, Any], set[str]]] = []
+        sent: list[_Sent] = []
         for item_id, entry in list(prepared.pending.items()):
             writing = incoming_training_sets(entry, self.training_set)
             try:
@@ -360,7 +362,7 @@ class PredictionWriter:
         current = self._call(lambda: self.client.mget(index=self.index, ids=list(pending)))
         now = utc_now()
         operations: list[Mapping[str, Any]] = []
-        sent: list[tuple[str, dict[str, Any], set[str]]] = []
+        sent: list[_Sent] = []
         for doc in current["docs"]:
             item_id = doc["_id"]
             entry = pending[item_id]
@@ -395,7 +397,7 @@ class PredictionWriter:
     def _send(
         self,
         operations: list[Mapping[str, Any]],
-        sent: list[tuple[str, dict[str, Any], set[str]]],
+        sent: list[_Sent],
         pending: dict[str, ItemPredictions],
         result: WriteResult,
     ) -> dict[str, ItemPredictions]:
