@@ -131,6 +131,25 @@ def elasticsearch_error(exc: Exception) -> ApiError:
     )
 
 
+def whole_answer(response: Any) -> Any:
+    """``response`` if every shard answered; otherwise a 503 to retry.
+
+    Elasticsearch answers a search or count that some shards failed (a node just lost) with a
+    200 and ``_shards.failed``: hits and counts from the shards that did answer. Served as is,
+    that is a wrong result, not a degraded one.
+    """
+    shards = response.get("_shards") or {}
+    if shards.get("failed"):
+        raise ApiError(
+            503,
+            "search_unavailable",
+            "Some shards did not answer; the result would be incomplete",
+            {"shards_failed": int(shards["failed"]), "shards_total": int(shards.get("total", 0))},
+            headers={"Retry-After": "1"},
+        )
+    return response
+
+
 def _es_reason(exc: elasticsearch.ApiError) -> dict[str, Any]:
     """The error type and reason ES reports; never headers, URLs or credentials."""
     body = exc.body if isinstance(exc.body, Mapping) else {}

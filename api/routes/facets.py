@@ -8,6 +8,7 @@ from elasticsearch import AsyncElasticsearch
 from fastapi import APIRouter, Depends
 
 from api.deps import EsDep, SettingsDep, reader
+from api.errors import whole_answer
 from api.models import (
     CompareRequest,
     Comparison,
@@ -41,7 +42,7 @@ async def facets(request: FacetsRequest, es: EsDep, settings: SettingsDep) -> Fa
     cmp = request.compare
     compare = None if cmp is None else (cmp.training_set_a, cmp.training_set_b, cmp.threshold)
     body = facets_body(query, labels=request.labels, compare=compare)
-    response = await es.search(index=settings.index, body=body)
+    response = whole_answer(await es.search(index=settings.index, body=body))
     aggs = response["aggregations"]
 
     comparison = None
@@ -108,7 +109,7 @@ async def _comparison(
             for i, (kind, bucket) in enumerate(rows)
         }
         body = {"query": query, "size": 0, "aggs": {"both": {"filters": {"filters": filters}}}}
-        response = await es.search(index=index, body=body)
+        response = whole_answer(await es.search(index=index, body=body))
         both = response["aggregations"]["both"]["buckets"]
 
     out = []

@@ -10,7 +10,7 @@ import elasticsearch
 from fastapi import APIRouter, Depends
 
 from api.deps import EsDep, SettingsDep, reader
-from api.errors import ApiError
+from api.errors import ApiError, whole_answer
 from api.models import (
     CountRequest,
     CountResponse,
@@ -80,9 +80,9 @@ async def search(request: SearchRequest, es: EsDep, settings: SettingsDep) -> Or
     )
     try:
         if pit is None:
-            response = await es.search(index=settings.index, body=body)
+            response = whole_answer(await es.search(index=settings.index, body=body))
         else:
-            response = await es.search(body=body)
+            response = whole_answer(await es.search(body=body))
     except elasticsearch.NotFoundError as exc:
         if pit is None:
             raise
@@ -132,7 +132,7 @@ async def _close_quietly(es: EsDep, pit_id: str) -> None:
 async def count(request: CountRequest, es: EsDep, settings: SettingsDep) -> CountResponse:
     ast = parse(request.query, max_length=settings.query_max_length)
     await check_metadata(es, settings.index, ast, request.query)
-    response = await es.count(index=settings.index, query=translate(ast))
+    response = whole_answer(await es.count(index=settings.index, query=translate(ast)))
     return CountResponse(query=render(ast), count=int(response["count"]))
 
 

@@ -198,3 +198,32 @@ async def test_text_against_numeric_metadata_is_a_query_error_with_a_position(
     assert text[start:end] == "metadata.camera = front"
     fine = await client.post(path, json={"query": "metadata.camera = 3"})
     assert fine.status_code == 200
+
+
+@pytest.mark.es
+@pytest.mark.parametrize("path", ["/v1/search", "/v1/count", "/v1/facets"])
+async def test_an_answer_missing_shards_is_503_not_a_partial_result(
+    api_settings: Settings, es: Elasticsearch, item_index: str, path: str
+) -> None:
+    # Behind one alias, a second index where ``dataset`` is a number: the term query fails on
+    # that index's shard and Elasticsearch answers 200 with only the other shard's hits, as it
+    # does while a node is lost.
+    seed(es, item_index, [{"item_id": "p1", "dataset": "d1"}])
+    other, alias = f"{item_index}-numeric", f"{item_index}-both"
+    es.indices.create(index=other, mappings={"properties": {"dataset": {"type": "long"}}})
+    try:
+        es.index(index=other, id="n1", document={"dataset": 7}, refresh=True)
+        es.indices.update_aliases(
+            actions=[{"add": {"index": index, "alias": alias}} for index in (item_index, other)]
+        )
+        partial = es.count(index=alias, query={"term": {"dataset": "d1"}})
+        assert partial["_shards"]["failed"] == 1  # the situation under test, straight from ES
+        async for client in _client(create_app(api_settings.model_copy(update={"index": alias}))):
+            response = await client.post(path, json={"query": 'dataset = "d1"'})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        error = error_of(response)
+        assert error["code"] == "search_unavailable"
+        assert error["details"] == {"shards_failed": 1, "shards_total": 2}
+    finally:
+        es.indices.delete(index=other, ignore_unavailable=True)
