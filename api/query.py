@@ -31,7 +31,11 @@ _ORDERS: Final[tuple[Order, ...]] = ("asc", "desc")
 _CURSOR_VERSION: Final = 1
 # Review history can be long and is never needed to list hits.
 _HIT_SOURCE: Final = {"excludes": [f.REVIEW_HISTORY]}
-_KINDS: Final = {kind.path: kind.value for kind in PredictionKind}
+# (kind, nested path) in the order matched predictions are listed, and each path's rank.
+_KINDS_IN_ORDER: Final = tuple(
+    (kind.value, kind.path) for kind in (PredictionKind.IMAGE, PredictionKind.OBJECT)
+)
+_KIND_RANK: Final = {path: rank for rank, (_, path) in enumerate(_KINDS_IN_ORDER)}
 
 
 def default_order(key: SortKey) -> Order:
@@ -169,18 +173,21 @@ def matched_predictions(hit: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     Plain dicts shaped like :class:`api.models.MatchedPrediction` (this is the hot path).
     """
-    source = hit.get("_source") or {}
-    found: set[tuple[str, int]] = set()
-    for result in (hit.get("inner_hits") or {}).values():
+    inner_hits = hit.get("inner_hits")
+    if not inner_hits:
+        return []
+    # (kind's rank, offset): image predictions first, each list in stored order, no repeats.
+    found: set[tuple[int, int]] = set()
+    for result in inner_hits.values():
         for inner in result["hits"]["hits"]:
             nested = inner["_nested"]
-            found.add((nested["field"], nested["offset"]))
+            found.add((_KIND_RANK[nested["field"]], nested["offset"]))
+    source = hit.get("_source") or {}
     matched = []
-    # Image predictions first, each list in stored order.
-    for field, offset in sorted(found, key=lambda fo: (fo[0] != f.IMAGE_PREDICTIONS, fo[1])):
-        predictions = source.get(field) or ()
+    for rank, offset in sorted(found):
+        kind, path = _KINDS_IN_ORDER[rank]
+        predictions = source.get(path) or ()
         pid = predictions[offset].get(f.PRED_ID) if offset < len(predictions) else None
-        kind = _KINDS[field]
         matched.append({"kind": kind, "offset": offset, "id": None if pid is None else str(pid)})
     return matched
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import socket
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import psutil
 from elasticsearch import AsyncElasticsearch, Elasticsearch
+from rich.progress import track
 
 from api.models import SortKey
 from api.query import default_order, parse_query, search_body
@@ -78,35 +80,29 @@ def _prediction(rng: random.Random, pid: str, label: str, *, box: bool) -> dict[
     return prediction
 
 
-def items(n: int, rng: random.Random) -> list[dict[str, Any]]:
-    out = []
+def items(n: int, rng: random.Random) -> Iterator[dict[str, Any]]:
     for i in range(n):
         images = rng.sample(IMAGE_LABELS, rng.randint(1, 3))
         objects = [rng.choice(OBJECT_LABELS) for _ in range(rng.randint(0, 6))]
-        out.append(
-            {
-                "item_id": f"bench-{i:07d}",
-                "dataset": f"d{i % 5}",
-                "uploaded_at": f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00Z",
-                "image_predictions": [
-                    _prediction(rng, f"b{i}-{j}", label, box=False)
-                    for j, label in enumerate(images)
-                ],
-                "object_predictions": [
-                    _prediction(rng, f"b{i}-o{j}", label, box=True)
-                    for j, label in enumerate(objects)
-                ],
-            }
-        )
-    return out
+        yield {
+            "item_id": f"bench-{i:07d}",
+            "dataset": f"d{i % 5}",
+            "uploaded_at": f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00Z",
+            "image_predictions": [
+                _prediction(rng, f"b{i}-{j}", label, box=False) for j, label in enumerate(images)
+            ],
+            "object_predictions": [
+                _prediction(rng, f"b{i}-o{j}", label, box=True) for j, label in enumerate(objects)
+            ],
+        }
 
 
 def load(es: Elasticsearch, index: str, n: int) -> None:
     es.indices.create(index=index, mappings=item_mapping(), settings=index_settings())
     docs = items(n, random.Random(42))
-    for start in range(0, n, 2000):
+    for _ in track(range(0, n, 2000), description=f"loading {n:,} items"):
         ops: list[dict[str, Any]] = []
-        for doc in docs[start : start + 2000]:
+        for doc in itertools.islice(docs, 2000):
             ops += [{"index": {"_index": index, "_id": doc["item_id"]}}, prepare_item(doc)]
         assert not es.bulk(operations=ops)["errors"]
     es.indices.refresh(index=index)
@@ -269,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--size", type=int, default=20, help="page size")
     parser.add_argument(
+        "--index",
+        help="keep the items in this index: loaded if it does not exist, reused (and not "
+        "deleted) if it does, so runs on a large index need to load it once",
+    )
+    parser.add_argument(
         "--cached",
         action="store_true",
         help="also time a server whose search answers are memoised (the API's own cost)",
@@ -276,12 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     es_url = os.environ.get("ES_URL", "http://127.0.0.1:9200")
-    es = Elasticsearch(es_url)
-    index = f"bench-api-{uuid.uuid4().hex[:8]}"
+    es = Elasticsearch(es_url, request_timeout=300)  # merges may stall a large load's bulks
+    index = args.index or f"bench-api-{uuid.uuid4().hex[:8]}"
     port = free_port()
     servers: list[subprocess.Popen[bytes]] = []
     try:
-        load(es, index, args.items)
+        if args.index is None or not es.indices.exists(index=index):
+            load(es, index, args.items)
+        args.items = es.count(index=index)["count"]
         servers.append(start_server(es_url, index, port))
         cached_base = None
         if args.cached:
@@ -294,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers:
             server.terminate()
             server.wait(10)
-        es.indices.delete(index=index, ignore_unavailable=True)
+        if args.index is None:
+            es.indices.delete(index=index, ignore_unavailable=True)
     return 0
 
 

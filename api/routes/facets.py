@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from api.deps import EsDep, SettingsDep, reader
+from api.deps import ReadDep
 from api.errors import whole_answer
 from api.models import (
     CompareRequest,
@@ -26,7 +26,7 @@ from api.routes import error_responses
 from search import parse, render, translate
 from search.schema import PredictionKind
 
-router = APIRouter(tags=["facets"], dependencies=[Depends(reader)])
+router = APIRouter(tags=["facets"])
 
 
 @router.post(
@@ -35,7 +35,8 @@ router = APIRouter(tags=["facets"], dependencies=[Depends(reader)])
     responses=error_responses(400, 401),
     summary="Counts per label, training set and review status; score bands; model comparison",
 )
-async def facets(request: FacetsRequest, es: EsDep, settings: SettingsDep) -> FacetsResponse:
+async def facets(request: FacetsRequest, read: ReadDep) -> FacetsResponse:
+    es, settings = read.es, read.settings
     ast = parse(request.query, max_length=settings.query_max_length)
     await check_metadata(es, settings.index, ast, request.query)
     query = translate(ast)

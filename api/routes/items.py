@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from api.deps import EsDep, SettingsDep, reader
+from api.deps import ReadDep
 from api.models import ItemResponse
 from api.responses import OrjsonResponse
 from api.review import load_item
 from api.routes import error_responses
 
-router = APIRouter(prefix="/items", tags=["items"], dependencies=[Depends(reader)])
+router = APIRouter(prefix="/items", tags=["items"])
 
 
 @router.get(
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/items", tags=["items"], dependencies=[Depends(reader
     responses=error_responses(401, 404),
     summary="One item, with the revision to pass to a review for a strict check",
 )
-async def get_item(item_id: str, es: EsDep, settings: SettingsDep) -> OrjsonResponse:
-    stored = await load_item(es, settings.index, item_id)
+async def get_item(item_id: str, read: ReadDep) -> OrjsonResponse:
+    stored = await load_item(read.es, read.settings.index, item_id)
     version = {"seq_no": stored.seq_no, "primary_term": stored.primary_term}
     return OrjsonResponse({"item": stored.source, "version": version})

@@ -7,9 +7,10 @@ from typing import Any
 
 import elastic_transport
 import elasticsearch
-from fastapi import APIRouter, Depends
+from elasticsearch import AsyncElasticsearch
+from fastapi import APIRouter
 
-from api.deps import EsDep, SettingsDep, reader
+from api.deps import ReadDep
 from api.errors import ApiError, whole_answer
 from api.models import (
     CountRequest,
@@ -35,7 +36,7 @@ from api.routes import error_responses
 from search import parse, render, translate
 from search import schema as f
 
-router = APIRouter(tags=["search"], dependencies=[Depends(reader)])
+router = APIRouter(tags=["search"])
 
 
 @router.post(
@@ -44,7 +45,8 @@ router = APIRouter(tags=["search"], dependencies=[Depends(reader)])
     responses=error_responses(400, 401, 410),
     summary="Items matching a query, with the predictions that matched",
 )
-async def search(request: SearchRequest, es: EsDep, settings: SettingsDep) -> OrjsonResponse:
+async def search(request: SearchRequest, read: ReadDep) -> OrjsonResponse:
+    es, settings = read.es, read.settings
     size = request.size or settings.default_page_size
     if size > settings.max_page_size:
         raise ApiError(
@@ -118,7 +120,7 @@ async def search(request: SearchRequest, es: EsDep, settings: SettingsDep) -> Or
     )
 
 
-async def _close_quietly(es: EsDep, pit_id: str) -> None:
+async def _close_quietly(es: AsyncElasticsearch, pit_id: str) -> None:
     with contextlib.suppress(elasticsearch.ApiError, elastic_transport.TransportError):
         await es.close_point_in_time(id=pit_id)  # else it expires by itself
 
@@ -129,7 +131,8 @@ async def _close_quietly(es: EsDep, pit_id: str) -> None:
     responses=error_responses(400, 401),
     summary="How many items match a query",
 )
-async def count(request: CountRequest, es: EsDep, settings: SettingsDep) -> CountResponse:
+async def count(request: CountRequest, read: ReadDep) -> CountResponse:
+    es, settings = read.es, read.settings
     ast = parse(request.query, max_length=settings.query_max_length)
     await check_metadata(es, settings.index, ast, request.query)
     response = whole_answer(await es.count(index=settings.index, query=translate(ast)))
@@ -142,6 +145,6 @@ async def count(request: CountRequest, es: EsDep, settings: SettingsDep) -> Coun
     responses=error_responses(400, 401),
     summary="The canonical query and the Elasticsearch DSL it becomes, without running it",
 )
-async def explain(request: TranslateRequest, settings: SettingsDep) -> TranslateResponse:
-    ast = parse(request.query, max_length=settings.query_max_length)
+async def explain(request: TranslateRequest, read: ReadDep) -> TranslateResponse:
+    ast = parse(request.query, max_length=read.settings.query_max_length)
     return TranslateResponse(query=render(ast), dsl=translate(ast))

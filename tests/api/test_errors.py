@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.deps import get_es
 from api.settings import Settings
 from search import QueryError, parse
 from tests.api.conftest import REVIEW_KEY, _client, error_of, seed
@@ -154,7 +153,7 @@ def _api_error(cls: type[elasticsearch.ApiError], status: int) -> elasticsearch.
 
 def _app_with(error: Exception) -> FastAPI:
     app = create_app(Settings(es_url="http://127.0.0.1:9"))
-    app.dependency_overrides[get_es] = lambda: _FailingClient(error)
+    app.state.es = _FailingClient(error)  # as the lifespan would set the real client
     return app
 
 
