@@ -3,13 +3,16 @@
     ES_URL=http://127.0.0.1:9200 .venv/bin/python bench/api.py
     ES_URL=... .venv/bin/python bench/api.py --items 20000 --concurrency 8 --requests 1500
 
-Loads synthetic items into a fresh index (deleted afterwards), starts ``autotag serve``'s
-``serve()`` in a subprocess, then runs the same query mix at the same concurrency against
-(a) the API and (b) Elasticsearch directly through ``AsyncElasticsearch`` with exactly the body
-the API builds (``api.query.search_body``: query with inner hits, sort, page size + 1). Both
-sides use aiohttp underneath. Phases alternate (direct, API, direct, API...) so drift in a
-shared machine hits both alike; the figures pool all rounds. Prints p50/p90/p99 latency and
-throughput, and the API/direct p50 ratio (target: at most 1.15).
+Loads synthetic items into a fresh index (deleted afterwards, unless ``--index``), starts
+``autotag serve``'s ``serve()`` in a subprocess, then runs the same query mix at the same
+concurrency against (a) the API and (b) Elasticsearch directly through ``AsyncElasticsearch``
+with exactly the body the API builds (``api.query.search_body``: query with inner hits, sort,
+page size + 1). Both sides use aiohttp underneath. Phases alternate (direct, API, direct,
+API...) so drift in a shared machine hits both alike; the figures pool all rounds. Prints
+p50/p90/p99 latency and throughput, and the API/direct p50 ratio (target: at most 1.15).
+
+``--index NAME`` keeps the items: loaded into NAME if it does not exist, reused otherwise, never
+deleted. Product-scale runs (``--items 1000000``) then load once.
 
 ``--cached`` adds a third target: a second server whose client memoises each search answer,
 so its latency is the API's own cost (HTTP hop and route) without Elasticsearch's.

@@ -70,9 +70,7 @@ def test_synthetic_world_quality_through_the_query_layer(
 
     docs: dict[str, Any] = {
         hit["_id"]: hit["_source"]
-        for hit in es.search(index=item_index, size=IMAGES, query={"match_all": {}})["hits"][
-            "hits"
-        ]
+        for hit in es.search(index=item_index, size=IMAGES, query={"match_all": {}})["hits"]["hits"]
     }
     detections = [
         [
