@@ -6,7 +6,10 @@ plain ``def`` dependencies in a worker thread, a thread hop per dependency per r
 
 Read endpoints take one dependency, :data:`ReadDep` (the key check, the client and the
 settings together): FastAPI resolves every dependency on every request, and on ``/v1/search``
-five small ones cost about a sixth of the route's own time.
+five small ones cost about a sixth of the route's own time, measured in-process. ``reading``
+calls :func:`get_settings` and :func:`get_es` directly, so a test that swaps the client for a
+read endpoint overrides ``reading`` or sets ``app.state.es``; overriding ``get_es`` reaches only
+the review and health endpoints.
 """
 
 from __future__ import annotations
