@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from api import errors
 from api.routes import facets, health, items, review, search
 from api.settings import Settings
-from search.connection import serializers
+from store.connection import serializers
 
 API_VERSION = "1"
 

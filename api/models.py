@@ -1,6 +1,6 @@
 """Request and response bodies of the HTTP API: the OpenAPI schema is generated from these.
 
-Item and prediction models mirror ``indexer.mapping``; they allow extra keys so a field added
+Item and prediction models mirror ``store.mapping``; they allow extra keys so a field added
 to the mapping never turns a stored document into a schema violation.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.settings import PAGE_SIZE_CEILING
-from search.schema import PredictionKind, PredictionStatus
+from store.schema import PredictionKind, PredictionStatus
 
 QueryText = Annotated[
     str,

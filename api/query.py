@@ -22,9 +22,9 @@ from elasticsearch import AsyncElasticsearch, NotFoundError
 from api.errors import ApiError
 from api.models import SortKey
 from search import Node, matched_prediction_filters, parse, render, translate
-from search import schema as f
 from search.metadata_types import check_metadata_types, compares_metadata, metadata_field_types
-from search.schema import PredictionKind, PredictionStatus
+from store import schema as f
+from store.schema import PredictionKind, PredictionStatus
 
 Order = Literal["asc", "desc"]
 _ORDERS: Final[tuple[Order, ...]] = ("asc", "desc")

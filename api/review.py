@@ -1,7 +1,7 @@
 """The review workflow: accept, reject or modify one prediction of an item, without lost updates.
 
 A review reads the item with its ``_seq_no``/``_primary_term``, applies the change in Python,
-recomputes the derived fields through :func:`indexer.documents.prepare_item`, appends an entry
+recomputes the derived fields through :func:`store.documents.prepare_item`, appends an entry
 to ``review_history`` and writes the item back only if nobody wrote it in between
 (``if_seq_no``/``if_primary_term``). On a lost race it re-reads and re-applies, a bounded number
 of times with jittered backoff, then answers 409. A client that passes the revision it saw gets
@@ -28,9 +28,9 @@ from elasticsearch import AsyncElasticsearch
 from api.errors import ApiError
 from api.models import BBox, ModifyRequest, ReviewAction, ReviewRequest
 from api.settings import ApiKey, Settings
-from indexer.documents import prepare_item
-from search import schema as f
-from search.schema import PredictionKind, PredictionStatus
+from store import schema as f
+from store.documents import prepare_item
+from store.schema import PredictionKind, PredictionStatus
 
 # Elasticsearch refuses longer document ids; such an item cannot exist.
 _MAX_ID_BYTES: Final = 512

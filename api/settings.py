@@ -16,7 +16,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from indexer.mapping import INDEX_ALIAS
+from store.mapping import INDEX_ALIAS
 
 # The largest page any configuration may allow; keeps ``size + 1`` far below ES's window.
 PAGE_SIZE_CEILING: Final = 1000

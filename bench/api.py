@@ -35,8 +35,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import aiohttp
 import psutil
 from elasticsearch import AsyncElasticsearch, Elasticsearch
@@ -44,9 +42,9 @@ from rich.progress import track
 
 from api.models import SortKey
 from api.query import default_order, parse_query, search_body
-from indexer.documents import prepare_item
-from indexer.mapping import index_settings, item_mapping
-from search.connection import serializers
+from store.connection import serializers
+from store.documents import prepare_item
+from store.mapping import index_settings, item_mapping
 
 QUERIES: tuple[str, ...] = (
     "image_prefix:weather_clear",
@@ -137,7 +135,7 @@ def start_server(
     es_url: str, index: str, port: int, *, cached: bool = False
 ) -> subprocess.Popen[bytes]:
     code = (_MEMOISE_SEARCH if cached else "") + (
-        "from api.serve import serve; from api.settings import Settings; "
+        "from cli.serve import serve; from api.settings import Settings; "
         f"serve(Settings(es_url={es_url!r}, index={index!r}), port={port}, log_level='warning')"
     )
     root = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@
 Starts its own 3-node loopback cluster (free ports, deleted afterwards) with the product's
 starter, serves the API in a subprocess, and runs a writer, searchers and reviewers while the
 elected master is killed and restarted (the scenario lives in
-``tests/reliability/fault_scenario.py``, shared with the slow test). Prints failed requests,
+``harness/fault_scenario.py``, shared with the slow test). Prints failed requests,
 retries, recovery times and the verification; exits 1 if any guarantee broke.
 """
 
@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.reliability.fault_scenario import FaultConfig, run_scenario
+from harness.fault_scenario import FaultConfig, run_scenario
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ index holding a few hundred generated items: ``ES_URL`` if set, else a local nod
 the run. Prints counts per category, per outcome and per HTTP status/error code; exits 1 on any
 finding (a 5xx, a rejection without a position, a non-``QueryError`` exception, a translation
 with a forbidden query type...). The generators and checks live in
-``tests/reliability/fuzzing.py``, shared with the CI-sized test.
+``harness/fuzzing.py``, shared with the CI-sized test.
 """
 
 from __future__ import annotations
@@ -23,25 +23,22 @@ import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import SecretStr
 
 from api.settings import Settings
-from indexer.mapping import index_settings, item_mapping
-from indexer.prediction_generator import generate
-from indexer.writer import PredictionWriter
-from search.connection import connect
-from tests.elastic_node import provide_node
-from tests.reliability.fuzzing import (
+from harness.elastic_node import provide_node
+from harness.fuzzing import (
     SPECIAL_HTTP_CASES,
     Tally,
     cases,
     check_direct,
     run_http,
 )
+from indexer.prediction_generator import generate
+from store.connection import connect
+from store.mapping import index_settings, item_mapping
+from store.writer import PredictionWriter
 
 UNLIMITED = 10_000_000
 

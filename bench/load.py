@@ -7,7 +7,7 @@
     ES_URL=... .venv/bin/python bench/load.py --clients 64 --duration 60 --items 20000
 
 Loads ``--items`` generated items (``indexer.prediction_generator``) through the product's
-writer into a fresh index (deleted afterwards), serves the API with ``api.serve.serve`` in a
+writer into a fresh index (deleted afterwards), serves the API with ``cli.serve.serve`` in a
 subprocess, warms it up, then drives it from a second process on loopback: ``wrk`` when it is
 installed (a Lua script rotates the query mix), else this file's own asyncio/aiohttp generator
 (``--tool python``). Prints throughput, p50/p90/p99/max latency, the error count (non-200
@@ -30,8 +30,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # The product page's queries, over the generator's labels (indexer.prediction_generator).
 QUERIES: tuple[str, ...] = (
@@ -191,10 +189,10 @@ def drive(url: str, tool: str, clients: int, duration: float, size: int) -> dict
 
 
 def load_items(es_url: str, index: str, count: int) -> float:
-    from indexer.mapping import index_settings, item_mapping
     from indexer.prediction_generator import generate
-    from indexer.writer import PredictionWriter
-    from search.connection import connect
+    from store.connection import connect
+    from store.mapping import index_settings, item_mapping
+    from store.writer import PredictionWriter
 
     es = connect(es_url)
     es.indices.create(index=index, mappings=item_mapping(), settings=index_settings())
@@ -211,7 +209,7 @@ def load_items(es_url: str, index: str, count: int) -> float:
 
 def start_server(es_url: str, index: str, port: int) -> subprocess.Popen[bytes]:
     code = (
-        "from api.serve import serve; from api.settings import Settings; "
+        "from cli.serve import serve; from api.settings import Settings; "
         f"serve(Settings(es_url={es_url!r}, index={index!r}), port={port}, log_level='warning')"
     )
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
@@ -233,7 +231,7 @@ def wait_live(url: str, process: subprocess.Popen[bytes]) -> None:
 
 def es_pids(es_url: str) -> list[int]:
     """The pids of the Elasticsearch nodes behind ``es_url`` when they run on this machine."""
-    from search.connection import connect
+    from store.connection import connect
 
     es = connect(es_url)
     try:
@@ -278,8 +276,8 @@ def main() -> int:
     if args.generate:
         return generator_main(args)
 
-    from search.provision import free_port
-    from tests.elastic_node import provide_node
+    from harness.elastic_node import provide_node
+    from store.provision import free_port
 
     with provide_node() as (es_url, how):
         index = f"load-items-{uuid.uuid4().hex[:8]}"
@@ -301,7 +299,7 @@ def main() -> int:
                 server.terminate()
                 server.wait(timeout=30)
         finally:
-            from search.connection import connect
+            from store.connection import connect
 
             cleanup = connect(es_url)
             cleanup.indices.delete(index=index, ignore_unavailable=True)

@@ -27,22 +27,18 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from elasticsearch import Elasticsearch
 
-from indexer.gc_tuning import tune_gc_for_bulk_work
-from indexer.mapping import index_settings, item_mapping
+from cli.gc_tuning import tune_gc_for_bulk_work
 from indexer.prediction_generator import generate
-from indexer.writer import ItemPredictions, PredictionWriter, merge_item, utc_now
-from search.connection import connect, ensure_elasticsearch
+from store.connection import connect, ensure_elasticsearch
+from store.mapping import index_settings, item_mapping
+from store.writer import ItemPredictions, PredictionWriter, merge_item, utc_now
 
 QUERIES: tuple[str, ...] = (
     "image_prefix:weather_clear",

@@ -8,7 +8,7 @@ Prints two tables:
    inference, merged writes into Elasticsearch), and the pipeline with its writes discarded
    (Elasticsearch's share of the machine taken out). Model loading is excluded. The runs are
    interleaved over ``--rounds`` rounds and the best time of each is compared.
-2. **Peak memory** (RSS of the ``python -m indexer.cli index`` process and of its process tree,
+2. **Peak memory** (RSS of the ``python -m cli.indexing index`` process and of its process tree,
    sampled with psutil) for each dataset size, e.g. 1k and 10k images.
 
 The dataset is the synthetic world (``indexer.synthetic``): ``--unique`` scenes are rendered
@@ -48,22 +48,21 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cli.gc_tuning import tune_gc_for_bulk_work
+from indexer import models as shipped
+from indexer.clip_tagger import ClipTagger
+from indexer.decoding import decode_min_side, open_image
+from indexer.detector import ObjectDetector
+from indexer.pipeline import IndexOptions, default_workers, run_index
+from indexer.report import Writer
+from indexer.sources import open_source
+from indexer.synthetic.world import render_scene
+from indexer.taxonomy import load_taxonomy
+from store.connection import connect
+from store.mapping import index_settings, item_mapping
+from store.writer import ItemPredictions, PredictionWriter, WriteResult
 
-from indexer import models as shipped  # noqa: E402
-from indexer.clip_tagger import ClipTagger  # noqa: E402
-from indexer.decoding import decode_min_side, open_image  # noqa: E402
-from indexer.detector import ObjectDetector  # noqa: E402
-from indexer.gc_tuning import tune_gc_for_bulk_work  # noqa: E402
-from indexer.mapping import index_settings, item_mapping  # noqa: E402
-from indexer.pipeline import IndexOptions, default_workers, run_index  # noqa: E402
-from indexer.report import Writer  # noqa: E402
-from indexer.sources import open_source  # noqa: E402
-from indexer.synthetic.world import render_scene  # noqa: E402
-from indexer.taxonomy import load_taxonomy  # noqa: E402
-from indexer.writer import ItemPredictions, PredictionWriter, WriteResult  # noqa: E402
-from search.connection import connect  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PRODUCTION_MODELS: tuple[str, str, str] = (
     "ViT-B-32",
@@ -236,12 +235,12 @@ def _tree_rss(process: psutil.Process) -> tuple[int, int]:
 def memory_run(
     client: Any, folder: Path, size: int, args: argparse.Namespace, cache: Path
 ) -> MemoryRun:
-    """Run ``python -m indexer.cli index`` on the folder, sampling its RSS."""
+    """Run ``python -m cli.indexing index`` on the folder, sampling its RSS."""
     clip_model, clip_weights, detector_weights = model_specs(args.models)
     index = f"bench-tagging-{uuid.uuid4().hex[:10]}"
     client.indices.create(index=index, mappings=item_mapping(), settings=index_settings())
     command = [
-        sys.executable, "-m", "indexer.cli", "index", str(folder), "--index", index,
+        sys.executable, "-m", "cli.indexing", "index", str(folder), "--index", index,
         "--training-set", "bench", "--batch-size", str(args.batch_size),
         "--workers", str(args.workers), "--no-progress", "--device", args.device,
         "--failures-file", str(cache / "failures.jsonl"),
@@ -364,7 +363,7 @@ def main() -> int:
     if args.skip_memory:
         return 0
 
-    memory = Table(title="peak memory of `python -m indexer.cli index` (RSS, MiB)")
+    memory = Table(title="peak memory of `python -m cli.indexing index` (RSS, MiB)")
     for column in ("images", "wall s (incl. start-up)", "main process", "process tree"):
         memory.add_column(column, justify="right")
     for size in sizes:

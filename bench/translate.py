@@ -17,15 +17,11 @@ import argparse
 import platform
 import random
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from luqum.elasticsearch import ElasticsearchQueryBuilder
 from luqum.parser import parser as luqum_parser
@@ -115,8 +111,8 @@ def label_lookup(url: str, items: int, rounds: int) -> None:
     """Median ms per search: term on ``label_prefixes`` vs term + prefix on ``label``."""
     from elasticsearch import Elasticsearch
 
-    from indexer.documents import prepare_item
-    from indexer.mapping import index_settings, item_mapping
+    from store.documents import prepare_item
+    from store.mapping import index_settings, item_mapping
 
     es = Elasticsearch(url, request_timeout=120)
     index = f"bench-labels-{uuid.uuid4().hex[:8]}"

@@ -41,7 +41,7 @@ from indexer.model_weights import (
 )
 from indexer.models import CONFIGS_DIR
 from indexer.taxonomy import Taxonomy
-from search.provision import default_cache_dir as autotag_cache_dir
+from store.provision import default_cache_dir as autotag_cache_dir
 
 RANDOM_WEIGHTS = "random"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -78,7 +78,7 @@ class LoadedClip:
 
 def default_cache_dir() -> Path:
     """Where text embeddings are cached: ``text-embeddings`` under autotag's cache folder
-    (``$AUTOTAG_CACHE``, see ``search.provision.default_cache_dir``)."""
+    (``$AUTOTAG_CACHE``, see ``store.provision.default_cache_dir``)."""
     return autotag_cache_dir() / "text-embeddings"
 
 

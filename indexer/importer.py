@@ -34,8 +34,8 @@ from typing import Any, Final
 from indexer.report import Failure, FailureLog, RunSummary, Writer
 from indexer.sources import item_id_for
 from indexer.taxonomy import Taxonomy
-from indexer.writer import ItemPredictions
-from search import schema as f
+from store import schema as f
+from store.writer import ItemPredictions
 
 ITEM_FIELDS: Final = frozenset(
     {f.ITEM_ID, f.DATASET, f.URI, f.WIDTH, f.HEIGHT, f.UPLOADED_AT, f.METADATA}

@@ -6,7 +6,7 @@ Three stages run at once:
    (a bad image becomes a :class:`Failure` for that item, never an exception);
 2. the calling thread runs the models on whole batches;
 3. a background thread merges the predictions into Elasticsearch through the
-   :class:`~indexer.writer.PredictionWriter`, fed by a bounded queue so memory stays flat.
+   :class:`~store.writer.PredictionWriter`, fed by a bounded queue so memory stays flat.
 
 Items this training set already tagged are skipped before any image is opened (unless the
 writer forces). Every item ends up in exactly one of: tagged, skipped, failed. Failures are
@@ -51,8 +51,8 @@ from indexer.decoding import (
 )
 from indexer.report import Failure, FailureLog, RunSummary, Writer
 from indexer.sources import Source, SourceItem
-from indexer.writer import ItemPredictions, WriteResult
-from search import schema as f
+from store import schema as f
+from store.writer import ItemPredictions, WriteResult
 
 # Give up after this many consecutive batches whose write raised (Elasticsearch is gone).
 MAX_CONSECUTIVE_WRITE_ERRORS: Final = 3

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
-from indexer.writer import ItemPredictions
+from store.writer import ItemPredictions
 
 IMAGE_LABELS: tuple[str, ...] = (
     "weather_clear", "time_of_day_day", "scene_urban", "scene_highway", "weather_rain",

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 from rich.table import Table
 
-from indexer.writer import ItemPredictions, WriteResult
+from store.writer import ItemPredictions, WriteResult
 
 
 class Writer(Protocol):
-    """What the pipeline needs of :class:`~indexer.writer.PredictionWriter`."""
+    """What the pipeline needs of :class:`~store.writer.PredictionWriter`."""
 
     training_set: str
     force: bool

@@ -9,7 +9,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from indexer.writer import ItemPredictions
+from store.writer import ItemPredictions
 
 WEATHER = ("weather_clear", "weather_rain", "weather_snow", "weather_fog")
 TIME_OF_DAY = ("time_of_day_day", "time_of_day_night")

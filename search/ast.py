@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from dataclasses import field as attribute
 from enum import StrEnum
 
-from search.schema import PredictionKind
+from store.schema import PredictionKind
 
 
 @dataclass(frozen=True, slots=True)

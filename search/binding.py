@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_never
 
-from search import schema as f
 from search.ast import And, Comparison, Label, Node, Not, Or
 from search.fields import ATTRIBUTES
+from store import schema as f
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
-from search import schema as f
 from search.ast import And, Comparison, Instant, Label, Node, Not, Number, Op, Or, ScoreBand, Text
 from search.fields import ATTRIBUTES, BAND_RANGES
+from store import schema as f
 
 Document = Mapping[str, Any]
 Prediction = Mapping[str, Any]

@@ -14,7 +14,6 @@ from datetime import date
 from enum import Enum
 from typing import Final
 
-from search import schema as f
 from search.ast import Band, Instant, Number, Op, ScoreBand, Span, Text, Value
 from search.errors import (
     InvalidValueError,
@@ -25,7 +24,8 @@ from search.errors import (
     UnsupportedOperatorError,
     WildcardError,
 )
-from search.schema import ItemStatus, PredictionKind, PredictionStatus
+from store import schema as f
+from store.schema import ItemStatus, PredictionKind, PredictionStatus
 
 
 class ValueType(Enum):

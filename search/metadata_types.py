@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, assert_never
 
-from search import schema as f
 from search.ast import And, Comparison, Label, Node, Not, Or, Text
 from search.errors import TypeMismatchError
+from store import schema as f
 
 NUMERIC_TYPES = frozenset(
     {"long", "integer", "short", "byte", "double", "float", "half_float", "unsigned_long"}

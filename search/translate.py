@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, assert_never
 
-from search import schema as f
 from search.ast import (
     And,
     Comparison,
@@ -27,6 +26,7 @@ from search.ast import (
 )
 from search.binding import AllOf, AnyOf, Exists, ItemTest, NoneOf, Plan, bind
 from search.fields import BAND_RANGES
+from store import schema as f
 
 Query = dict[str, Any]
 INNER_HITS_SIZE = 100

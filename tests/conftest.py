@@ -14,10 +14,10 @@ from contextlib import ExitStack
 import pytest
 from elasticsearch import Elasticsearch
 
-from indexer.mapping import index_settings, item_mapping
-from search.connection import connect
-from search.provision import ProvisionError
-from tests.elastic_node import provide_node
+from harness.elastic_node import provide_node
+from store.connection import connect
+from store.mapping import index_settings, item_mapping
+from store.provision import ProvisionError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -24,7 +24,7 @@ from api.models import (
 from api.query import SCORE_BANDS, both_predict, check_metadata, facets_body
 from api.routes import error_responses
 from search import parse, render, translate
-from search.schema import PredictionKind
+from store.schema import PredictionKind
 
 router = APIRouter(tags=["facets"])
 

@@ -34,7 +34,7 @@ from api.query import (
 from api.responses import OrjsonResponse
 from api.routes import error_responses
 from search import parse, render, translate
-from search import schema as f
+from store import schema as f
 
 router = APIRouter(tags=["search"])
 

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.settings import Settings
-from indexer.documents import prepare_item
+from store.documents import prepare_item
 
 REVIEW_KEY = "alice-secret-key"
 OTHER_REVIEW_KEY = "bob-secret-key"

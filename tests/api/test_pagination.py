@@ -13,7 +13,7 @@ from elasticsearch import Elasticsearch
 
 from api.app import create_app
 from api.settings import Settings
-from indexer.mapping import index_settings, item_mapping
+from store.mapping import index_settings, item_mapping
 from tests.api.conftest import _client, error_of, pred, seed
 
 pytestmark = [pytest.mark.es, pytest.mark.anyio]

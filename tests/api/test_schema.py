@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api.app import create_app
 from api.settings import Settings
-from indexer.mapping import index_settings, item_mapping
+from store.mapping import index_settings, item_mapping
 from tests.api.conftest import ITEMS, REVIEW_KEY, seed
 
 pytestmark = pytest.mark.es

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from indexer.writer import ItemPredictions, WriteResult
+from store.writer import ItemPredictions, WriteResult
 
 
 @dataclass(frozen=True)

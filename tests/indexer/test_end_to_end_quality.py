@@ -24,8 +24,8 @@ from indexer.synthetic import OBJECT_LABELS
 from indexer.synthetic.dataset import MANIFEST_FILE, read_ground_truth, write_dataset
 from indexer.synthetic.metrics import mean_average_precision, precision_recall
 from indexer.taxonomy import load_taxonomy
-from indexer.writer import PredictionWriter
 from search import parse, translate
+from store.writer import PredictionWriter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from indexer.cli import main
+from cli.indexing import main
 from indexer.importer import RecordError, parse_record, read_coco, read_jsonl, run_import
 from indexer.report import Failure
 from indexer.taxonomy import load_taxonomy
-from indexer.writer import ItemPredictions
+from store.writer import ItemPredictions
 from tests.indexer.stubs import MemoryWriter
 
 

@@ -12,12 +12,12 @@ import torch
 from elasticsearch import Elasticsearch
 from PIL import Image
 
-from indexer.cli import main
+from cli.indexing import main
 from indexer.decoding import load_image, open_image, reduced_size
 from indexer.pipeline import IndexOptions, resolve_device, run_index
 from indexer.report import FailureLog, load_failures
 from indexer.sources import open_source
-from indexer.writer import PredictionWriter
+from store.writer import PredictionWriter
 from tests.indexer.stubs import (
     COLOURS,
     MemoryWriter,

@@ -1,6 +1,6 @@
 """Crash and resume: ``kill -9`` an index run half way, run it again, get every item once.
 
-The run is a real subprocess (``python -m indexer.cli index``) with real models (the shipped
+The run is a real subprocess (``python -m cli.indexing index``) with real models (the shipped
 tiny ones when present, else seeded random weights of the same architectures) on a generated
 dataset, with bad input mixed in: those items are reported, nothing else is lost.
 """
@@ -78,7 +78,7 @@ def test_kill_minus_nine_then_rerun_is_exactly_once(
     manifest = _dataset(tmp_path / "ds")
     failures_file = tmp_path / "failures.jsonl"
     command = [
-        sys.executable, "-m", "indexer.cli", "index", str(manifest),
+        sys.executable, "-m", "cli.indexing", "index", str(manifest),
         "--index", item_index, "--training-set", TRAINING_SET,
         "--batch-size", "2", "--write-batch-size", "2", "--workers", "1", "--no-progress",
         "--failures-file", str(failures_file), *model_args(),

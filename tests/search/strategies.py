@@ -9,7 +9,6 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from search import schema as f
 from search.ast import (
     And,
     Band,
@@ -26,7 +25,8 @@ from search.ast import (
     Value,
 )
 from search.fields import ATTRIBUTES, ITEM_FIELDS, ValueType
-from search.schema import PredictionKind, PredictionStatus
+from store import schema as f
+from store.schema import PredictionKind, PredictionStatus
 
 DAY_MS = 86_400_000
 EQUALITY = [Op.EQ, Op.NE]

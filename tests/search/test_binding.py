@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from search import parse, render
 from search.binding import AllOf, AnyOf, Exists, ItemTest, NoneOf, Plan, bind, is_attribute_only
-from search.schema import IMAGE_PREDICTIONS, OBJECT_PREDICTIONS, PREDICTION_PATHS
+from store.schema import IMAGE_PREDICTIONS, OBJECT_PREDICTIONS, PREDICTION_PATHS
 
 
 def _exists(plan: Plan) -> list[Exists]:

@@ -17,10 +17,10 @@ from elasticsearch import Elasticsearch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexer.documents import prepare_item
-from indexer.mapping import index_settings, item_mapping
 from search import evaluate, parse, render, translate
 from search.ast import Node
+from store.documents import prepare_item
+from store.mapping import index_settings, item_mapping
 from tests.search.strategies import items, random_item, small_trees
 
 CORPUS_SIZE = 250

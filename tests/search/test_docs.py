@@ -13,8 +13,8 @@ import pytest
 from elasticsearch import Elasticsearch
 
 import search
-from indexer.documents import prepare_item
 from search import QueryError, evaluate, parse, translate
+from store.documents import prepare_item
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "query-language.md"
 _BLOCK = re.compile(r"^```(query|query-error|json)\n(.*?)^```$", re.MULTILINE | re.DOTALL)

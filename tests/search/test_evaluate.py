@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from indexer.documents import prepare_item
 from search import evaluate, parse
+from store.documents import prepare_item
 
 
 def _item(**fields: Any) -> dict[str, Any]:

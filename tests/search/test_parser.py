@@ -23,7 +23,7 @@ from search.ast import (
     Span,
     Text,
 )
-from search.schema import PredictionKind
+from store.schema import PredictionKind
 
 CAR = Label(PredictionKind.OBJECT, "car")
 BUS = Label(PredictionKind.OBJECT, "bus")

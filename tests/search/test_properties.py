@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.documents import prepare_item
 from search import QueryError, evaluate, parse, render, translate
 from search.ast import Node
+from store.documents import prepare_item
 from tests.search.strategies import any_trees, items, small_trees
 
 # Fragments that make random text look like queries, so it gets past the first token.

@@ -9,9 +9,9 @@ import pytest
 from elasticsearch import Elasticsearch
 from hypothesis import given, settings
 
-from indexer.documents import prepare_item
 from search import matched_prediction_filters, parse, translate
 from search.ast import Node
+from store.documents import prepare_item
 from tests.search.strategies import any_trees
 
 FORBIDDEN = {"query_string", "simple_query_string", "script", "regexp", "wildcard", "fuzzy"}

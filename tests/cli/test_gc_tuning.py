@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from indexer.gc_tuning import BULK_GC_THRESHOLDS, tune_gc_for_bulk_work
+from cli.gc_tuning import BULK_GC_THRESHOLDS, tune_gc_for_bulk_work
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The shape of an item document: field names and vocabularies shared by every stage.
 
-The index mapping (``indexer.mapping``), the translator and the reference evaluator all
+The index mapping (``store.mapping``), the translator and the reference evaluator all
 refer to fields through these names, so a rename happens in exactly one place.
 """
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from elasticsearch import BadRequestError, Elasticsearch
 
-from indexer.documents import prepare_item
+from store.documents import prepare_item
 
 pytestmark = pytest.mark.es
 

@@ -6,7 +6,7 @@ One run:
    items index (3 shards, 1 replica) with ``ensure_index`` and writes a small *seed* set of
    items (``dataset = faults_seed``) whose answers to a fixed query set are computed with the
    reference evaluator;
-2. serves the real API (``api.serve.serve`` in a subprocess, configured with every node URL);
+2. serves the real API (``cli.serve.serve`` in a subprocess, configured with every node URL);
 3. runs, all at once: a writer thread bulk-loading generated items through ``PredictionWriter``,
    search threads on ``/v1/search`` and ``/v1/count`` (seed queries must give exactly the
    expected ids; every hit of an open query must satisfy ``evaluate``), review threads
@@ -41,13 +41,13 @@ from typing import Any, cast
 import httpx
 from elasticsearch import Elasticsearch
 
-from indexer.admin import ensure_index
 from indexer.prediction_generator import generate, generate_item
-from indexer.writer import ItemPredictions, PredictionWriter
 from search import evaluate, parse, translate
-from search.connection import connect
-from search.provision import LocalCluster
-from search.provision.cluster import port_is_free
+from store.admin import ensure_index
+from store.connection import connect
+from store.provision import LocalCluster
+from store.provision.cluster import port_is_free
+from store.writer import ItemPredictions, PredictionWriter
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_DATASET = "faults_seed"
@@ -310,7 +310,7 @@ def api_server(urls: Sequence[str], index: str) -> Iterator[str]:
         "AUTOTAG_INDEX": index,
         "AUTOTAG_REVIEW_API_KEYS": f"faults:{REVIEW_KEY}",
     }
-    code = f"from api.serve import serve; serve(host='127.0.0.1', port={port}, log_level='warning')"
+    code = f"from cli.serve import serve; serve(host='127.0.0.1', port={port}, log_level='warning')"
     process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

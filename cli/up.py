@@ -14,16 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from api.serve import serve as run_api
 from api.settings import Settings
-from indexer.admin import ensure_index
-from indexer.cli import main as index_main
-from indexer.mapping import INDEX_ALIAS
+from cli.indexing import main as index_main
+from cli.serve import serve as run_api
 from indexer.sample import TRAINING_SETS, sample_items
 from indexer.synthetic.dataset import MANIFEST_FILE, write_dataset
-from indexer.writer import PredictionWriter, WriteResult
-from search.connection import connect, ensure_elasticsearch
-from search.provision import default_cache_dir
+from store.admin import ensure_index
+from store.connection import connect, ensure_elasticsearch
+from store.mapping import INDEX_ALIAS
+from store.provision import default_cache_dir
+from store.writer import PredictionWriter, WriteResult
 
 SAMPLE_SIZE = 200
 SAMPLE_IMAGES = 40

@@ -35,9 +35,9 @@ from typing import Any
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as EsConnectionError
 
-from indexer.documents import finish_item
-from search import schema as f
-from search.schema import PredictionStatus
+from store import schema as f
+from store.documents import finish_item
+from store.schema import PredictionStatus
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
-from api.up import SAMPLE_IMAGES, SAMPLE_SIZE, index_sample_images, load_sample
+from cli.up import SAMPLE_IMAGES, SAMPLE_SIZE, index_sample_images, load_sample
 from search import parse, translate
 
 pytestmark = pytest.mark.es

@@ -9,7 +9,7 @@ import pytest
 import skimage
 from elasticsearch import Elasticsearch
 
-from api.cli import main
+from cli.main import main
 from indexer.taxonomy import load_taxonomy
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg")

@@ -12,7 +12,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 
-from search.provision import LocalCluster
+from store.provision import LocalCluster
 
 DEFAULT_CLUSTER = "autotag"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from elasticsearch import Elasticsearch
 
-from indexer.mapping import INDEX_ALIAS, index_settings, item_mapping, versioned_index_name
+from store.mapping import INDEX_ALIAS, index_settings, item_mapping, versioned_index_name
 
 
 def ensure_index(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from indexer.writer import ItemPredictions, PredictionWriter
+from store.writer import ItemPredictions, PredictionWriter
 
 pytestmark = pytest.mark.es
 

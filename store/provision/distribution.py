@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Final
 
-from search.provision.errors import DistributionUnavailableError
+from store.provision.errors import DistributionUnavailableError
 
 ES_VERSION: Final = os.environ.get("AUTOTAG_ES_VERSION", "9.5.0")
 MAVEN_GROUP: Final = "org.elasticsearch.distribution.integ-test-zip"

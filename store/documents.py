@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from search import schema as f
-from search.schema import ItemStatus, PredictionStatus
+from store import schema as f
+from store.schema import ItemStatus, PredictionStatus
 
 
 def all_predictions(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:

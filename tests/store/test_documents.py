@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.documents import derive_item_status, prepare_item
-from search.schema import label_matches_prefix, label_prefixes
+from store.documents import derive_item_status, prepare_item
+from store.schema import label_matches_prefix, label_prefixes
 
 
 @pytest.mark.parametrize(

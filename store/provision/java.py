@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from search.provision.errors import JavaNotFoundError
+from store.provision.errors import JavaNotFoundError
 
 MIN_JAVA = 21
 _VERSION = re.compile(r'version "(\d+)(?:[.\-+][^"]*)?"')

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import main
-from search.provision import LocalCluster, distribution, free_port, java
-from search.provision.cluster import port_is_free, process_alive
-from search.provision.java import JavaRuntime
+from cli.main import main
+from store.provision import LocalCluster, distribution, free_port, java
+from store.provision.cluster import port_is_free, process_alive
+from store.provision.java import JavaRuntime
 
 
 def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

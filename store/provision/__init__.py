@@ -1,9 +1,9 @@
 """Provide an Elasticsearch: find Java, fetch the distribution, run local clusters."""
 
-from search.provision.cluster import ClusterStatus, LocalCluster, default_cache_dir, free_port
-from search.provision.distribution import ES_VERSION, ensure_distribution
-from search.provision.errors import ProvisionError
-from search.provision.java import find_java
+from store.provision.cluster import ClusterStatus, LocalCluster, default_cache_dir, free_port
+from store.provision.distribution import ES_VERSION, ensure_distribution
+from store.provision.errors import ProvisionError
+from store.provision.java import find_java
 
 __all__ = [
     "ES_VERSION",

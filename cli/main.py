@@ -11,9 +11,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from indexer.cli import add_subcommands as add_indexer_subcommands
-from search.connection import local_cluster
-from search.provision import LocalCluster, ProvisionError
+from cli.indexing import add_subcommands as add_indexer_subcommands
+from store.connection import local_cluster
+from store.provision import LocalCluster, ProvisionError
 
 
 def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
@@ -33,7 +33,7 @@ def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
 
 
 def _es(args: argparse.Namespace) -> int:
-    from search.connection import configured_url, connect
+    from store.connection import configured_url, connect
 
     if args.action == "status" and (url := configured_url()) and args.name == "autotag":
         health = connect(url).cluster.health()
@@ -56,15 +56,15 @@ def _es(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from api.up import run_demo
+    from cli.up import run_demo
 
     return run_demo(serve=not args.no_serve, host=args.host, port=args.port)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from api.serve import serve
     from api.settings import Settings
-    from search.connection import ensure_elasticsearch
+    from cli.serve import serve
+    from store.connection import ensure_elasticsearch
 
     serve(Settings(es_url=",".join(ensure_elasticsearch())), host=args.host, port=args.port)
     return 0

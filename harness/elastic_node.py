@@ -1,7 +1,7 @@
 """Provide a real Elasticsearch node for the test session.
 
 In order: ``ES_URL`` if set; else a testcontainers Elasticsearch container if a Docker engine
-answers; else a local single-node cluster started by ``search.provision`` on free ports, torn
+answers; else a local single-node cluster started by ``store.provision`` on free ports, torn
 down (data included) at the end of the session.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from search.provision import ES_VERSION, LocalCluster, free_port
+from store.provision import ES_VERSION, LocalCluster, free_port
 
 ES_IMAGE = f"docker.elastic.co/elasticsearch/elasticsearch:{ES_VERSION}"
 
@@ -67,4 +67,4 @@ def provide_node() -> Iterator[tuple[str, str]]:
             yield url, "testcontainers"
     else:
         with _local_cluster() as url:
-            yield url, "local cluster (search.provision)"
+            yield url, "local cluster (store.provision)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from search import schema as f
+from store import schema as f
 
 INDEX_ALIAS: Final = "autotag-items"
 # Bump when the mapping changes in a way that needs a new index (then copy items across).

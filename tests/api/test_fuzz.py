@@ -14,10 +14,7 @@ from elasticsearch import Elasticsearch
 
 from api.app import create_app
 from api.settings import Settings
-from indexer.prediction_generator import generate
-from indexer.writer import PredictionWriter
-from search import QueryError, QuerySyntaxError, parse
-from tests.reliability.fuzzing import (
+from harness.fuzzing import (
     SPECIAL_HTTP_CASES,
     Tally,
     cases,
@@ -25,6 +22,9 @@ from tests.reliability.fuzzing import (
     dsl_violations,
     run_http,
 )
+from indexer.prediction_generator import generate
+from search import QueryError, QuerySyntaxError, parse
+from store.writer import PredictionWriter
 
 UNLIMITED = 10_000_000
 

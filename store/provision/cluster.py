@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.provision.distribution import ES_VERSION, ensure_distribution
-from search.provision.errors import NodeStartError, PortInUseError, UserSetupError
-from search.provision.java import JavaRuntime, find_java
+from store.provision.distribution import ES_VERSION, ensure_distribution
+from store.provision.errors import NodeStartError, PortInUseError, UserSetupError
+from store.provision.java import JavaRuntime, find_java
 
 SERVICE_USER = os.environ.get("AUTOTAG_ES_USER", "autotag-es")
 

@@ -1,6 +1,6 @@
 """The ``autotag index`` and ``autotag import`` subcommands.
 
-``api/cli.py`` (the ``autotag`` program) calls :func:`add_subcommands`; ``python -m indexer.cli``
+``cli/main.py`` (the ``autotag`` program) calls :func:`add_subcommands`; ``python -m cli.indexing``
 runs the same two subcommands on their own. Each handler returns the exit status: 0 when the
 run finished (per-item failures are reported, not fatal), 1 when it could not run or stopped
 early, 2 for bad arguments.
@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from rich.console import Console
 
-from indexer.mapping import INDEX_ALIAS
+from store.mapping import INDEX_ALIAS
 
 DEFAULT_FAILURES_FILE: Final = Path(".autotag") / "failures.jsonl"
 TINY_CLIP_ARCH: Final = "autotag-tiny"
@@ -171,22 +171,22 @@ def _console() -> Console:
 
 
 def _connect() -> Any:
-    from search.connection import connect
+    from store.connection import connect
 
     return connect()
 
 
 def _ensure_index(client: Any, index: str) -> None:
     """Use ``index`` (an index or an alias) if it exists, else create it behind an alias."""
-    from indexer.admin import ensure_index
+    from store.admin import ensure_index
 
     if not client.indices.exists(index=index):
         ensure_index(client, index)
 
 
 def _writer(args: argparse.Namespace, client: Any) -> Any:
-    from indexer.gc_tuning import tune_gc_for_bulk_work
-    from indexer.writer import PredictionWriter
+    from cli.gc_tuning import tune_gc_for_bulk_work
+    from store.writer import PredictionWriter
 
     _ensure_index(client, args.index)
     tune_gc_for_bulk_work()  # set-up is done: models loaded, index ready
@@ -331,8 +331,8 @@ def report(summary: Any, console: Console, *, failures_file: Path, title: str) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m indexer.cli {index,import} ...``."""
-    parser = argparse.ArgumentParser(prog="python -m indexer.cli")
+    """``python -m cli.indexing {index,import} ...``."""
+    parser = argparse.ArgumentParser(prog="python -m cli.indexing")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_subcommands(subparsers)
     args = parser.parse_args(argv)

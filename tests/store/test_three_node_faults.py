@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from search.provision import ProvisionError
-from tests.reliability.fault_scenario import FaultConfig, run_scenario
+from harness.fault_scenario import FaultConfig, run_scenario
+from store.provision import ProvisionError
 
 pytestmark = [pytest.mark.slow, pytest.mark.es]
 
