@@ -5,7 +5,7 @@
 'object_prefix:car AND score < 0.5'
 """
 
-from search.ast import Node
+from search.ast import Band, Node
 from search.errors import (
     EmptyQueryError,
     InvalidValueError,
@@ -24,11 +24,14 @@ from search.errors import (
     WildcardError,
 )
 from search.evaluate import evaluate
+from search.fields import BAND_RANGES
 from search.parser import parse
 from search.render import render
-from search.translate import matched_prediction_filters, translate
+from search.translate import matched_prediction_filters, translate, visible_predictions_filter
 
 __all__ = [
+    "BAND_RANGES",
+    "Band",
     "EmptyQueryError",
     "InvalidValueError",
     "LeadingWildcardError",
@@ -50,4 +53,5 @@ __all__ = [
     "parse",
     "render",
     "translate",
+    "visible_predictions_filter",
 ]

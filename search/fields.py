@@ -79,18 +79,39 @@ BAND_RANGES: Final[dict[Band, tuple[float, float, bool]]] = {
     Band.NEGATIVE: (f.SCORE_MIN, 0.0, False),
 }
 
-KEYWORDS: Final = frozenset({"and", "or", "not"})
+# A score worth showing in examples and hints: where the high band starts.
+SCORE_EXAMPLE: Final = BAND_RANGES[Band.HIGH][0]
+
 NUMBER_RE: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-# What a bare (unquoted) value or label may look like; the grammar's BARE terminal.
-BARE_RE: Final = re.compile(r"[\w.:+\-*/]+")
 _DATE_RE: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?)?",
     re.IGNORECASE,
 )
 NUMBER_LIMIT: Final = 1e15
-_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 INT32: Final = (-(2**31), 2**31 - 1)
+
+# Instants are UTC milliseconds since 1970; Python's dates (years 1 to 9999) bound them.
+DAY_MS: Final = 86_400_000
+EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+MIN_EPOCH_MS: Final = (date.min.toordinal() - EPOCH_ORDINAL) * DAY_MS
+MAX_EPOCH_MS: Final = (date.max.toordinal() - EPOCH_ORDINAL + 1) * DAY_MS - 1
+
+
+def iso_text(epoch_ms: int, *, whole_day: bool = False) -> str:
+    """``YYYY-MM-DD`` (``whole_day``) or ``YYYY-MM-DDTHH:MM:SS.mmmZ``, in UTC.
+
+    Millisecond-precise, so :func:`read_date` reads it back exactly and Elasticsearch has
+    nothing to round. ``epoch_ms`` must lie within ``MIN_EPOCH_MS..MAX_EPOCH_MS``.
+    """
+    days, millis = divmod(epoch_ms, DAY_MS)
+    day = date.fromordinal(EPOCH_ORDINAL + days).isoformat()
+    if whole_day:
+        return day
+    seconds, millis = divmod(millis, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{day}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str | None:
@@ -197,7 +218,7 @@ def read_date(raw: str, span: Span) -> Instant | None:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
-        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
+        days = date(int(year), int(month), int(day)).toordinal() - EPOCH_ORDINAL
         hours, minutes, seconds = int(hour or 0), int(minute or 0), int(second or 0)
         if hours > 23 or minutes > 59 or seconds > 59:
             raise ValueError("time of day out of range")
@@ -218,7 +239,16 @@ def read_date(raw: str, span: Span) -> Instant | None:
         ) from None
     millis = int((fraction or "0").ljust(3, "0")[:3])
     epoch_ms = ((days * 24 + hours) * 60 + minutes) * 60_000 + seconds * 1000 + millis
-    return Instant(epoch_ms - millis_offset, whole_day=hour is None)
+    epoch_ms -= millis_offset
+    if not MIN_EPOCH_MS <= epoch_ms <= MAX_EPOCH_MS:
+        # An offset can push year 1 or year 9999 out of the range dates can be written in.
+        raise InvalidValueError(
+            f"`{raw}` is out of range",
+            span.start,
+            span.end,
+            hint=f"dates must lie between {iso_text(MIN_EPOCH_MS)} and {iso_text(MAX_EPOCH_MS)}",
+        )
+    return Instant(epoch_ms, whole_day=hour is None)
 
 
 def read_value(spec: FieldSpec, op: Op, raw: str, quoted: bool, span: Span) -> Value:
@@ -281,7 +311,8 @@ def _read_score(spec: FieldSpec, op: Op, raw: str, quoted: bool, span: Span) -> 
     except ValueError:
         number = None if quoted else _number(raw, span)
         if number is None:
-            raise _mismatch(spec, raw, quoted, span, "score >= 0.8 or score = high") from None
+            example = f"{spec.name} >= {SCORE_EXAMPLE} or {spec.name} = {Band.HIGH}"
+            raise _mismatch(spec, raw, quoted, span, example) from None
         return number
     if op.is_ordering:
         low, _, _ = BAND_RANGES[band]

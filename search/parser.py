@@ -9,16 +9,16 @@ happen as each term is reduced and raise errors that already carry their span.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import replace
-from functools import cache
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from functools import cache, cached_property
 from importlib.resources import files
 from typing import Any, Final
 
 from lark import Lark, Token, Transformer
 from lark.common import LexerConf
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
-from lark.lexer import Lexer, LexerState
+from lark.lexer import Lexer, LexerState, PatternStr, TerminalDef
 
 from search.ast import And, Comparison, Label, Node, Not, Op, Or, Span
 from search.errors import (
@@ -34,11 +34,13 @@ from search.errors import (
 from search.fields import (
     ATTRIBUTES,
     ITEM_FIELDS,
+    SCORE_EXAMPLE,
     lookup_field,
     lookup_prefix,
     read_label,
     read_value,
 )
+from store import schema as f
 
 DEFAULT_MAX_LENGTH: Final = 4096
 # Deep enough for hand-written queries; the DSL adds up to ~6 levels and Elasticsearch
@@ -51,7 +53,7 @@ _DESCRIBE: Final = {
     "BARE": "a value",
     "STRING": "a quoted string",
     "STRING_STAR": "a quoted prefix",
-    "OPERATOR": "an operator (=, !=, <, <=, >, >=)",
+    "OPERATOR": f"an operator ({', '.join(Op)})",
     "COLON": "`:`",
     "LPAR": "`(`",
     "RPAR": "`)`",
@@ -60,7 +62,6 @@ _DESCRIBE: Final = {
     "NOT": "NOT",
     "$END": "the end of the query",
 }
-_TERM_START: Final = frozenset({"FIELD", "NOT", "LPAR"})
 _ESCAPE: Final = re.compile(r"\\(.)", re.DOTALL)
 
 
@@ -114,6 +115,15 @@ class _Builder(Transformer[Token, Node]):
         return Comparison(spec.name, op, typed, Span(name.start_pos or 0, value.end_pos or 0))
 
 
+def _keywords(terminals: Iterable[TerminalDef]) -> dict[str, str]:
+    """Keyword (lower case) -> terminal name: the grammar's terminals that are a literal word."""
+    return {
+        t.pattern.value.lower(): t.name
+        for t in terminals
+        if isinstance(t.pattern, PatternStr) and t.pattern.value.isalpha()
+    }
+
+
 class _Lexer(Lexer):
     """A context-aware tokenizer built from the grammar's own terminal patterns.
 
@@ -137,11 +147,14 @@ class _Lexer(Lexer):
         # splits at the colon); after `:` or an operator it is a value, colons included.
         self.term = master("WS", "STRING_STAR", "STRING", *punctuation, "FIELD", "BARE")
         self.value = master("WS", "STRING_STAR", "STRING", "BARE", *punctuation)
-        self.keywords = {"and": "_AND", "or": "_OR", "not": "NOT"}
+        self.keywords = _keywords(conf.terminals)
 
     def lex(self, lexer_state: LexerState, parser_state: Any) -> Iterator[Token]:
         text = lexer_state.text.text
         assert isinstance(text, str)
+        return self.tokens(text)
+
+    def tokens(self, text: str) -> Iterator[Token]:
         position, end = 0, len(text)
         previous = ""
         while position < end:
@@ -172,6 +185,19 @@ def _parser() -> Lark:
         propagate_positions=True,
         transformer=_Builder(),
     )
+
+
+@cache
+def _lexer() -> _Lexer:
+    """A lexer of our own, to re-read the text in front of a syntax error."""
+    return _Lexer(_parser().lexer_conf)
+
+
+# Lexical facts, read from the grammar (their single source) for the renderer and the messages.
+_KEYWORD_TERMINALS: Final = _keywords(_parser().terminals)
+KEYWORDS: Final = frozenset(_KEYWORD_TERMINALS)
+# What a bare (unquoted) value or label may look like: the grammar's BARE terminal.
+BARE_RE: Final = re.compile(_parser().get_terminal("BARE").pattern.to_regexp())
 
 
 def parse(text: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> Node:
@@ -242,7 +268,7 @@ def _syntax_error(error: UnexpectedInput, text: str) -> QueryError:
     if isinstance(error, UnexpectedToken):
         return _unexpected_token(error, text)
     position = len(text)
-    return QuerySyntaxError("unexpected end of query", position, position)
+    return QuerySyntaxError("unexpected end of the query", position, position)
 
 
 def _bad_character(position: int, text: str) -> QueryError:
@@ -267,114 +293,227 @@ def _previous_word(text: str, position: int) -> str:
     return match.group(1) if match else ""
 
 
-def _unexpected_token(error: UnexpectedToken, text: str) -> QueryError:
-    token = error.token
-    expected = frozenset(error.expected)
-    at_end = token.type == "$END"
-    start = len(text) if at_end else token.start_pos or 0
-    end = len(text) if at_end else token.end_pos or start
-    got = "the end of the query" if at_end else f"`{token.value}`"
-    previous = _previous_word(text, start)
-    opened = text[:start].count("(") - text[:start].count(")")
+def _open_parens(text: str, stop: int) -> tuple[int, ...]:
+    """Positions of the ``(`` still open at ``stop``, innermost last.
 
-    if token.type == "RPAR" and "RPAR" not in expected:
-        if opened <= 0:
-            return UnbalancedParenthesisError(
-                "unbalanced parenthesis: this `)` closes nothing",
-                start,
-                end,
-                hint="remove it or add the matching `(`",
-            )
-        return MissingValueError(
-            f"expected a condition before `)`, after `{previous}`",
-            start,
-            end,
-            hint="write a condition such as `object_prefix:car`, or remove the parentheses",
-        )
-    if at_end and "RPAR" in expected and opened > 0:
-        open_at = _unclosed_paren(text)
-        return UnbalancedParenthesisError(
-            "unbalanced parenthesis: missing `)`",
-            start,
-            end,
-            hint=f"the `(` at position {open_at} is never closed",
-        )
-    keyword = token.type in {"_AND", "_OR", "NOT"}
-    quote_it = f'`{token.value}` is a keyword; to search for the word, quote it: "{token.value}"'
-    if expected <= {"BARE", "STRING"}:
-        return MissingValueError(
-            f"missing value after `{previous}`",
-            start,
-            end,
-            hint=quote_it if keyword else f"write a value, e.g. `{_example_for(text, start)}`",
-        )
-    if expected <= {"BARE", "STRING", "STRING_STAR"}:
-        return MissingValueError(
-            f"missing label after `{previous}`",
-            start,
-            end,
-            hint=quote_it if keyword else f"e.g. `{previous}car`",
-        )
-    if "OPERATOR" in expected:
-        example = f"e.g. `{_example_for(previous + ' =', len(previous) + 2)}`"
+    The text is read by the query lexer itself, so a parenthesis inside a quoted string
+    (escapes included) is text, never a parenthesis.
+    """
+    stack: list[int] = []
+    for token in _lexer().tokens(text[:stop]):
+        if token.type == "LPAR":
+            stack.append(token.start_pos or 0)
+        elif token.type == "RPAR" and stack:
+            stack.pop()
+    return tuple(stack)
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """Where the parser stopped: what the message table below is written against.
+
+    The table's templates read these attributes as ``{s.previous}``, ``{s.got}``...
+    """
+
+    text: str
+    token: Token
+    expected: frozenset[str]
+
+    @cached_property
+    def open_parens(self) -> tuple[int, ...]:
+        return _open_parens(self.text, self.start)
+
+    @property
+    def at_end(self) -> bool:
+        return self.token.type == "$END"
+
+    @property
+    def start(self) -> int:
+        # At the end LALR reports the last token's position; the caret goes past the text.
+        return len(self.text) if self.at_end else self.token.start_pos or 0
+
+    @property
+    def end(self) -> int:
+        return len(self.text) if self.at_end else self.token.end_pos or self.start
+
+    @property
+    def got(self) -> str:
+        return _DESCRIBE["$END"] if self.at_end else f"`{self.token.value}`"
+
+    @property
+    def previous(self) -> str:
+        return _previous_word(self.text, self.start)
+
+    @property
+    def open_at(self) -> int:
+        return self.open_parens[-1]
+
+    @property
+    def value_example(self) -> str:
+        return _example_for(self.text, self.start)
+
+    @property
+    def comparison_examples(self) -> str:
+        previous = self.previous
+        examples = f"`{_example_for(previous + ' =', len(previous) + 2)}`"
         if previous.lower() not in ATTRIBUTES and previous.lower() not in ITEM_FIELDS:
-            example += f" or `image_prefix:{previous}`"
-        return QuerySyntaxError(
-            f"expected an operator or `:` after `{previous}`, got {got}",
-            start,
-            end,
-            hint=example,
+            examples += f" or `image_prefix:{previous}`"
+        return examples
+
+    @property
+    def wanted(self) -> str:
+        expected = self.expected if self.open_parens else self.expected - {"RPAR"}
+        return " or ".join(sorted(_DESCRIBE.get(name, name) for name in expected))
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """One row of the message table: the conditions (``None``: any) and what to say.
+
+    ``message`` and ``hint`` are ``str.format`` templates over the :class:`_Stop` ``s``.
+    """
+
+    error: type[QuerySyntaxError]
+    message: str
+    hint: str | None = None
+    # The unexpected token is one of these terminals ("$END": the end of the query).
+    found: frozenset[str] | None = None
+    # The parser would have accepted this terminal there...
+    expects: str | None = None
+    # ...or nothing but these.
+    expects_only: frozenset[str] | None = None
+    # Some `(` before the token is still open.
+    in_parens: bool | None = None
+
+    def matches(self, stop: _Stop) -> bool:
+        return (
+            (self.found is None or stop.token.type in self.found)
+            and (self.expects is None or self.expects in stop.expected)
+            and (self.expects_only is None or stop.expected <= self.expects_only)
+            and (self.in_parens is None or self.in_parens == bool(stop.open_parens))
         )
-    if expected <= _TERM_START:
-        if at_end:
-            return MissingValueError(
-                f"missing condition after `{previous}`",
-                start,
-                end,
-                hint="write a condition, e.g. `object_prefix:car`",
-            )
-        return QuerySyntaxError(
-            f"expected a condition, got {got}",
-            start,
-            end,
-            hint="a condition starts with a field, e.g. `score >= 0.8`, or with NOT or `(`",
-        )
-    if opened <= 0:
-        expected -= {"RPAR"}
-    wanted = " or ".join(sorted(_DESCRIBE.get(name, name) for name in expected))
-    return QuerySyntaxError(
-        f"unexpected {got}",
-        start,
-        end,
-        hint=f"expected {wanted}; quote values that contain spaces",
-    )
+
+
+_RPAR: Final = frozenset({"RPAR"})
+_END: Final = frozenset({"$END"})
+_KEYWORD: Final = frozenset(_KEYWORD_TERMINALS.values())
+_VALUE: Final = frozenset({"BARE", "STRING"})
+_LABEL: Final = _VALUE | {"STRING_STAR"}
+_TERM_START: Final = frozenset({"FIELD", "NOT", "LPAR"})
+_QUOTE_IT: Final = (
+    '`{s.token.value}` is a keyword; to search for the word, quote it: "{s.token.value}"'
+)
+_A_CONDITION: Final = "write a condition, e.g. `object_prefix:car`"
+
+# The syntax messages, first matching row first. Rows test what the parser expected rather
+# than label example queries for `UnexpectedInput.match_examples()`: Lark compares parser
+# states including the stack depth, so `score >=`, `(score >=` and `a AND score >=` are three
+# different states, and every example would have to be repeated at every nesting depth.
+_MESSAGES: Final = (
+    _Message(
+        UnbalancedParenthesisError,
+        "unbalanced parenthesis: this `)` closes nothing",
+        "remove it or add the matching `(`",
+        found=_RPAR,
+        in_parens=False,
+    ),
+    _Message(
+        MissingValueError,
+        "expected a condition before `)`, after `{s.previous}`",
+        "write a condition such as `object_prefix:car`, or remove the parentheses",
+        found=_RPAR,
+    ),
+    _Message(
+        UnbalancedParenthesisError,
+        "unbalanced parenthesis: missing `)`",
+        "the `(` at position {s.open_at} is never closed",
+        found=_END,
+        expects="RPAR",
+        in_parens=True,
+    ),
+    _Message(
+        MissingValueError,
+        "missing value after `{s.previous}`",
+        _QUOTE_IT,
+        found=_KEYWORD,
+        expects_only=_VALUE,
+    ),
+    _Message(
+        MissingValueError,
+        "missing value after `{s.previous}`",
+        "write a value, e.g. `{s.value_example}`",
+        expects_only=_VALUE,
+    ),
+    _Message(
+        MissingValueError,
+        "missing label after `{s.previous}`",
+        _QUOTE_IT,
+        found=_KEYWORD,
+        expects_only=_LABEL,
+    ),
+    _Message(
+        MissingValueError,
+        "missing label after `{s.previous}`",
+        "e.g. `{s.previous}car`",
+        expects_only=_LABEL,
+    ),
+    _Message(
+        QuerySyntaxError,
+        "expected an operator or `:` after `{s.previous}`, got {s.got}",
+        "e.g. {s.comparison_examples}",
+        expects="OPERATOR",
+    ),
+    _Message(
+        MissingValueError,
+        "missing condition after `{s.previous}`",
+        _A_CONDITION,
+        found=_END,
+        expects_only=_TERM_START,
+    ),
+    _Message(
+        QuerySyntaxError,
+        "expected a condition, got {s.got}",
+        f"a condition starts with a field, e.g. `{f.PRED_SCORE} >= {SCORE_EXAMPLE}`,"
+        " or with NOT or `(`",
+        expects_only=_TERM_START,
+    ),
+    _Message(
+        QuerySyntaxError,
+        "unexpected end of the query",
+        "expected {s.wanted}",
+        found=_END,
+    ),
+    _Message(
+        QuerySyntaxError,
+        "unexpected {s.got}",
+        "expected {s.wanted}; quote values that contain spaces",
+    ),
+)
+
+
+def _unexpected_token(error: UnexpectedToken, text: str) -> QueryError:
+    stop = _Stop(text, error.token, frozenset(error.expected))
+    row = next(row for row in _MESSAGES if row.matches(stop))
+    hint = row.hint.format(s=stop) if row.hint is not None else None
+    return row.error(row.message.format(s=stop), stop.start, stop.end, hint=hint)
+
+
+_OPERATOR_AT_END: Final = re.compile(
+    rf"([^\s()]+)\s*({_parser().get_terminal('OPERATOR').pattern.to_regexp()})$"
+)
 
 
 def _example_for(text: str, position: int) -> str:
     before = text[:position].rstrip()
-    match = re.search(r"([^\s()]+)\s*(!=|<=|>=|=|<|>)$", before)
+    match = _OPERATOR_AT_END.search(before)
     if match is None:
         return 'dataset = "train"'
     field = match.group(1).lower()
-    examples = {"score": "0.8", "uploaded_at": "2024-01-31", "width": "640", "height": "480"}
+    examples = {
+        f.PRED_SCORE: str(SCORE_EXAMPLE),
+        f.UPLOADED_AT: "2024-01-31",
+        f.WIDTH: "640",
+        f.HEIGHT: "480",
+    }
     value = examples.get(field, '"value"')
     return f"{match.group(1)} {match.group(2)} {value}"
-
-
-def _unclosed_paren(text: str) -> int:
-    stack: list[int] = []
-    in_string = False
-    escaped = False
-    for index, char in enumerate(text):
-        if in_string:
-            escaped = not escaped and char == "\\"
-            if char == '"' and not escaped:
-                in_string = False
-            continue
-        if char == '"':
-            in_string = True
-        elif char == "(":
-            stack.append(index)
-        elif char == ")" and stack:
-            stack.pop()
-    return stack[-1] if stack else 0

@@ -7,13 +7,11 @@ unless quoting is needed to read them back the same way.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 from search.ast import And, Comparison, Instant, Label, Node, Not, Number, Or, ScoreBand, Text
-from search.fields import BARE_RE, KEYWORDS, NUMBER_RE
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from search.fields import NUMBER_RE, iso_text
+from search.parser import BARE_RE, KEYWORDS
 
 
 def render(node: Node) -> str:
@@ -61,10 +59,6 @@ def _value(value: Number | Text | ScoreBand | Instant) -> str:
         case ScoreBand(band):
             return band.value
         case Instant(start_ms=start_ms, whole_day=whole_day):
-            t = _EPOCH + timedelta(milliseconds=start_ms)
-            day = f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
-            if whole_day:
-                return day
-            return f"{day}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}Z"
+            return iso_text(start_ms, whole_day=whole_day)
         case _:
             assert_never(value)

@@ -8,7 +8,6 @@ with ``filter``/``should``/``must_not``. User text only ever lands in ``term``, 
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any, assert_never
 
 from search.ast import (
@@ -25,7 +24,7 @@ from search.ast import (
     Text,
 )
 from search.binding import AllOf, AnyOf, Exists, ItemTest, NoneOf, Plan, bind
-from search.fields import BAND_RANGES
+from search.fields import BAND_RANGES, MAX_EPOCH_MS, iso_text
 from store import schema as f
 
 Query = dict[str, Any]
@@ -107,6 +106,16 @@ class _Builder:
         return {"nested": clause}
 
 
+def visible_predictions_filter(path: str) -> Query:
+    """The predictions on nested ``path`` that queries see: rejected ones are invisible.
+
+    Relative to ``path``, for ``nested.query`` (or a nested sort's filter). The one place the
+    rule is written: queries that do not mention ``status`` get it (see ``search.binding``).
+    """
+    rejected = {"term": {f"{path}.{f.PRED_STATUS}": f.PredictionStatus.REJECTED.value}}
+    return {"bool": {"must_not": [rejected]}}
+
+
 def prediction_query(plan: Exists, path: str) -> Query:
     """The query inside ``nested`` for one path of an ``Exists`` leaf (always a ``bool``)."""
     filters: list[Query] = []
@@ -116,7 +125,7 @@ def prediction_query(plan: Exists, path: str) -> Query:
     for condition in plan.conditions:
         _splice(attribute_query(condition, path), filters, must_not)
     if not plan.include_rejected:
-        must_not.append({"term": {f"{path}.{f.PRED_STATUS}": f.PredictionStatus.REJECTED.value}})
+        _splice(visible_predictions_filter(path), filters, must_not)
     if not must_not and len(filters) == 1 and "bool" in filters[0]:
         return filters[0]
     body: dict[str, list[Query]] = {"filter": filters} if filters else {}
@@ -175,37 +184,18 @@ def _range_or_term(field: str, op: Op, number: float) -> Query:
     return {"range": {field: {bound: number}}}
 
 
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-def _iso(epoch_ms: int) -> str:
-    """Millisecond-precise UTC timestamp: nothing left for Elasticsearch to round."""
-    days, millis = divmod(epoch_ms, 86_400_000)
-    day = date.fromordinal(_EPOCH_ORDINAL + days)
-    seconds, millis = divmod(millis, 1000)
-    minutes, second = divmod(seconds, 60)
-    hour, minute = divmod(minutes, 60)
-    return (
-        f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
-        f"T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
-    )
-
-
-_MAX_MS = (date.max.toordinal() - _EPOCH_ORDINAL + 1) * 86_400_000 - 1
-
-
 def _date_range(field: str, op: Op, value: Instant) -> Query:
     """Dates are intervals ``[start, end)``: a whole day, or one millisecond."""
-    start = {"gte": _iso(value.start_ms)}
+    start = {"gte": iso_text(value.start_ms)}
     # The end of 9999-12-31 cannot be written as a date; say "up to its last millisecond".
-    if value.end_ms > _MAX_MS:
-        end, after = {"lte": _iso(_MAX_MS)}, {"gt": _iso(_MAX_MS)}
+    if value.end_ms > MAX_EPOCH_MS:
+        end, after = {"lte": iso_text(MAX_EPOCH_MS)}, {"gt": iso_text(MAX_EPOCH_MS)}
     else:
-        end, after = {"lt": _iso(value.end_ms)}, {"gte": _iso(value.end_ms)}
+        end, after = {"lt": iso_text(value.end_ms)}, {"gte": iso_text(value.end_ms)}
     bounds = {
         Op.EQ: {**start, **end},
         Op.NE: {**start, **end},
-        Op.LT: {"lt": _iso(value.start_ms)},
+        Op.LT: {"lt": iso_text(value.start_ms)},
         Op.LE: end,
         Op.GT: after,
         Op.GE: start,

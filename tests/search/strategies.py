@@ -24,11 +24,17 @@ from search.ast import (
     Text,
     Value,
 )
-from search.fields import ATTRIBUTES, ITEM_FIELDS, ValueType
+from search.fields import (
+    ATTRIBUTES,
+    DAY_MS,
+    ITEM_FIELDS,
+    MAX_EPOCH_MS,
+    MIN_EPOCH_MS,
+    ValueType,
+)
 from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
 
-DAY_MS = 86_400_000
 EQUALITY = [Op.EQ, Op.NE]
 ALL_OPS = list(Op)
 
@@ -154,8 +160,9 @@ def _any_value(kind: ValueType, op: Op) -> st.SearchStrategy[Value]:
         case ValueType.TEXT:
             return _TEXT.map(Text)
         case ValueType.DATE:
-            days = st.integers(-719_162, 2_932_896).map(lambda d: Instant(d * DAY_MS, True))
-            millis = st.integers(-62_135_596_800_000, 253_402_300_799_999)
+            first_day, last_day = MIN_EPOCH_MS // DAY_MS, MAX_EPOCH_MS // DAY_MS
+            days = st.integers(first_day, last_day).map(lambda d: Instant(d * DAY_MS, True))
+            millis = st.integers(MIN_EPOCH_MS, MAX_EPOCH_MS)
             return days | millis.map(lambda ms: Instant(ms, False))
         case ValueType.DYNAMIC:
             numbers = (st.integers(-(10**15), 10**15) | _FLOATS).map(Number)

@@ -64,6 +64,25 @@ def test_error_example(body: str) -> None:
     assert type(caught.value) is expected
 
 
+def _band_table() -> dict[str, str]:
+    """``{band: "same as" query}`` from the score band table."""
+    text = DOC.read_text(encoding="utf-8").split("### Score bands", 1)[1].split("\n#", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| `([^`]+)` \|$", text, re.MULTILINE))
+
+
+def test_score_band_table_matches_the_bands() -> None:
+    table = _band_table()
+    assert set(table) == {band.value for band in search.Band}
+    bounds = {bound for low, high, _ in search.BAND_RANGES.values() for bound in (low, high)}
+    scores = sorted({*bounds, *(b - 0.001 for b in bounds), *(b + 0.001 for b in bounds)})
+    for band, same_as in table.items():
+        for score in scores:
+            prediction = {"label": "car", "score": score}
+            item = prepare_item({"item_id": "x", "object_predictions": [prediction]})
+            by_band = evaluate(parse(f"score = {band}"), item)
+            assert by_band == evaluate(parse(same_as), item), (band, score)
+
+
 @pytest.mark.es
 def test_examples_on_elasticsearch(es: Elasticsearch, item_index: str) -> None:
     operations: list[dict[str, Any]] = []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
 
-from search import evaluate, parse
+from search import BAND_RANGES, Band, evaluate, parse
+from store import schema as f
 from store.documents import prepare_item
 
 
@@ -80,3 +82,12 @@ def _car(score: float, **extra: Any) -> dict[str, Any]:
 )  # fmt: skip
 def test_semantics(query: str, item: dict[str, Any], expected: bool) -> None:
     assert evaluate(parse(query), item) is expected
+
+
+def test_score_bands_cover_the_score_range_without_gaps_or_overlap() -> None:
+    assert set(BAND_RANGES) == set(Band)
+    ranges = sorted(BAND_RANGES.values())
+    assert ranges[0][0] == f.SCORE_MIN
+    assert ranges[-1][1:] == (f.SCORE_MAX, True)
+    for (_, high, inclusive), (next_low, _, _) in pairwise(ranges):
+        assert (high, inclusive) == (next_low, False)

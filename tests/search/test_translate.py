@@ -9,7 +9,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from hypothesis import given, settings
 
-from search import matched_prediction_filters, parse, translate
+from search import matched_prediction_filters, parse, translate, visible_predictions_filter
 from search.ast import Node
 from store.documents import prepare_item
 from tests.search.strategies import any_trees
@@ -80,6 +80,19 @@ def test_matched_prediction_filters() -> None:
             }
         }
     }
+
+
+def test_visible_predictions_filter() -> None:
+    assert visible_predictions_filter("image_predictions") == {
+        "bool": {"must_not": [{"term": {"image_predictions.status": "rejected"}}]}
+    }
+    # It is what every query that does not mention `status` applies inside `nested`...
+    hidden = visible_predictions_filter("object_predictions")["bool"]["must_not"]
+    query = matched_prediction_filters(parse("object_prefix:car"))["object_predictions"]
+    assert query["bool"]["must_not"] == hidden
+    # ...and only those.
+    seen = matched_prediction_filters(parse("object_prefix:car AND status = rejected"))
+    assert "must_not" not in seen["object_predictions"]["bool"]
 
 
 def test_matched_prediction_filters_or_and_negation() -> None:
