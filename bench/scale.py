@@ -36,9 +36,11 @@ from elasticsearch import Elasticsearch
 
 from cli.gc_tuning import tune_gc_for_bulk_work
 from indexer.prediction_generator import generate
+from store.clock import utc_iso
 from store.connection import connect, ensure_elasticsearch
 from store.mapping import index_settings, item_mapping
-from store.writer import ItemPredictions, PredictionWriter, merge_item, utc_now
+from store.settings import StoreSettings
+from store.writer import ItemPredictions, PredictionWriter, merge_item
 
 QUERIES: tuple[str, ...] = (
     "image_prefix:weather_clear",
@@ -105,7 +107,7 @@ def raw_body(chunk: Sequence[ItemPredictions], index: str, now: str) -> bytes:
 
 def load_raw(client: Elasticsearch, index: str, items: int, batch: int, in_flight: int) -> float:
     """Wall seconds sending pre-serialized ``_bulk`` bodies of the same documents."""
-    now = utc_now()
+    now = utc_iso()
     headers = {"content-type": "application/x-ndjson", "accept": "application/json"}
 
     def send(body: bytes) -> None:
@@ -180,7 +182,7 @@ def time_queries(client: Elasticsearch, index: str, repeats: int) -> None:
     client.indices.clear_cache(index=index)
     print(f"\n{'query':<72} {'hits':>8} {'cold ms':>8} {'p50 ms':>7} {'p99 ms':>7}")
     for text, query in cases:
-        body = {"query": query, "size": 20, "track_total_hits": True}
+        body: dict[str, Any] = {"query": query, "size": 20, "track_total_hits": True}
         started = time.perf_counter()
         hits = client.search(index=index, **body)["hits"]["total"]["value"]
         cold = (time.perf_counter() - started) * 1000
@@ -211,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tune_gc_for_bulk_work()  # as ``autotag index`` and ``autotag import`` do
-    urls = ensure_elasticsearch()
+    urls = ensure_elasticsearch(StoreSettings())
     client = connect(urls, request_timeout=300)
     writer_index, raw_index = "bench-scale-writer", "bench-scale-raw"
     if not args.skip_load:

@@ -3,8 +3,9 @@
 Building item documents allocates millions of small, short-lived dicts. With CPython's default
 thresholds (700, 10, 10) the cyclic collector runs every few dozen items, and its older
 generations rescan everything alive: the batches in flight, loaded models, imported modules.
-Measured on a 2-core VM, merging 20,000 generated items took 258 us per item with the defaults
-and 61 us with the thresholds below (``bench/scale.py``; figures in ``docs/benchmarks.md``).
+That rescanning, not document building, was most of the writer's Python time; with the
+thresholds below it mostly goes away (measured with ``bench/scale.py``; the figures are in
+``docs/benchmarks.md``).
 
 Reference counting still frees almost everything at once; the cyclic collector only has to
 find cycles, which document building does not create, so running it less often costs little

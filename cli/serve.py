@@ -21,8 +21,8 @@ def serve(
     """Serve until interrupted; one process, one Elasticsearch client."""
     app = create_app(settings)
     # What is alive now (modules, the app, its routes and models) lives as long as the process.
-    # Frozen, it is no longer rescanned by every full collection: those took ~90 ms each with
-    # the API's modules loaded, a pause for whichever requests were in flight.
+    # Frozen, it is no longer rescanned by every full collection, each of which would otherwise
+    # pause whichever requests are in flight (figures in docs/benchmarks.md).
     gc.collect()
     gc.freeze()
     uvicorn.run(

@@ -41,7 +41,7 @@ from indexer.model_weights import (
 )
 from indexer.models import CONFIGS_DIR
 from indexer.taxonomy import Taxonomy
-from store.provision import default_cache_dir as autotag_cache_dir
+from store.settings import StoreSettings
 
 RANDOM_WEIGHTS = "random"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -76,10 +76,10 @@ class LoadedClip:
     weights_hash: str
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(autotag_cache: Path | None = None) -> Path:
     """Where text embeddings are cached: ``text-embeddings`` under autotag's cache folder
-    (``$AUTOTAG_CACHE``, see ``store.provision.default_cache_dir``)."""
-    return autotag_cache_dir() / "text-embeddings"
+    (``autotag_cache``, default the ``AUTOTAG_CACHE`` setting)."""
+    return (autotag_cache or StoreSettings().cache_dir()) / "text-embeddings"
 
 
 def load_clip(model: str, weights: str, device: torch.device) -> LoadedClip:

@@ -9,7 +9,8 @@ Weights are given as one of:
 - ``torchvision:<arch>:<file>``: the same with a local copy of that checkpoint file;
 - ``<file>.safetensors`` next to ``<file>.json`` (``arch``, ``labels``, ``kwargs``, ``name``): a
   model saved by :func:`save_detector`, e.g. the shipped tiny detector of the synthetic world;
-- ``random:<arch>``: untrained weights (seeded), for tests and benchmarks.
+- ``random:<arch>``: untrained weights (seeded), for tests and benchmarks; the tiny
+  architecture gets the shipped tiny detector's class names.
 
 Boxes come back in pixel coordinates of the original image, scores in [0, 1].
 """
@@ -42,6 +43,7 @@ from indexer.model_weights import (
     file_sha256,
     state_dict_sha256,
 )
+from indexer.models import TINY_DETECTOR_CONFIG
 from indexer.taxonomy import Taxonomy
 
 TINY_ARCH = "autotag_tiny_fasterrcnn"
@@ -222,9 +224,9 @@ def _coco_categories(arch: str) -> list[str]:
 
 
 def _tiny_default_labels() -> list[str]:
-    from indexer.synthetic.world import DETECTOR_LABELS
-
-    return [BACKGROUND, *DETECTOR_LABELS.values()]
+    """The shipped tiny detector's class names, as its config records them."""
+    config = json.loads(TINY_DETECTOR_CONFIG.read_text(encoding="utf-8"))
+    return [str(label) for label in config["labels"]]
 
 
 def _hub_cached(url: str) -> Path:

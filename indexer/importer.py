@@ -308,9 +308,7 @@ def _write(
         return False
     if result is None:
         return True
-    summary.tagged += result.written
-    summary.skipped += result.skipped
-    summary.predictions += result.predictions
+    summary.count_writes(result)
     uris = {e.item_id: e.item.get(f.URI) for e in entries}
     for item_id, reason in result.failed:
         uri = uris.get(item_id)

@@ -276,13 +276,9 @@ class _WriterThread(threading.Thread):
                     return
                 continue
             consecutive_errors = 0
-            self.result.written += result.written
-            self.result.skipped += result.skipped
-            self.result.predictions += result.predictions
-            self.result.retries += result.retries
+            self.result.add(result)
             uris = {entry.item_id: str(entry.item.get(f.URI)) for entry in batch}
             for item_id, reason in result.failed:
-                self.result.failed.append((item_id, reason))
                 self.on_failure(Failure(item_id, uris.get(item_id), "write", reason))
             self.on_written(len(batch))
 
@@ -410,10 +406,7 @@ def run_index(
         if writer_thread.fatal:
             _drain(work, fail, f"not written: {writer_thread.fatal}")
 
-    result = writer_thread.result
-    summary.tagged = result.written
-    summary.skipped += result.skipped
-    summary.predictions = result.predictions
+    summary.count_writes(writer_thread.result)
     summary.aborted = writer_thread.fatal
     summary.failed = len(summary.failures)
     # Items never written because the writer gave up count as failed, not as lost.

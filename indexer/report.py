@@ -53,6 +53,12 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
     aborted: str | None = None
 
+    def count_writes(self, result: WriteResult) -> None:
+        """Add the writer's counts (its failures reach ``failures`` one by one, with their URI)."""
+        self.tagged += result.written
+        self.skipped += result.skipped
+        self.predictions += result.predictions
+
     @property
     def items_per_second(self) -> float:
         return self.tagged / self.seconds if self.seconds > 0 else 0.0

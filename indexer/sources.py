@@ -24,6 +24,7 @@ from typing import Any, Final
 from urllib.parse import unquote, urlparse
 
 from store import schema as f
+from store.clock import utc_iso
 
 IMAGE_EXTENSIONS: Final = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -141,8 +142,7 @@ def _mtime(path: Path) -> str | None:
         stamp = path.stat().st_mtime
     except OSError:
         return None
-    moment = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
-    return moment.replace("+00:00", "Z")
+    return utc_iso(datetime.fromtimestamp(stamp, UTC))
 
 
 def scan_folder(

@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -36,6 +35,7 @@ from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as EsConnectionError
 
 from store import schema as f
+from store.clock import utc_iso
 from store.documents import finish_item
 from store.schema import PredictionStatus
 
@@ -97,10 +97,6 @@ def _joined(chunks: Sequence[Future[WriteResult]]) -> WriteResult:
 
 class InvalidPrediction(ValueError):
     """A prediction that cannot be stored (bad score, missing label, ...)."""
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def prediction_id(training_set: str, kind: str, prediction: Mapping[str, Any]) -> str:
@@ -338,7 +334,7 @@ class PredictionWriter:
         uploads) this saves the ``mget``; once most exist, later batches read first again.
         Items that cannot be stored are failed here and dropped from ``prepared.pending``.
         """
-        now = utc_now()
+        now = utc_iso()
         operations: list[Mapping[str, Any]] = []
         sent: list[_Sent] = []
         for item_id, entry in list(prepared.pending.items()):
@@ -360,7 +356,7 @@ class PredictionWriter:
     ) -> dict[str, ItemPredictions]:
         """One read-merge-write round; returns the entries to try again."""
         current = self._call(lambda: self.client.mget(index=self.index, ids=list(pending)))
-        now = utc_now()
+        now = utc_iso()
         operations: list[Mapping[str, Any]] = []
         sent: list[_Sent] = []
         for doc in current["docs"]:

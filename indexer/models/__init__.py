@@ -17,3 +17,5 @@ TINY_CLIP = f"local-dir:{TINY_CLIP_DIR}"
 
 TINY_DETECTOR_PATH = MODELS_DIR / "autotag-tiny-detector.safetensors"
 TINY_DETECTOR = str(TINY_DETECTOR_PATH)
+# Its config (architecture, class names) as ``indexer.detector.save_detector`` wrote it.
+TINY_DETECTOR_CONFIG = TINY_DETECTOR_PATH.with_suffix(".json")

@@ -21,7 +21,8 @@ WEATHERS = ("clear", "rain", "snow", "fog")
 TIMES_OF_DAY = ("day", "night")
 SCENES = ("highway", "urban", "rural")
 OBJECT_LABELS = ("car", "pedestrian", "traffic_sign_stop")
-# class names of the shipped synthetic detector; default_taxonomy.toml maps them back
+# class names of the shipped synthetic detector (indexer/models/autotag-tiny-detector.json
+# records them, a test checks it agrees); default_taxonomy.toml maps them back
 DETECTOR_LABELS = {
     "car": "synthetic_car",
     "pedestrian": "synthetic_pedestrian",

@@ -25,7 +25,23 @@ def test_bulk_tuning_freezes_live_objects_and_raises_thresholds() -> None:
     tune_gc_for_bulk_work()
     assert gc.get_threshold() == BULK_GC_THRESHOLDS
     assert gc.get_freeze_count() >= len(long_lived)
-    assert BULK_GC_THRESHOLDS[0] > 700  # fewer young collections than CPython's default
+
+
+def _collections_while_allocating(containers: int) -> int:
+    """How many collections (any generation) run while ``containers`` lists are created."""
+    before: int = sum(generation["collections"] for generation in gc.get_stats())
+    young: list[list[int]] = [[] for _ in range(containers)]
+    after: int = sum(generation["collections"] for generation in gc.get_stats())
+    del young
+    return after - before
+
+
+@pytest.mark.usefixtures("restored_gc")
+def test_bulk_tuning_lets_young_objects_pile_up_before_a_collection() -> None:
+    gc.set_threshold(700, 10, 10)  # CPython's default: a collection every 700 allocations
+    assert _collections_while_allocating(20_000) > 0
+    tune_gc_for_bulk_work()
+    assert _collections_while_allocating(20_000) == 0
 
 
 @pytest.mark.usefixtures("restored_gc")

@@ -38,7 +38,7 @@ MIN_MAP = 0.75  # stated: the shipped detector through the whole pipeline and th
 
 
 def _ids(es: Elasticsearch, index: str, text: str) -> set[str]:
-    response = es.search(index=index, query=translate(parse(text)), size=IMAGES, _source=False)
+    response = es.search(index=index, query=translate(parse(text)), size=IMAGES, source=False)
     return {hit["_id"] for hit in response["hits"]["hits"]}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -11,14 +12,18 @@ import torch
 from PIL import Image
 
 from indexer.detector import (
+    BACKGROUND,
     TINY_ARCH,
     Detection,
     ObjectDetector,
     build_model,
+    load_detector,
     save_detector,
 )
 from indexer.model_weights import WeightsUnavailableError
-from indexer.synthetic import generate
+from indexer.models import TINY_DETECTOR_CONFIG
+from indexer.synthetic import DETECTOR_LABELS, generate
+from indexer.synthetic.train_detector import LABELS as TRAINED_LABELS
 from indexer.taxonomy import Taxonomy, load_taxonomy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,6 +67,15 @@ def test_tiny_architecture_with_random_weights(
         check(detections, image, taxonomy, 0.0)
     assert detector.predict([]) == []
     assert detector.model_name.startswith(f"{TINY_ARCH}@")
+
+
+def test_shipped_tiny_labels_are_the_synthetic_worlds() -> None:
+    # Production reads the tiny detector's class names from its shipped config, never from the
+    # synthetic world; the world (and the training script that wrote the config) must agree.
+    shipped = json.loads(TINY_DETECTOR_CONFIG.read_text(encoding="utf-8"))["labels"]
+    assert shipped == [BACKGROUND, *DETECTOR_LABELS.values()]
+    assert shipped == TRAINED_LABELS
+    assert load_detector(f"random:{TINY_ARCH}").labels == shipped
 
 
 def test_threshold_filters_scores(taxonomy: Taxonomy, scenes: list[Image.Image]) -> None:

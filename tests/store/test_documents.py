@@ -1,9 +1,12 @@
-"""Derived fields: label prefixes and the item-level autotag_status."""
+"""Derived fields: label prefixes and the item-level autotag_status; the stored time format."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
+from store.clock import utc_iso
 from store.documents import derive_item_status, prepare_item
 from store.schema import label_matches_prefix, label_prefixes
 
@@ -52,3 +55,16 @@ def test_prepare_item_fills_derived_fields_without_touching_the_input() -> None:
     assert prepared["image_predictions"] == []
     assert prepared["autotag_status"] == ["pending"]
     assert "label_prefixes" not in item["object_predictions"][0]
+
+
+def test_times_are_stored_as_utc_with_milliseconds_and_a_z() -> None:
+    moment = datetime(2025, 1, 15, 10, 0, 0, 123456, tzinfo=UTC)
+    assert utc_iso(moment) == "2025-01-15T10:00:00.123Z"
+    oslo = moment.astimezone(timezone(timedelta(hours=1)))
+    assert utc_iso(oslo) == "2025-01-15T10:00:00.123Z"
+    with pytest.raises(ValueError, match="naive"):
+        utc_iso(datetime(2025, 1, 15, 10, 0))
+    before = datetime.now(UTC).replace(microsecond=0)
+    now = datetime.fromisoformat(utc_iso())
+    assert now.tzinfo == UTC
+    assert before <= now <= datetime.now(UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -39,7 +40,8 @@ def test_new_items_are_created_with_derived_fields(es: Elasticsearch, item_index
     assert car["status"] == "pending"
     assert car["label_prefixes"] == ["car"]
     assert car["id"]
-    assert car["created_at"]
+    assert car["created_at"] == doc["updated_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", car["created_at"])
 
 
 def test_already_tagged_items_are_skipped_unless_forced(es: Elasticsearch, item_index: str) -> None:
