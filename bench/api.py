@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import random
 import socket
 import statistics
@@ -42,9 +41,10 @@ from rich.progress import track
 
 from api.models import SortKey
 from api.query import default_order, parse_query, search_body
-from store.connection import serializers
+from store.connection import node_urls, serializers
 from store.documents import prepare_item
 from store.mapping import index_settings, item_mapping
+from store.settings import StoreSettings
 
 QUERIES: tuple[str, ...] = (
     "image_prefix:weather_clear",
@@ -277,8 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    es_url = os.environ.get("ES_URL", "http://127.0.0.1:9200")
-    es = Elasticsearch(es_url, request_timeout=300)  # merges may stall a large load's bulks
+    es_url = ",".join(node_urls(StoreSettings()))
+    es = Elasticsearch(
+        es_url.split(","), request_timeout=300
+    )  # merges may stall a large load's bulks
     index = args.index or f"bench-api-{uuid.uuid4().hex[:8]}"
     port = free_port()
     servers: list[subprocess.Popen[bytes]] = []

@@ -131,7 +131,7 @@ def label_lookup(url: str, items: int, rounds: int) -> None:
         es.indices.refresh(index=index)
         es.indices.forcemerge(index=index, max_num_segments=1)
         path = "object_predictions"
-        shapes = {
+        shapes: dict[str, Callable[[str], dict[str, Any]]] = {
             "term on label_prefixes": lambda label: {"term": {f"{path}.label_prefixes": label}},
             "term + prefix on label": lambda label: {
                 "bool": {
@@ -152,9 +152,9 @@ def label_lookup(url: str, items: int, rounds: int) -> None:
             for label in labels:
                 for name, shape in shapes.items():
                     body = {"nested": {"path": path, "query": shape(label)}}
-                    start = time.perf_counter()
+                    began = time.perf_counter()
                     es.search(index=index, query=body, size=0, request_cache=False)
-                    timings[name].append((time.perf_counter() - start) * 1000)
+                    timings[name].append((time.perf_counter() - began) * 1000)
         for name, values in timings.items():
             median, mean = statistics.median(values), statistics.fmean(values)
             print(f"{name:<26}{median:>10.2f}{mean:>9.2f}")

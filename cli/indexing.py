@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
 from rich.console import Console
 
-from store.mapping import INDEX_ALIAS
+from store.settings import StoreSettings
 
 DEFAULT_FAILURES_FILE: Final = Path(".autotag") / "failures.jsonl"
 TINY_CLIP_ARCH: Final = "autotag-tiny"
@@ -91,12 +92,13 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     run.add_argument(
         "--filter",
+        dest="filters",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="only items whose metadata KEY (dotted for nested) equals VALUE; repeatable, ANDed",
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     index.set_defaults(func=run_index_command)
 
     imports = subparsers.add_parser(
@@ -127,7 +129,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--index", default=INDEX_ALIAS, help=f"index or alias to write (default {INDEX_ALIAS})"
+        "--index", default=None, help="index or alias to write (default: the AUTOTAG_INDEX setting)"
     )
     parser.add_argument(
         "--training-set", required=True, help="model-version name recorded on every prediction"
@@ -170,43 +172,67 @@ def _console() -> Console:
     return Console(stderr=True)
 
 
-def _connect() -> Any:
-    from store.connection import connect
+@dataclass(frozen=True)
+class IndexJob:
+    """One ``autotag index`` run, as the command line or the main job describes it."""
 
-    return connect()
+    source: Path
+    training_set: str
+    index: str | None = None  # None: the settings' index
+    dataset: str | None = None
+    filters: Sequence[str] = ()
+    clip_model: str | None = None
+    clip_weights: str | None = None
+    no_clip: bool = False
+    detector_weights: str | None = None
+    no_detector: bool = False
+    score_threshold: float = 0.5
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None
+    max_pixels: int | None = None
+    force: bool = False
+    taxonomy: Path | None = None
+    failures_file: Path = DEFAULT_FAILURES_FILE
+    write_batch_size: int = 500
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> IndexJob:
+        return cls(**{spec.name: getattr(args, spec.name) for spec in fields(cls)})
 
 
-def _ensure_index(client: Any, index: str) -> None:
-    """Use ``index`` (an index or an alias) if it exists, else create it behind an alias."""
-    from store.admin import ensure_index
-
-    if not client.indices.exists(index=index):
-        ensure_index(client, index)
-
-
-def _writer(args: argparse.Namespace, client: Any) -> Any:
+def _writer(
+    settings: StoreSettings,
+    index: str | None,
+    training_set: str,
+    *,
+    force: bool,
+    batch_size: int,
+) -> Any:
+    """A writer into ``index`` (an index or alias; created behind an alias when missing)."""
     from cli.gc_tuning import tune_gc_for_bulk_work
+    from store.admin import ensure_index
+    from store.connection import connect
     from store.writer import PredictionWriter
 
-    _ensure_index(client, args.index)
+    client = connect(settings=settings, request_timeout=settings.es_bulk_timeout)
+    target = index or settings.index
+    if not client.indices.exists(index=target):
+        ensure_index(client, target)
     tune_gc_for_bulk_work()  # set-up is done: models loaded, index ready
     return PredictionWriter(
-        client,
-        args.index,
-        training_set=args.training_set,
-        force=args.force,
-        batch_size=args.write_batch_size,
+        client, target, training_set=training_set, force=force, batch_size=batch_size
     )
 
 
-def _slice(args: argparse.Namespace) -> Any:
-    from indexer.sources import SliceFilter
-
-    return SliceFilter.parse([args.dataset] if args.dataset else [], args.filter)
-
-
-def run_index_command(args: argparse.Namespace) -> int:
+def run_index_command(args: argparse.Namespace, settings: StoreSettings) -> int:
     """Handler of ``autotag index``."""
+    return run_index_job(IndexJob.from_args(args), settings)
+
+
+def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
+    """Tag ``job.source`` and write its predictions; the exit status of the run."""
     from indexer import models as shipped
     from indexer.decoding import DEFAULT_MAX_PIXELS
     from indexer.pipeline import (
@@ -216,48 +242,61 @@ def run_index_command(args: argparse.Namespace) -> int:
         run_index,
     )
     from indexer.report import FailureLog
-    from indexer.sources import open_source
+    from indexer.sources import SliceFilter, open_source
     from indexer.taxonomy import load_taxonomy
 
     console = _console()
-    if args.no_clip and args.no_detector:
+    if job.no_clip and job.no_detector:
         console.print("[red]autotag index: --no-clip and --no-detector leave nothing to do[/red]")
         return 2
-    device = resolve_device(args.device)
+    device = resolve_device(job.device)
     try:
-        source = open_source(args.source, slice_filter=_slice(args), dataset=args.dataset)
-        taxonomy = load_taxonomy(args.taxonomy)
+        slice_filter = SliceFilter.parse([job.dataset] if job.dataset else [], list(job.filters))
+        source = open_source(job.source, slice_filter=slice_filter, dataset=job.dataset)
+        taxonomy = load_taxonomy(job.taxonomy)
         clip = None
-        if not args.no_clip:
-            from indexer.clip_tagger import ClipTagger
+        if not job.no_clip:
+            from indexer.clip_tagger import ClipTagger, default_cache_dir
 
-            weights = args.clip_weights or shipped.TINY_CLIP
-            if not args.clip_model and not weights.startswith("local-dir:"):
+            weights = job.clip_weights or shipped.TINY_CLIP
+            if not job.clip_model and not weights.startswith("local-dir:"):
                 raise ValueError("--clip-model is required unless --clip-weights is local-dir:")
-            clip = ClipTagger(args.clip_model or "", weights, taxonomy, device=device)
+            clip = ClipTagger(
+                job.clip_model or "",
+                weights,
+                taxonomy,
+                device=device,
+                cache_dir=default_cache_dir(settings.cache_dir()),
+            )
         detector = None
-        if not args.no_detector:
+        if not job.no_detector:
             from indexer.detector import ObjectDetector
 
             detector = ObjectDetector(
-                args.detector_weights or shipped.TINY_DETECTOR,
+                job.detector_weights or shipped.TINY_DETECTOR,
                 taxonomy,
                 device=device,
-                score_threshold=args.score_threshold,
+                score_threshold=job.score_threshold,
             )
-        writer = _writer(args, _connect())
+        writer = _writer(
+            settings,
+            job.index,
+            job.training_set,
+            force=job.force,
+            batch_size=job.write_batch_size,
+        )
     except Exception as error:  # a clear one-line message, not a traceback
         console.print(f"[red]autotag index: {error}[/red]", highlight=False)
         return 1
     options = IndexOptions(
-        batch_size=args.batch_size,
-        workers=default_workers() if args.workers is None else args.workers,
+        batch_size=job.batch_size,
+        workers=default_workers() if job.workers is None else job.workers,
         device=device,
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-        write_batch_size=args.write_batch_size,
-        progress=not args.no_progress,
+        max_pixels=job.max_pixels or DEFAULT_MAX_PIXELS,
+        write_batch_size=job.write_batch_size,
+        progress=job.progress,
     )
-    with FailureLog(args.failures_file, training_set=args.training_set) as failure_log:
+    with FailureLog(job.failures_file, training_set=job.training_set) as failure_log:
         try:
             summary = run_index(
                 source,
@@ -275,10 +314,10 @@ def run_index_command(args: argparse.Namespace) -> int:
                 highlight=False,
             )
             return 1
-    return report(summary, console, failures_file=args.failures_file, title="autotag index")
+    return report(summary, console, failures_file=job.failures_file, title="autotag index")
 
 
-def run_import_command(args: argparse.Namespace) -> int:
+def run_import_command(args: argparse.Namespace, settings: StoreSettings) -> int:
     """Handler of ``autotag import``."""
     from indexer.importer import read_coco, read_jsonl, run_import
     from indexer.report import FailureLog
@@ -297,7 +336,13 @@ def run_import_command(args: argparse.Namespace) -> int:
             )
         else:
             batch = read_jsonl(args.source, dataset=args.dataset, model=args.model or "import")
-        writer = _writer(args, _connect())
+        writer = _writer(
+            settings,
+            args.index,
+            args.training_set,
+            force=args.force,
+            batch_size=args.write_batch_size,
+        )
     except Exception as error:
         console.print(f"[red]autotag import: {error}[/red]", highlight=False)
         return 1
@@ -336,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_subcommands(subparsers)
     args = parser.parse_args(argv)
-    status: int = args.func(args)
+    status: int = args.func(args, StoreSettings())
     return status
 
 

@@ -11,35 +11,38 @@ import sys
 import time
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
+from api.settings import Settings
 from cli.indexing import add_subcommands as add_indexer_subcommands
-from store.connection import local_cluster
 from store.provision import LocalCluster, ProvisionError
+from store.settings import DEFAULT_CLUSTER_NAME
 
 
-def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
-    """The cluster as recorded (or as it would be first started), with the options applied."""
-    base = local_cluster(args.name)
+def _cluster_from_args(args: argparse.Namespace, settings: Settings) -> LocalCluster:
+    """The cluster as recorded (or as it would be first started), with the settings, then the
+    options, applied."""
+    from store.connection import local_cluster
+
+    base = local_cluster(settings, args.name)
     http = args.http_port or base.http_port
     moved = args.http_port is not None and args.http_port != base.http_port
-    return LocalCluster(
-        name=args.name,
-        nodes=args.nodes or base.nodes,
-        http_port=http,
-        transport_port=args.transport_port or (http + 100 if moved else base.transport_port),
-        heap=args.heap or base.heap,
-        version=base.version,
-        cache_dir=base.cache_dir,
-    )
+    base.nodes = args.nodes or base.nodes
+    base.transport_port = args.transport_port or (http + 100 if moved else base.transport_port)
+    base.http_port = http
+    base.heap = args.heap or base.heap
+    return base
 
 
-def _es(args: argparse.Namespace) -> int:
-    from store.connection import configured_url, connect
+def _es(args: argparse.Namespace, settings: Settings) -> int:
+    from store.connection import connect
 
-    if args.action == "status" and (url := configured_url()) and args.name == "autotag":
-        health = connect(url).cluster.health()
-        print(f"ES_URL={url}: {health['status']}, {health['number_of_nodes']} node(s)")
+    hosts = settings.es_hosts()
+    if args.action == "status" and hosts is not None and args.name == DEFAULT_CLUSTER_NAME:
+        health = connect(hosts, settings=settings).cluster.health()
+        print(f"{', '.join(hosts)}: {health['status']}, {health['number_of_nodes']} node(s)")
         return 0 if health["status"] in ("green", "yellow") else 1
-    cluster = _cluster_from_args(args)
+    cluster = _cluster_from_args(args, settings)
     if args.action == "start":
         started = time.monotonic()
         status = cluster.start()
@@ -55,18 +58,18 @@ def _es(args: argparse.Namespace) -> int:
     return 0 if status.healthy else 1
 
 
-def _up(args: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace, settings: Settings) -> int:
     from cli.up import run_demo
 
-    return run_demo(serve=not args.no_serve, host=args.host, port=args.port)
+    return run_demo(settings, serve=not args.no_serve, host=args.host, port=args.port)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from api.settings import Settings
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from cli.serve import serve
     from store.connection import ensure_elasticsearch
 
-    serve(Settings(es_url=",".join(ensure_elasticsearch())), host=args.host, port=args.port)
+    urls = ensure_elasticsearch(settings)
+    serve(settings.model_copy(update={"es_url": ",".join(urls)}), host=args.host, port=args.port)
     return 0
 
 
@@ -82,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     es = commands.add_parser("es", help="manage the local Elasticsearch cluster")
     es.add_argument("action", choices=("start", "stop", "status"))
-    es.add_argument("--name", default="autotag", help="cluster name (default: autotag)")
+    es.add_argument(
+        "--name",
+        default=DEFAULT_CLUSTER_NAME,
+        help=f"cluster name (default: {DEFAULT_CLUSTER_NAME})",
+    )
     es.add_argument("--nodes", type=int, help="number of nodes (default 1)")
     es.add_argument(
         "--http-port", type=int, help="first node's HTTP port (default 9200, AUTOTAG_ES_PORT)"
@@ -92,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--destroy", action="store_true", help="with stop: delete the data too")
     es.set_defaults(func=_es)
 
-    serve = commands.add_parser("serve", help="serve the HTTP API (settings: AUTOTAG_*, ES_URL)")
+    serve = commands.add_parser(
+        "serve", help="serve the HTTP API (settings: AUTOTAG_*, AUTOTAG_ES_URL or ES_URL)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=_serve)
@@ -104,9 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code: int = args.func(args)
+        # The one place the command reads its configuration; everything below is handed it.
+        settings = Settings()
+        code: int = args.func(args, settings)
     except ProvisionError as error:
         print(f"autotag: {error.message}\n  how to fix: {error.fix}", file=sys.stderr)
+        return 2
+    except ValidationError as error:  # a setting from the environment that does not parse
+        for problem in error.errors():
+            name = f"AUTOTAG_{'_'.join(str(part) for part in problem['loc']).upper()}"
+            print(f"autotag: setting {name}: {problem['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,32 +3,39 @@
 Starts (or finds) Elasticsearch, creates the index behind its alias, loads the sample
 predictions through the product's writer, tags a small synthetic image dataset with the shipped
 tiny CLIP model and detector, prints the cluster health, then serves the API and prints example
-queries to try with curl.
+queries to try with curl, and a review that works: the main job makes a local review key on its
+first run (kept in the cache, readable by its owner only) and serves with it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from api.settings import Settings
-from cli.indexing import main as index_main
+from cli.indexing import IndexJob, run_index_job
 from cli.serve import serve as run_api
 from indexer.sample import TRAINING_SETS, sample_items
 from indexer.synthetic.dataset import MANIFEST_FILE, write_dataset
+from store import schema as f
 from store.admin import ensure_index
 from store.connection import connect, ensure_elasticsearch
-from store.mapping import INDEX_ALIAS
-from store.provision import default_cache_dir
+from store.settings import StoreSettings
 from store.writer import PredictionWriter, WriteResult
 
 SAMPLE_SIZE = 200
 SAMPLE_IMAGES = 40
 SAMPLE_IMAGE_SEED = 2025
 SAMPLE_TRAINING_SET = "tiny_v1"
+REVIEW_KEY_FILE = "review-key"
+REVIEW_KEY_NAME = "local"
 EXAMPLE_QUERIES = (
     "image_prefix:weather_clear AND score >= 0.8",
     "object_prefix:car AND score < 0.5",
@@ -37,23 +44,24 @@ EXAMPLE_QUERIES = (
 )
 
 
-def load_sample(urls: list[str], alias: str = INDEX_ALIAS) -> WriteResult:
-    """Write the sample through the writer (idempotent: a second run skips every item)."""
-    client = connect(urls)
-    ensure_index(client, alias)
+def load_sample(settings: StoreSettings, urls: list[str]) -> WriteResult:
+    """Write the sample into the settings' index (idempotent: a second run skips every item)."""
+    client = connect(urls, settings=settings, request_timeout=settings.es_bulk_timeout)
+    ensure_index(client, settings.index)
     total = WriteResult()
     for training_set in TRAINING_SETS:
-        writer = PredictionWriter(client, alias, training_set=training_set)
+        writer = PredictionWriter(client, settings.index, training_set=training_set)
         total.add(writer.write(list(sample_items(SAMPLE_SIZE, training_set=training_set))))
-    client.indices.refresh(index=alias)
+    client.indices.refresh(index=settings.index)
     return total
 
 
-def sample_images() -> Path:
+def sample_images(settings: StoreSettings) -> Path:
     """The manifest of a small synthetic driving dataset, generated once into the cache."""
-    folder = default_cache_dir() / "sample-images"
+    folder = settings.cache_dir() / "sample-images"
     manifest = folder / MANIFEST_FILE
     if not manifest.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="sample-images-", dir=folder.parent))
         write_dataset(scratch, SAMPLE_IMAGES, seed=SAMPLE_IMAGE_SEED, dataset="synthetic_drives")
         shutil.rmtree(folder, ignore_errors=True)
@@ -63,48 +71,99 @@ def sample_images() -> Path:
     return manifest
 
 
-def index_sample_images(alias: str = INDEX_ALIAS) -> int:
-    """Tag the synthetic sample images with the shipped tiny models (``autotag index``)."""
+def index_sample_images(settings: StoreSettings, urls: list[str]) -> int:
+    """Tag the synthetic sample images with the shipped tiny models, as ``autotag index``."""
     print(f"autotag: tagging {SAMPLE_IMAGES} synthetic sample images with the shipped models")
-    manifest = sample_images()
-    return index_main(
-        ["index", str(manifest), "--training-set", SAMPLE_TRAINING_SET, "--index", alias]
+    job = IndexJob(source=sample_images(settings), training_set=SAMPLE_TRAINING_SET)
+    return run_index_job(job, settings.model_copy(update={"es_url": ",".join(urls)}))
+
+
+def local_review_key(settings: StoreSettings) -> str:
+    """This machine's review secret for the main job: made on first use, owner-only."""
+    path = settings.cache_dir() / REVIEW_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two first runs at once never overwrite each other's key.
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as out:
+                out.write(secrets.token_urlsafe(24) + "\n")
+    path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def with_local_review_key(settings: Settings, secret: str) -> Settings:
+    """``settings`` whose review keys also accept the local key (named ``local``)."""
+    configured = settings.review_api_keys.get_secret_value() if settings.review_api_keys else ""
+    keys = ",".join(k for k in (configured, f"{REVIEW_KEY_NAME}:{secret}") if k)
+    return settings.model_copy(update={"review_api_keys": SecretStr(keys)})
+
+
+def review_example(settings: StoreSettings, urls: list[str], base: str, secret: str) -> str:
+    """A curl that accepts one pending sample prediction, or ``""`` when none is pending."""
+    pending = {"term": {f"{f.OBJECT_PREDICTIONS}.{f.PRED_STATUS}": "pending"}}
+    found = connect(urls, settings=settings).search(
+        index=settings.index,
+        size=1,
+        query={
+            "nested": {"path": f.OBJECT_PREDICTIONS, "query": pending, "inner_hits": {"size": 1}}
+        },
+        sort=[{f.ITEM_ID: "asc"}],
+        source_includes=[f.ITEM_ID],
+    )
+    hits = found["hits"]["hits"]
+    if not hits:
+        return ""
+    item = hits[0]["_source"][f.ITEM_ID]
+    inner = hits[0]["inner_hits"][f.OBJECT_PREDICTIONS]["hits"]["hits"][0]["_source"]
+    return (
+        f"  curl -s -X POST {base}/v1/items/{item}/predictions/{inner[f.PRED_ID]}/accept "
+        f"-H 'X-API-Key: {secret}'"
     )
 
 
-def run_demo(*, serve: bool, host: str = "127.0.0.1", port: int = 8000) -> int:
+def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: int = 8000) -> int:
     started = time.monotonic()
     print("autotag: finding or starting Elasticsearch ...", flush=True)
-    urls = ensure_elasticsearch()
-    client = connect(urls)
+    urls = ensure_elasticsearch(settings)
+    client = connect(urls, settings=settings)
     health = client.cluster.health()
     print(
         f"autotag: Elasticsearch at {', '.join(urls)}: cluster {health['cluster_name']} "
         f"is {health['status']} with {health['number_of_nodes']} node(s)"
     )
-    result = load_sample(urls)
+    result = load_sample(settings, urls)
     print(
-        f"autotag: sample predictions loaded into '{INDEX_ALIAS}': {result.written} item "
+        f"autotag: sample predictions loaded into '{settings.index}': {result.written} item "
         f"writes, {result.skipped} already there, {result.predictions} predictions, "
         f"{len(result.failed)} failed"
     )
-    if index_sample_images() != 0:
+    if index_sample_images(settings, urls) != 0:
         print("autotag: tagging the sample images failed (see above); going on without them")
-    client.indices.refresh(index=INDEX_ALIAS)
-    count = client.count(index=INDEX_ALIAS)["count"]
+    client.indices.refresh(index=settings.index)
+    count = client.count(index=settings.index)["count"]
     print(f"autotag: {count} items searchable ({time.monotonic() - started:.1f}s)")
+    secret = local_review_key(settings)
+    base = f"http://{host}:{port}"
     print(
         "next:\n"
         "  autotag es status            # cluster health\n"
         "  autotag es stop              # stop the local cluster\n"
-        f"  curl -s '{urls[0]}/{INDEX_ALIAS}/_count'"
+        f"  curl -s '{urls[0]}/{settings.index}/_count'"
     )
+    print(f"autotag: your local review key is in {settings.cache_dir() / REVIEW_KEY_FILE}")
+    example = review_example(settings, urls, base, secret)
+    if example:
+        print("autotag: accept a suggested box (while the API is served):\n" + example)
     if serve:
-        base = f"http://{host}:{port}"
         print(f"autotag: serving the API at {base} (Ctrl-C stops it); try:")
         for query in EXAMPLE_QUERIES:
             body = json.dumps({"query": query, "size": 3})
             print(f"  curl -s {base}/v1/search -H 'content-type: application/json' -d '{body}'")
         print(f"  curl -s {base}/v1/items/sample-00001\n  open {base}/docs")
-        run_api(Settings(es_url=",".join(urls)), host=host, port=port)
+        served = with_local_review_key(settings, secret)
+        run_api(served.model_copy(update={"es_url": ",".join(urls)}), host=host, port=port)
     return 0

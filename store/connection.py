@@ -1,20 +1,19 @@
-"""Connect to Elasticsearch: ``ES_URL`` when given, else the local cluster autotag runs.
+"""Connect to Elasticsearch: the configured URL when given, else the local cluster autotag runs.
 
-Credentials come from the environment (``ES_API_KEY``, or ``ES_USERNAME``/``ES_PASSWORD``;
-``ES_CA_CERTS`` for TLS) and are never printed.
+Everything comes from :class:`store.settings.StoreSettings`, built by the entry point: the URL
+(``AUTOTAG_ES_URL`` or ``ES_URL``), credentials (never printed), timeouts, and how the local
+cluster is provisioned.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from elasticsearch import Elasticsearch
 from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 
 from store.provision import LocalCluster
-
-DEFAULT_CLUSTER = "autotag"
+from store.settings import DEFAULT_CLUSTER_NAME, StoreSettings
 
 
 class OrjsonNdjsonSerializer(NdjsonSerializer, OrjsonSerializer):
@@ -33,51 +32,70 @@ def serializers() -> dict[str, Any]:
     }
 
 
-def configured_url() -> str | None:
-    """``ES_URL`` (comma-separated for several nodes), if the user set it."""
-    return os.environ.get("ES_URL") or None
+def local_cluster(settings: StoreSettings, name: str = DEFAULT_CLUSTER_NAME) -> LocalCluster:
+    """The local cluster ``name`` as last started (or as it would first be started), with every
+    local-cluster setting the user set explicitly applied on top."""
+    local: dict[str, Any] = {
+        "service_user": settings.es_user,
+        "java_home": settings.es_java_home,
+        "maven_repo": settings.maven_repo,
+        "cache_dir": settings.cache_dir(),
+    }
+    cluster = LocalCluster.load(name, **local) or LocalCluster(
+        name=name,
+        http_port=settings.es_port,
+        transport_port=settings.es_port + 100,
+        heap=settings.es_heap,
+        version=settings.es_version,
+        **local,
+    )
+    chosen = settings.model_fields_set
+    if "es_port" in chosen and settings.es_port != cluster.http_port:
+        cluster.http_port, cluster.transport_port = settings.es_port, settings.es_port + 100
+    if "es_heap" in chosen:
+        cluster.heap = settings.es_heap
+    if "es_version" in chosen:
+        cluster.version = settings.es_version
+    return cluster
 
 
-def local_cluster(name: str = DEFAULT_CLUSTER) -> LocalCluster:
-    """The local cluster ``name``, as last started, or as it would be started now."""
-    recorded = LocalCluster.load(name)
-    if recorded is not None:
-        return recorded
-    port = int(os.environ.get("AUTOTAG_ES_PORT", "9200"))
-    return LocalCluster(name=name, http_port=port, transport_port=port + 100)
-
-
-def ensure_elasticsearch() -> list[str]:
-    """Node URLs of a healthy Elasticsearch: ``ES_URL``, or the local cluster started now."""
-    if url := configured_url():
-        return url.split(",")
-    cluster = local_cluster()
+def ensure_elasticsearch(settings: StoreSettings) -> list[str]:
+    """Node URLs of a healthy Elasticsearch: the configured URL, or the local cluster, started
+    now if it is not running."""
+    if (hosts := settings.es_hosts()) is not None:
+        return hosts
+    cluster = local_cluster(settings)
     cluster.start()
     return cluster.urls
 
 
-def client_options() -> dict[str, Any]:
-    """Authentication and TLS options from the environment."""
-    options: dict[str, Any] = {}
-    if api_key := os.environ.get("ES_API_KEY"):
-        options["api_key"] = api_key
-    elif (user := os.environ.get("ES_USERNAME")) and (password := os.environ.get("ES_PASSWORD")):
-        options["basic_auth"] = (user, password)
-    if ca_certs := os.environ.get("ES_CA_CERTS"):
-        options["ca_certs"] = ca_certs
-    return options
+def node_urls(settings: StoreSettings) -> list[str]:
+    """The configured URL, or the local cluster's nodes (whether or not they run)."""
+    return settings.es_hosts() or local_cluster(settings).urls
 
 
-def connect(urls: list[str] | str | None = None, **options: Any) -> Elasticsearch:
-    """A sync client to ``urls`` (default: ``ES_URL`` or the local cluster's nodes)."""
+def connect(
+    urls: list[str] | str | None = None,
+    *,
+    settings: StoreSettings | None = None,
+    **options: Any,
+) -> Elasticsearch:
+    """A sync client to ``urls`` (default: the configured URL or the local cluster's nodes).
+
+    ``settings`` (default: read from the environment now) gives credentials, TLS, the pool size
+    and the timeout; ``options`` override any client argument (bulk jobs pass
+    ``request_timeout=settings.es_bulk_timeout``).
+    """
+    settings = settings or StoreSettings()
     if urls is None:
-        urls = configured_url() or ",".join(local_cluster().urls)
+        urls = node_urls(settings)
     hosts = urls.split(",") if isinstance(urls, str) else urls
     return Elasticsearch(
         hosts,
         serializers=serializers(),
-        request_timeout=options.pop("request_timeout", 30),
+        request_timeout=options.pop("request_timeout", settings.es_request_timeout),
         retry_on_timeout=True,
         max_retries=options.pop("max_retries", 3),
-        **{**client_options(), **options},
+        connections_per_node=settings.es_max_connections,
+        **{**settings.client_options(), **options},
     )

@@ -24,24 +24,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store.provision.distribution import ES_VERSION, ensure_distribution
+from store.provision.distribution import ensure_distribution
 from store.provision.errors import NodeStartError, PortInUseError, UserSetupError
 from store.provision.java import JavaRuntime, find_java
+from store.settings import (
+    DEFAULT_CLUSTER_NAME,
+    DEFAULT_ES_VERSION,
+    DEFAULT_HEAP,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_SERVICE_USER,
+    StoreSettings,
+)
 
-SERVICE_USER = os.environ.get("AUTOTAG_ES_USER", "autotag-es")
+# What ``cluster.json`` records; the rest of a LocalCluster comes from the settings of the day.
+_RECORDED = ("name", "nodes", "http_port", "transport_port", "heap", "version")
 
 
 def default_cache_dir() -> Path:
-    """Where distributions and local clusters live (``AUTOTAG_CACHE`` overrides).
-
-    As root this is under /var/cache, because the unprivileged node user cannot enter /root.
-    """
-    if explicit := os.environ.get("AUTOTAG_CACHE"):
-        return Path(explicit)
-    if os.geteuid() == 0:
-        return Path("/var/cache/autotag")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "autotag"
+    """The cache folder the settings name now (``AUTOTAG_CACHE``, else the platform default)."""
+    return StoreSettings().cache_dir()
 
 
 def free_port() -> int:
@@ -121,13 +122,17 @@ class ClusterStatus:
 class LocalCluster:
     """A loopback Elasticsearch cluster managed through its folder under the cache."""
 
-    name: str = "autotag"
+    name: str = DEFAULT_CLUSTER_NAME
     nodes: int = 1
-    http_port: int = 9200
-    transport_port: int = 9300
-    heap: str = os.environ.get("AUTOTAG_ES_HEAP", "1g")
-    version: str = ES_VERSION
+    http_port: int = DEFAULT_HTTP_PORT
+    transport_port: int = DEFAULT_HTTP_PORT + 100
+    heap: str = DEFAULT_HEAP
+    version: str = DEFAULT_ES_VERSION
     cache_dir: Path = field(default_factory=default_cache_dir)
+    # Who runs the nodes as root, which Java, where Maven keeps artifacts: not recorded.
+    service_user: str = DEFAULT_SERVICE_USER
+    java_home: Path | None = None
+    maven_repo: Path | None = None
 
     # -- layout ---------------------------------------------------------------------------
     @property
@@ -155,20 +160,28 @@ class LocalCluster:
         return self.urls[0]
 
     @classmethod
-    def load(cls, name: str = "autotag", cache_dir: Path | None = None) -> LocalCluster | None:
-        """The cluster recorded under ``name``, or ``None`` if it was never started."""
+    def load(
+        cls, name: str = DEFAULT_CLUSTER_NAME, cache_dir: Path | None = None, **local: Any
+    ) -> LocalCluster | None:
+        """The cluster recorded under ``name``, or ``None`` if it was never started.
+
+        ``local`` sets what is not recorded (``service_user``, ``java_home``, ``maven_repo``).
+        """
         cache = cache_dir or default_cache_dir()
         state = cache / "clusters" / name / "cluster.json"
         if not state.exists():
             return None
         data = json.loads(state.read_text())
-        return cls(**{**data, "cache_dir": cache})
+        recorded = {key: data[key] for key in _RECORDED if key in data}
+        return cls(**{**recorded, **local, "cache_dir": cache})
 
     def _save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        data = asdict(self)
-        data.pop("cache_dir")
+        data = {key: value for key, value in asdict(self).items() if key in _RECORDED}
         (self.root / "cluster.json").write_text(json.dumps(data, indent=2))
+
+    def _distribution(self) -> Path:
+        return ensure_distribution(self.cache_dir, self.version, maven_repo=self.maven_repo)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout_s: float = 180.0) -> ClusterStatus:
@@ -179,9 +192,9 @@ class LocalCluster:
         for index in range(self.nodes):
             if self._node_pid(index) is None:
                 self._check_ports_free(index)
-        home = ensure_distribution(self.cache_dir, self.version)
-        java = find_java()
-        user = _service_user()
+        java = find_java(self.java_home)  # before a download that would be of no use without it
+        home = self._distribution()
+        user = _service_user(self.service_user)
         self._save()
         for index in range(self.nodes):
             self._configure_node(index, home, java, user)
@@ -195,8 +208,8 @@ class LocalCluster:
         if self._node_pid(index) is not None:
             return
         self._check_ports_free(index)
-        home = ensure_distribution(self.cache_dir, self.version)
-        self._launch_node(index, home, find_java(), _service_user())
+        home = self._distribution()
+        self._launch_node(index, home, find_java(self.java_home), _service_user(self.service_user))
 
     def wait_healthy(self, timeout_s: float = 180.0) -> ClusterStatus:
         """Block until all nodes joined and the cluster is yellow or green."""
@@ -385,30 +398,30 @@ class _User:
                 os.chown(child, self.uid, self.gid, follow_symlinks=False)
 
 
-def _service_user() -> _User:
+def _service_user(name: str) -> _User:
     if os.geteuid() != 0:
         return _User(None, None)
     try:
-        entry = pwd.getpwnam(SERVICE_USER)
+        entry = pwd.getpwnam(name)
     except KeyError:
         useradd = shutil.which("useradd")
         if useradd is None:
             raise UserSetupError(
-                f"running as root, and there is no user {SERVICE_USER!r} to run "
+                f"running as root, and there is no user {name!r} to run "
                 "Elasticsearch as (it refuses to run as root), nor `useradd` to create one",
                 "create an unprivileged user and set AUTOTAG_ES_USER to its name, or run "
                 "autotag as a normal user",
             ) from None
         created = subprocess.run(
-            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             capture_output=True,
             text=True,
             check=False,
         )
         if created.returncode != 0:
             raise UserSetupError(
-                f"could not create the user {SERVICE_USER!r}: {created.stderr.strip()}",
+                f"could not create the user {name!r}: {created.stderr.strip()}",
                 "create an unprivileged user yourself and set AUTOTAG_ES_USER to its name",
             ) from None
-        entry = pwd.getpwnam(SERVICE_USER)
+        entry = pwd.getpwnam(name)
     return _User(entry.pw_uid, entry.pw_gid)

@@ -27,6 +27,10 @@ class DistributionUnavailableError(ProvisionError):
     """The Elasticsearch distribution could not be fetched."""
 
 
+class DistributionVerificationError(ProvisionError):
+    """A distribution archive is not the one whose SHA-512 autotag pins, or is corrupt."""
+
+
 class PortInUseError(ProvisionError):
     """A port the node needs is taken by another program."""
 

