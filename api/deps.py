@@ -1,28 +1,31 @@
-"""Request dependencies: settings, the process's Elasticsearch client, API-key checks.
+"""Request dependencies: settings, the process's Elasticsearch client, API-key checks, and the
+one read path of every endpoint that runs a query.
 
-Each is an ordinary FastAPI dependency, so tests swap any of them with
+Each is an ordinary FastAPI dependency, and every other one reaches the settings and the client
+through :func:`get_settings` and :func:`get_es`, so tests swap them for every endpoint with
 ``app.dependency_overrides``. They are ``async def`` although they never await: FastAPI runs
 plain ``def`` dependencies in a worker thread, a thread hop per dependency per request.
 
-Read endpoints take one dependency, :data:`ReadDep` (the key check, the client and the
-settings together): FastAPI resolves every dependency on every request, and on ``/v1/search``
-five small ones cost about a sixth of the route's own time, measured in-process. ``reading``
-calls :func:`get_settings` and :func:`get_es` directly, so a test that swaps the client for a
-read endpoint overrides ``reading`` or sets ``app.state.es``; overriding ``get_es`` reaches only
-the review and health endpoints.
+Read endpoints take one dependency (:data:`ReadDep`, the key check with the client and the
+settings), and those that run a query take :func:`read_query`, which adds the parsed, checked
+and translated query: FastAPI resolves every dependency on every request, so the hot path has
+as few of them as it can.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from api.errors import ApiError
+from api.models import QueryBody
+from api.query import Parsed, check_metadata, parse_query
 from api.settings import ApiKey, Settings
 
 _api_key_header = APIKeyHeader(
@@ -92,13 +95,46 @@ class Reading:
 
 
 async def reading(
-    request: Request, presented: Annotated[str | None, Security(_api_key_header)]
+    settings: SettingsDep,
+    es: EsDep,
+    presented: Annotated[str | None, Security(_api_key_header)],
 ) -> Reading:
     """The read key check, the client and the settings, as a single dependency."""
-    settings = await get_settings(request)
     check_read_key(settings, presented)
-    return Reading(await get_es(request), settings)
+    return Reading(es, settings)
 
 
 ReadDep = Annotated[Reading, Depends(reading)]
 ReviewerDep = Annotated[ApiKey, Depends(reviewer_key)]
+
+BodyT = TypeVar("BodyT", bound=QueryBody)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRead(Generic[BodyT]):
+    """A read whose key is checked and whose query is parsed, checked and translated."""
+
+    body: BodyT
+    parsed: Parsed
+    es: AsyncElasticsearch
+    settings: Settings
+
+
+def read_query(model: type[BodyT]) -> Callable[..., Awaitable[QueryRead[BodyT]]]:
+    """The dependency of every endpoint that runs a query, for request bodies of ``model``.
+
+    It validates the body, checks the read key, parses the query (memoised), refuses text
+    compared with numeric metadata (with the position) and translates: query errors are the
+    same, answered the same way, on every endpoint.
+    """
+
+    async def read(body: BodyT, reading: ReadDep) -> QueryRead[BodyT]:
+        settings = reading.settings
+        parsed = parse_query(body.query, settings.query_max_length)
+        await check_metadata(reading.es, settings.index, parsed.ast, body.query)
+        return QueryRead(body, parsed, reading.es, settings)
+
+    # FastAPI validates the body against the parameter's annotation. The model is an argument
+    # because search's is built per app (its page-size bound is configuration).
+    read.__annotations__["body"] = model
+    return read

@@ -7,11 +7,12 @@ to the mapping never turns a stored document into a schema violation.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from api.settings import PAGE_SIZE_CEILING
+from search.fields import BAND_RANGES
 from store.schema import PredictionKind, PredictionStatus
 
 QueryText = Annotated[
@@ -27,6 +28,12 @@ DateValue = str | int | float
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class QueryBody(_Body):
+    """A request body that carries a query: what :func:`api.deps.read_query` reads."""
+
+    query: QueryText
 
 
 # --- documents ---------------------------------------------------------------------------------
@@ -123,10 +130,12 @@ class SortKey(StrEnum):
     ITEM_ID = "item_id"
 
 
-class SearchRequest(_Body):
-    query: QueryText
+_SIZE_HELP = "Hits per page (bounded by the server's max_page_size)."
+
+
+class SearchRequest(QueryBody):
     size: Annotated[int | None, Field(ge=1, le=PAGE_SIZE_CEILING)] = Field(
-        None, description="Hits per page (bounded by the server's max_page_size)."
+        None, description=_SIZE_HELP
     )
     sort: SortKey = Field(
         SortKey.SCORE,
@@ -141,6 +150,19 @@ class SearchRequest(_Body):
     consistent: bool = Field(
         False,
         description="Page through a point-in-time snapshot (the cursor carries it along).",
+    )
+
+
+def search_request(max_page_size: int) -> type[SearchRequest]:
+    """``SearchRequest`` with one app's page-size bound: validation and schema both say it."""
+    return create_model(
+        "SearchRequest",
+        __base__=SearchRequest,
+        __module__=__name__,
+        size=(
+            Annotated[int | None, Field(ge=1, le=max_page_size)],
+            Field(None, description=_SIZE_HELP),
+        ),
     )
 
 
@@ -165,8 +187,8 @@ class SearchResponse(BaseModel):
     next_cursor: str | None = Field(description="Pass back for the next page; null at the end.")
 
 
-class CountRequest(_Body):
-    query: QueryText
+class CountRequest(QueryBody):
+    pass
 
 
 class CountResponse(BaseModel):
@@ -174,8 +196,8 @@ class CountResponse(BaseModel):
     count: int
 
 
-class TranslateRequest(_Body):
-    query: QueryText
+class TranslateRequest(QueryBody):
+    pass
 
 
 class TranslateResponse(BaseModel):
@@ -192,19 +214,29 @@ class CompareRequest(_Body):
     threshold: float = Field(0.5, ge=-1.0, le=1.0)
 
 
-class FacetsRequest(_Body):
-    query: QueryText
+class FacetsRequest(QueryBody):
     labels: int = Field(20, ge=1, le=200, description="Most frequent labels per kind.")
     compare: CompareRequest | None = None
 
 
-class ScoreBands(BaseModel):
-    """Non-rejected predictions per score band of the product page."""
+def _score_bands() -> type[BaseModel]:
+    """One count per band of ``search.fields.BAND_RANGES``, the table queries use too."""
+    fields: dict[str, Any] = {
+        band.value: (int, Field(description=f"{low} to {high}"))
+        for band, (low, high, _) in BAND_RANGES.items()
+    }
+    return create_model(
+        "ScoreBands",
+        __doc__="Non-rejected predictions per score band of the product page.",
+        __module__=__name__,
+        **fields,
+    )
 
-    high: int = Field(description="0.8 to 1.0")
-    medium: int = Field(description="0.5 to 0.8")
-    low: int = Field(description="0.0 to 0.5")
-    negative: int = Field(description="-1.0 to 0.0")
+
+if TYPE_CHECKING:  # its fields are the bands, known only once the table is read
+    ScoreBands = BaseModel
+else:
+    ScoreBands = _score_bands()
 
 
 class LabelFacet(BaseModel):

@@ -21,7 +21,16 @@ from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from api.errors import ApiError
 from api.models import SortKey
-from search import Node, matched_prediction_filters, parse, render, translate
+from search import (
+    Node,
+    matched_prediction_filters,
+    parse,
+    render,
+    translate,
+    visible_predictions_filter,
+)
+from search.ast import Band
+from search.fields import BAND_RANGES
 from search.metadata_types import check_metadata_types, compares_metadata, metadata_field_types
 from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
@@ -42,12 +51,6 @@ def default_order(key: SortKey) -> Order:
     return "asc" if key is SortKey.ITEM_ID else "desc"
 
 
-def visible(path: str) -> dict[str, Any]:
-    """Predictions the query language can see: every one that is not rejected."""
-    rejected = {"term": {f"{path}.{f.PRED_STATUS}": PredictionStatus.REJECTED.value}}
-    return {"bool": {"must_not": [rejected]}}
-
-
 def sort_clause(ast: Any, key: SortKey, order: Order) -> list[dict[str, Any]]:
     """Sort keys, always ending in the ``item_id`` tiebreaker so ``search_after`` is exact.
 
@@ -60,7 +63,9 @@ def sort_clause(ast: Any, key: SortKey, order: Order) -> list[dict[str, Any]]:
     tiebreak = {f.ITEM_ID: {"order": "asc"}}
     if key is SortKey.UPLOADED_AT:
         return [{f.UPLOADED_AT: {"order": order, "missing": "_last"}}, tiebreak]
-    filters = matched_prediction_filters(ast) or {p: visible(p) for p in f.PREDICTION_PATHS}
+    filters = matched_prediction_filters(ast) or {
+        p: visible_predictions_filter(p) for p in f.PREDICTION_PATHS
+    }
     sorts: list[dict[str, Any]] = []
     for path in f.PREDICTION_PATHS:
         if path not in filters:
@@ -74,10 +79,15 @@ def sort_clause(ast: Any, key: SortKey, order: Order) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A query parsed once: the AST, its canonical text, and the search pieces built from it."""
+    """A query parsed once: the AST, its canonical text, and the request pieces built from it.
+
+    ``query`` is the translation (what counts and facets run, and ``/v1/translate`` shows);
+    ``hits_query`` the same with inner hits, to tell which predictions of a hit matched.
+    """
 
     ast: Any
     canonical: str
+    query: dict[str, Any]
     hits_query: dict[str, Any]
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]]
 
@@ -96,7 +106,7 @@ def parse_query(text: str, max_length: int) -> Parsed:
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]] = {
         (key, order): sort_clause(ast, key, order) for key in SortKey for order in ("asc", "desc")
     }
-    return Parsed(ast, render(ast), translate(ast, inner_hits=True), sorts)
+    return Parsed(ast, render(ast), translate(ast), translate(ast, inner_hits=True), sorts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +204,20 @@ def matched_predictions(hit: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 # --- facets ------------------------------------------------------------------------------------
 
-# The product page's score bands; ``from`` is inclusive and ``to`` exclusive.
-SCORE_BANDS: Final = (
-    {"key": "negative", "to": 0.0},
-    {"key": "low", "from": 0.0, "to": 0.5},
-    {"key": "medium", "from": 0.5, "to": 0.8},
-    {"key": "high", "from": 0.8},
-)
+
+def _band_range(band: Band) -> dict[str, Any]:
+    low, high, high_inclusive = BAND_RANGES[band]
+    if not high_inclusive:
+        return {"key": band.value, "from": low, "to": high}
+    # ``to`` is exclusive and Elasticsearch rounds it to the float field's precision, so no
+    # bound just above ``high`` works; no score exceeds SCORE_MAX, so the top band needs none.
+    assert high == f.SCORE_MAX, band
+    return {"key": band.value, "from": low}
+
+
+# The score bands of ``search.fields.BAND_RANGES``, as a ``range`` aggregation's ranges.
+SCORE_BANDS: Final = tuple(_band_range(band) for band in BAND_RANGES)
+
 _ITEMS: Final[dict[str, Any]] = {"items": {"reverse_nested": {}}}
 
 
@@ -210,7 +227,7 @@ def _kind_aggs(path: str, labels: int) -> dict[str, Any]:
         "nested": {"path": path},
         "aggs": {
             "visible": {
-                "filter": visible(path),
+                "filter": visible_predictions_filter(path),
                 "aggs": {
                     "labels": {
                         "terms": {"field": field(f.PRED_LABEL), "size": labels},
@@ -251,7 +268,7 @@ def _compare_aggs(path: str, labels: int, a: str, b: str, threshold: float) -> d
             },
         }
 
-    sets = {"bool": {"filter": [{"terms": {ts: [a, b]}}, visible(path)]}}
+    sets = {"bool": {"filter": [{"terms": {ts: [a, b]}}, visible_predictions_filter(path)]}}
     return {
         "nested": {"path": path},
         "aggs": {
@@ -289,7 +306,7 @@ def both_predict(path: str, label: str, a: str, b: str, threshold: float) -> dic
             {"term": {f"{path}.{f.PRED_LABEL}": label}},
             {"term": {f"{path}.{f.PRED_TRAINING_SET}": name}},
             {"range": {f"{path}.{f.PRED_SCORE}": {"gte": threshold}}},
-            visible(path),
+            visible_predictions_filter(path),
         ]
         return {"nested": {"path": path, "query": {"bool": {"filter": conditions}}}}
 

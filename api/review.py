@@ -19,7 +19,7 @@ import asyncio
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import elasticsearch
@@ -29,6 +29,7 @@ from api.errors import ApiError
 from api.models import BBox, ModifyRequest, ReviewAction, ReviewRequest
 from api.settings import ApiKey, Settings
 from store import schema as f
+from store.clock import utc_iso
 from store.documents import prepare_item
 from store.schema import PredictionKind, PredictionStatus
 
@@ -149,7 +150,7 @@ def apply_review(
         prediction[f.PRED_STATUS] = PredictionStatus.MODIFIED.value
     item[kind.path] = predictions
 
-    at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    at = utc_iso(now)
     event = {
         "at": at,
         "who": who,

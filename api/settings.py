@@ -1,30 +1,23 @@
 """Every knob of the API service, declared once, read from the environment.
 
-Service settings use the ``AUTOTAG_`` prefix (``AUTOTAG_INDEX``, ``AUTOTAG_MAX_PAGE_SIZE``...).
-The cluster connection also accepts the conventional unprefixed names (``ES_URL``,
-``ES_API_KEY``, ``ES_USERNAME``, ``ES_PASSWORD``, ``ES_CA_CERTS``); the prefixed name wins when
-both are set. Secrets are ``SecretStr``: they never appear in ``repr``, logs or errors.
+The cluster's settings (``AUTOTAG_ES_URL`` or ``ES_URL``, credentials, the local cluster) are
+:class:`store.settings.StoreSettings`, which this model extends with the service's own
+(``AUTOTAG_INDEX``, ``AUTOTAG_MAX_PAGE_SIZE``...). Secrets are ``SecretStr``: they never appear
+in ``repr``, logs or errors.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
 
-from store.mapping import INDEX_ALIAS
+from store.settings import StoreSettings
 
 # The largest page any configuration may allow; keeps ``size + 1`` far below ES's window.
 PAGE_SIZE_CEILING: Final = 1000
-
-
-def _env(name: str) -> AliasChoices:
-    """Accept ``AUTOTAG_<NAME>`` first, then the conventional bare ``<NAME>``."""
-    return AliasChoices(f"AUTOTAG_{name}", name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,46 +49,10 @@ def parse_api_keys(raw: SecretStr | None) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
-class Settings(BaseSettings):
-    """Configuration of one API process."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="AUTOTAG_",
-        extra="ignore",
-        populate_by_name=True,
-        frozen=True,
-    )
-
-    # --- the cluster -----------------------------------------------------------------------
-    es_url: str = Field(
-        "http://127.0.0.1:9200",
-        validation_alias=_env("ES_URL"),
-        description="Elasticsearch URL; several nodes separated by commas.",
-    )
-    es_api_key: SecretStr | None = Field(
-        None, validation_alias=_env("ES_API_KEY"), description="Elasticsearch API key (base64)."
-    )
-    es_username: str | None = Field(
-        None, validation_alias=_env("ES_USERNAME"), description="Basic-auth user name."
-    )
-    es_password: SecretStr | None = Field(
-        None, validation_alias=_env("ES_PASSWORD"), description="Basic-auth password."
-    )
-    es_ca_certs: Path | None = Field(
-        None, validation_alias=_env("ES_CA_CERTS"), description="CA bundle for TLS."
-    )
-    es_verify_certs: bool = Field(
-        True, validation_alias=_env("ES_VERIFY_CERTS"), description="Verify TLS certificates."
-    )
-    es_request_timeout: Annotated[float, Field(gt=0)] = Field(
-        10.0, description="Seconds before a request to Elasticsearch gives up."
-    )
-    es_max_connections: Annotated[int, Field(ge=1)] = Field(
-        64, description="Connections per node in the client's pool."
-    )
+class Settings(StoreSettings):
+    """Configuration of one API process: the cluster (:class:`StoreSettings`) and the service."""
 
     # --- what the API serves ----------------------------------------------------------------
-    index: str = Field(INDEX_ALIAS, description="Index or alias holding items.")
     default_page_size: Annotated[int, Field(ge=1, le=PAGE_SIZE_CEILING)] = Field(
         20, description="Hits per page when a search names no size."
     )
@@ -130,9 +87,6 @@ class Settings(BaseSettings):
         if self.default_page_size > self.max_page_size:
             raise ValueError("default_page_size must not exceed max_page_size")
         return self
-
-    def es_hosts(self) -> list[str]:
-        return [url.strip() for url in self.es_url.split(",") if url.strip()]
 
     def review_keys(self) -> tuple[ApiKey, ...]:
         return parse_api_keys(self.review_api_keys)

@@ -1,4 +1,4 @@
-"""HTTP routes, one module per resource; each exposes ``router``."""
+"""HTTP routes, one module per resource; each exposes ``router`` (search builds its per app)."""
 
 from __future__ import annotations
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from elasticsearch import AsyncElasticsearch
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from api.deps import ReadDep
+from api.deps import QueryRead, read_query
 from api.errors import whole_answer
 from api.models import (
     CompareRequest,
@@ -21,12 +21,13 @@ from api.models import (
     StatusCount,
     ValueCount,
 )
-from api.query import SCORE_BANDS, both_predict, check_metadata, facets_body
+from api.query import both_predict, facets_body
 from api.routes import error_responses
-from search import parse, render, translate
+from search.fields import BAND_RANGES
 from store.schema import PredictionKind
 
 router = APIRouter(tags=["facets"])
+FacetsQuery = Annotated[QueryRead[FacetsRequest], Depends(read_query(FacetsRequest))]
 
 
 @router.post(
@@ -35,11 +36,8 @@ router = APIRouter(tags=["facets"])
     responses=error_responses(400, 401),
     summary="Counts per label, training set and review status; score bands; model comparison",
 )
-async def facets(request: FacetsRequest, read: ReadDep) -> FacetsResponse:
-    es, settings = read.es, read.settings
-    ast = parse(request.query, max_length=settings.query_max_length)
-    await check_metadata(es, settings.index, ast, request.query)
-    query = translate(ast)
+async def facets(q: FacetsQuery) -> FacetsResponse:
+    es, settings, request, query = q.es, q.settings, q.body, q.parsed.query
     cmp = request.compare
     compare = None if cmp is None else (cmp.training_set_a, cmp.training_set_b, cmp.threshold)
     body = facets_body(query, labels=request.labels, compare=compare)
@@ -50,7 +48,7 @@ async def facets(request: FacetsRequest, read: ReadDep) -> FacetsResponse:
     if cmp is not None:
         comparison = await _comparison(es, settings.index, query, aggs, cmp)
     return FacetsResponse(
-        query=render(ast),
+        query=q.parsed.canonical,
         total=int(response["hits"]["total"]["value"]),
         autotag_status=[
             StatusCount(status=str(b["key"]), items=b["doc_count"])
@@ -72,7 +70,7 @@ def _kind_facets(kind: PredictionKind, agg: dict[str, Any]) -> KindFacets:
     labels = []
     for b in agg["visible"]["labels"]["buckets"]:
         bands = b["bands"]["buckets"]
-        counts = {str(band["key"]): bands[str(band["key"])]["doc_count"] for band in SCORE_BANDS}
+        counts = {band.value: bands[band.value]["doc_count"] for band in BAND_RANGES}
         labels.append(
             LabelFacet(
                 label=str(b["key"]),

@@ -1,103 +1,82 @@
-"""Review endpoints: accept, reject or modify one prediction (API key required)."""
+"""Review endpoints: accept, reject or modify one prediction (API key required).
 
-from __future__ import annotations
+One handler serves the three actions; each action has its own operation, with its own body.
+(No ``from __future__ import annotations`` here: FastAPI reads the handler's annotations,
+which name the action's body dependency.)
+"""
 
-from fastapi import APIRouter
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from api.deps import EsDep, ReviewerDep, SettingsDep
 from api.models import ModifyRequest, ReviewAction, ReviewRequest, ReviewResponse
 from api.responses import OrjsonResponse
-from api.review import Reviewed, review
+from api.review import review
 from api.routes import error_responses
 
 router = APIRouter(prefix="/items/{item_id}/predictions/{prediction_id}", tags=["review"])
 _RESPONSES = error_responses(401, 403, 404, 409)
 
 
-def _response(done: Reviewed) -> OrjsonResponse:
-    return OrjsonResponse(
-        {
-            "item": done.item,
-            "version": {"seq_no": done.seq_no, "primary_term": done.primary_term},
-            "event": done.event,
-            "attempts": done.attempts,
-        }
+async def _optional_body(request: ReviewRequest | None = None) -> ReviewRequest:
+    """Accept and reject: the body is optional."""
+    return request or ReviewRequest()
+
+
+async def _modify_body(request: ModifyRequest) -> ReviewRequest:
+    """Modify: the body says what changes."""
+    return request
+
+
+def _route(
+    action: ReviewAction, body: Callable[..., Awaitable[ReviewRequest]], summary: str
+) -> None:
+    Change = Annotated[ReviewRequest, Depends(body)]
+
+    @router.post(
+        f"/{action}",
+        name=action.value,
+        response_model=ReviewResponse,
+        responses=_RESPONSES,
+        summary=summary,
     )
+    async def handle(
+        item_id: str,
+        prediction_id: str,
+        es: EsDep,
+        settings: SettingsDep,
+        key: ReviewerDep,
+        change: Change,
+    ) -> OrjsonResponse:
+        done = await review(
+            es,
+            settings,
+            item_id=item_id,
+            prediction_id=prediction_id,
+            action=action,
+            request=change,
+            key=key,
+        )
+        return OrjsonResponse(
+            {
+                "item": done.item,
+                "version": {"seq_no": done.seq_no, "primary_term": done.primary_term},
+                "event": done.event,
+                "attempts": done.attempts,
+            }
+        )
 
 
-@router.post(
-    "/accept",
-    response_model=ReviewResponse,
-    responses=_RESPONSES,
-    summary="Confirm a prediction",
+_route(ReviewAction.ACCEPT, _optional_body, "Confirm a prediction")
+_route(
+    ReviewAction.REJECT,
+    _optional_body,
+    "Reject a prediction (it no longer matches queries unless they ask for rejected)",
 )
-async def accept(
-    item_id: str,
-    prediction_id: str,
-    es: EsDep,
-    settings: SettingsDep,
-    key: ReviewerDep,
-    request: ReviewRequest | None = None,
-) -> OrjsonResponse:
-    done = await review(
-        es,
-        settings,
-        item_id=item_id,
-        prediction_id=prediction_id,
-        action=ReviewAction.ACCEPT,
-        request=request or ReviewRequest(),
-        key=key,
-    )
-    return _response(done)
-
-
-@router.post(
-    "/reject",
-    response_model=ReviewResponse,
-    responses=_RESPONSES,
-    summary="Reject a prediction (it no longer matches queries unless they ask for rejected)",
+_route(
+    ReviewAction.MODIFY,
+    _modify_body,
+    "Change a prediction's label and/or box; the model's label is kept",
 )
-async def reject(
-    item_id: str,
-    prediction_id: str,
-    es: EsDep,
-    settings: SettingsDep,
-    key: ReviewerDep,
-    request: ReviewRequest | None = None,
-) -> OrjsonResponse:
-    done = await review(
-        es,
-        settings,
-        item_id=item_id,
-        prediction_id=prediction_id,
-        action=ReviewAction.REJECT,
-        request=request or ReviewRequest(),
-        key=key,
-    )
-    return _response(done)
-
-
-@router.post(
-    "/modify",
-    response_model=ReviewResponse,
-    responses=_RESPONSES,
-    summary="Change a prediction's label and/or box; the model's label is kept",
-)
-async def modify(
-    item_id: str,
-    prediction_id: str,
-    request: ModifyRequest,
-    es: EsDep,
-    settings: SettingsDep,
-    key: ReviewerDep,
-) -> OrjsonResponse:
-    done = await review(
-        es,
-        settings,
-        item_id=item_id,
-        prediction_id=prediction_id,
-        action=ReviewAction.MODIFY,
-        request=request,
-        key=key,
-    )
-    return _response(done)

@@ -1,16 +1,19 @@
-"""Search (paged, with the predictions each hit matched), count and translate (explain)."""
+"""Search (paged, with the predictions each hit matched), count and translate (explain).
 
-from __future__ import annotations
+The router is built per app: the bound on search's page size is configuration, and pydantic
+states it in both the validation and the schema. (No ``from __future__ import annotations``
+here: FastAPI reads the endpoints' annotations, which name the app's own dependency.)
+"""
 
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 
 import elastic_transport
 import elasticsearch
 from elasticsearch import AsyncElasticsearch
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from api.deps import ReadDep
+from api.deps import QueryRead, read_query
 from api.errors import ApiError, whole_answer
 from api.models import (
     CountRequest,
@@ -19,44 +22,68 @@ from api.models import (
     SearchResponse,
     TranslateRequest,
     TranslateResponse,
+    search_request,
 )
 from api.query import (
     Cursor,
-    check_metadata,
     decode_cursor,
     default_order,
     encode_cursor,
     fingerprint,
     matched_predictions,
-    parse_query,
     search_body,
 )
 from api.responses import OrjsonResponse
 from api.routes import error_responses
-from search import parse, render, translate
+from api.settings import Settings
 from store import schema as f
 
-router = APIRouter(tags=["search"])
+CountQuery = Annotated[QueryRead[CountRequest], Depends(read_query(CountRequest))]
+TranslateQuery = Annotated[QueryRead[TranslateRequest], Depends(read_query(TranslateRequest))]
 
 
-@router.post(
-    "/search",
-    response_model=SearchResponse,
-    responses=error_responses(400, 401, 410),
-    summary="Items matching a query, with the predictions that matched",
-)
-async def search(request: SearchRequest, read: ReadDep) -> OrjsonResponse:
-    es, settings = read.es, read.settings
+def router(settings: Settings) -> APIRouter:
+    """The routes for an app with these settings."""
+    SearchQuery = Annotated[
+        QueryRead[SearchRequest], Depends(read_query(search_request(settings.max_page_size)))
+    ]
+    routes = APIRouter(tags=["search"])
+
+    @routes.post(
+        "/search",
+        response_model=SearchResponse,
+        responses=error_responses(400, 401, 410),
+        summary="Items matching a query, with the predictions that matched",
+    )
+    async def search(q: SearchQuery) -> OrjsonResponse:
+        return await search_page(q)
+
+    @routes.post(
+        "/count",
+        response_model=CountResponse,
+        responses=error_responses(400, 401),
+        summary="How many items match a query",
+    )
+    async def count(q: CountQuery) -> CountResponse:
+        response = whole_answer(await q.es.count(index=q.settings.index, query=q.parsed.query))
+        return CountResponse(query=q.parsed.canonical, count=int(response["count"]))
+
+    @routes.post(
+        "/translate",
+        response_model=TranslateResponse,
+        responses=error_responses(400, 401),
+        summary="The canonical query and the Elasticsearch DSL it becomes, without running it",
+    )
+    async def explain(q: TranslateQuery) -> TranslateResponse:
+        return TranslateResponse(query=q.parsed.canonical, dsl=q.parsed.query)
+
+    return routes
+
+
+async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
+    """One page of hits, and the cursor to the next one."""
+    es, settings, request, parsed = q.es, q.settings, q.body, q.parsed
     size = request.size or settings.default_page_size
-    if size > settings.max_page_size:
-        raise ApiError(
-            422,
-            "validation_error",
-            f"size must be at most {settings.max_page_size}",
-            {"errors": [{"loc": ["body", "size"], "msg": "too large", "type": "less_than_equal"}]},
-        )
-    parsed = parse_query(request.query, settings.query_max_length)
-    await check_metadata(es, settings.index, parsed.ast, request.query)
     canonical = parsed.canonical
     order = request.order or default_order(request.sort)
     expect = fingerprint(canonical, request.sort, order)
@@ -123,28 +150,3 @@ async def search(request: SearchRequest, read: ReadDep) -> OrjsonResponse:
 async def _close_quietly(es: AsyncElasticsearch, pit_id: str) -> None:
     with contextlib.suppress(elasticsearch.ApiError, elastic_transport.TransportError):
         await es.close_point_in_time(id=pit_id)  # else it expires by itself
-
-
-@router.post(
-    "/count",
-    response_model=CountResponse,
-    responses=error_responses(400, 401),
-    summary="How many items match a query",
-)
-async def count(request: CountRequest, read: ReadDep) -> CountResponse:
-    es, settings = read.es, read.settings
-    ast = parse(request.query, max_length=settings.query_max_length)
-    await check_metadata(es, settings.index, ast, request.query)
-    response = whole_answer(await es.count(index=settings.index, query=translate(ast)))
-    return CountResponse(query=render(ast), count=int(response["count"]))
-
-
-@router.post(
-    "/translate",
-    response_model=TranslateResponse,
-    responses=error_responses(400, 401),
-    summary="The canonical query and the Elasticsearch DSL it becomes, without running it",
-)
-async def explain(request: TranslateRequest, read: ReadDep) -> TranslateResponse:
-    ast = parse(request.query, max_length=read.settings.query_max_length)
-    return TranslateResponse(query=render(ast), dsl=translate(ast))

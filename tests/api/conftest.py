@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -100,9 +101,17 @@ def seeded(es: Elasticsearch, item_index: str) -> str:
     return item_index
 
 
-async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def client_for(
+    app: FastAPI, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client talking to ``app`` while its lifespan (which owns the ES client) runs.
+
+    ``raise_app_exceptions=False`` to see the answer to an unexpected error: Starlette sends
+    the 500 and then re-raises.
+    """
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client
 
@@ -110,7 +119,7 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def client(api_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client talking to the real app, whose lifespan owns a real ES client."""
-    async for c in _client(create_app(api_settings)):
+    async with client_for(create_app(api_settings)) as c:
         yield c
 
 

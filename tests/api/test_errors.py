@@ -9,13 +9,13 @@ import elasticsearch
 import httpx
 import pytest
 from elasticsearch import Elasticsearch
-from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.deps import get_es
 from api.settings import Settings
 from search import QueryError, parse
-from tests.api.conftest import REVIEW_KEY, _client, error_of, seed
+from tests.api.conftest import REVIEW_KEY, client_for, error_of, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -92,6 +92,33 @@ async def test_error_statuses_and_codes(
     assert error_of(response)["code"] == code
 
 
+class _EmptyClient:
+    """Stands in for AsyncElasticsearch; every search finds nothing."""
+
+    async def search(self, **_: Any) -> Any:
+        hits = {"total": {"value": 0, "relation": "eq"}, "hits": []}
+        return {"_shards": {"total": 1, "failed": 0}, "hits": hits}
+
+
+async def test_the_configured_page_size_bounds_validation_and_schema_alike() -> None:
+    app = create_app(Settings(es_url="http://127.0.0.1:9", max_page_size=50))
+    app.dependency_overrides[get_es] = lambda: _EmptyClient()
+    async with client_for(app) as client:
+        too_big = await client.post("/v1/search", json={"query": "object_prefix:car", "size": 51})
+        largest = await client.post("/v1/search", json={"query": "object_prefix:car", "size": 50})
+        schema = (await client.get("/openapi.json")).json()
+    assert too_big.status_code == 422
+    error = error_of(too_big)
+    # The envelope of every invalid body, with pydantic's own account of the field.
+    assert (error["code"], error["message"]) == ("validation_error", "The request is not valid")
+    [entry] = error["details"]["errors"]
+    assert (entry["loc"], entry["type"]) == (["body", "size"], "less_than_equal")
+    assert "50" in entry["msg"]
+    assert largest.status_code == 200, largest.text
+    size = schema["components"]["schemas"]["SearchRequest"]["properties"]["size"]
+    assert [option.get("maximum") for option in size["anyOf"]] == [50, None]
+
+
 @pytest.mark.es
 async def test_validation_details_name_the_field(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/search", json={"query": "x", "size": "many"})
@@ -106,7 +133,7 @@ async def test_validation_details_name_the_field(client: httpx.AsyncClient) -> N
 
 async def test_unreachable_cluster_is_503() -> None:
     settings = Settings(es_url="http://127.0.0.1:9", review_api_keys=SecretStr(REVIEW_KEY))
-    async for client in _client(create_app(settings)):
+    async with client_for(create_app(settings)) as client:
         for method, path, body in [
             ("post", "/v1/search", {"query": "object_prefix:car"}),
             ("post", "/v1/count", {"query": "object_prefix:car"}),
@@ -124,7 +151,7 @@ async def test_unreachable_cluster_is_503() -> None:
         ready = await client.get("/v1/health/ready")
         assert ready.status_code == 503
         assert ready.json()["status"] == "unavailable"
-        # Translation never needs the cluster.
+        # Translation needs the cluster only for queries that compare metadata.
         translated = await client.post("/v1/translate", json={"query": "object_prefix:car"})
         assert translated.status_code == 200
 
@@ -151,12 +178,6 @@ def _api_error(cls: type[elasticsearch.ApiError], status: int) -> elasticsearch.
     return cls("too_many_clauses", meta, body)
 
 
-def _app_with(error: Exception) -> FastAPI:
-    app = create_app(Settings(es_url="http://127.0.0.1:9"))
-    app.state.es = _FailingClient(error)  # as the lifespan would set the real client
-    return app
-
-
 @pytest.mark.parametrize(
     ("error", "status", "code"),
     [
@@ -170,8 +191,9 @@ def _app_with(error: Exception) -> FastAPI:
 async def test_elasticsearch_failures_map_to_the_envelope(
     error: Exception, status: int, code: str
 ) -> None:
-    transport = httpx.ASGITransport(app=_app_with(error), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    app = create_app(Settings(es_url="http://127.0.0.1:9"))
+    app.dependency_overrides[get_es] = lambda: _FailingClient(error)
+    async with client_for(app, raise_app_exceptions=False) as client:
         response = await client.post("/v1/search", json={"query": "object_prefix:car"})
     assert response.status_code == status
     error_body = error_of(response)
@@ -182,7 +204,7 @@ async def test_elasticsearch_failures_map_to_the_envelope(
 
 
 @pytest.mark.es
-@pytest.mark.parametrize("path", ["/v1/search", "/v1/count", "/v1/facets"])
+@pytest.mark.parametrize("path", ["/v1/search", "/v1/count", "/v1/translate", "/v1/facets"])
 async def test_text_against_numeric_metadata_is_a_query_error_with_a_position(
     client: httpx.AsyncClient, es: Elasticsearch, item_index: str, path: str
 ) -> None:
@@ -217,7 +239,8 @@ async def test_an_answer_missing_shards_is_503_not_a_partial_result(
         )
         partial = es.count(index=alias, query={"term": {"dataset": "d1"}})
         assert partial["_shards"]["failed"] == 1  # the situation under test, straight from ES
-        async for client in _client(create_app(api_settings.model_copy(update={"index": alias}))):
+        app = create_app(api_settings.model_copy(update={"index": alias}))
+        async with client_for(app) as client:
             response = await client.post(path, json={"query": 'dataset = "d1"'})
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"

@@ -25,6 +25,7 @@ from harness.fuzzing import (
 from indexer.prediction_generator import generate
 from search import QueryError, QuerySyntaxError, parse
 from store.writer import PredictionWriter
+from tests.api.conftest import client_for
 
 UNLIMITED = 10_000_000
 
@@ -104,14 +105,12 @@ def test_http_layer_never_answers_5xx(es: Elasticsearch, es_url: str, item_index
 def test_lone_surrogate_gets_the_error_envelope(es_url: str, item_index: str) -> None:
     async def post() -> httpx.Response:
         app = create_app(Settings(es_url=es_url, index=item_index))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                return await client.post(
-                    "/v1/search",
-                    content=b'{"query": "object_prefix:\\"\\ud800\\""}',
-                    headers={"content-type": "application/json"},
-                )
+        async with client_for(app, raise_app_exceptions=False) as client:
+            return await client.post(
+                "/v1/search",
+                content=b'{"query": "object_prefix:\\"\\ud800\\""}',
+                headers={"content-type": "application/json"},
+            )
 
     response = asyncio.run(post())
     assert response.status_code == 400, response.text

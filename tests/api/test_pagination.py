@@ -14,7 +14,7 @@ from elasticsearch import Elasticsearch
 from api.app import create_app
 from api.settings import Settings
 from store.mapping import index_settings, item_mapping
-from tests.api.conftest import _client, error_of, pred, seed
+from tests.api.conftest import client_for, error_of, pred, seed
 
 pytestmark = [pytest.mark.es, pytest.mark.anyio]
 
@@ -51,7 +51,7 @@ def big_index(es: Elasticsearch) -> Iterator[str]:
 @pytest.fixture
 async def client(es_url: str, big_index: str) -> Any:
     settings = Settings(es_url=es_url, index=big_index, max_page_size=1000)
-    async for c in _client(create_app(settings)):
+    async with client_for(create_app(settings)) as c:
         yield c
 
 

@@ -6,12 +6,14 @@ from typing import Any
 
 import httpx
 import pytest
+from elasticsearch import Elasticsearch
 from pydantic import SecretStr
 
 from api.app import create_app
 from api.settings import Settings
 from search import parse, render, translate
-from tests.api.conftest import READ_KEY, REVIEW_KEY, _client, error_of
+from search.ast import Band
+from tests.api.conftest import READ_KEY, REVIEW_KEY, client_for, error_of, pred, seed
 
 pytestmark = [pytest.mark.es, pytest.mark.anyio]
 
@@ -141,6 +143,28 @@ async def test_facets(client: httpx.AsyncClient, seeded: str) -> None:
     assert body["comparison"] is None
 
 
+async def test_facet_bands_count_what_band_queries_match(
+    client: httpx.AsyncClient, es: Elasticsearch, item_index: str
+) -> None:
+    # One prediction per item, on and around every band edge, so items and predictions agree.
+    scores = [1.0, 0.9, 0.8, 0.79, 0.5, 0.3, 0.0, -0.2, -1.0]
+    items = [
+        {"item_id": f"b{i}", "image_predictions": [pred(f"b{i}-e", "edge", score)]}
+        for i, score in enumerate(scores)
+    ]
+    seed(es, item_index, items)
+    response = await client.post("/v1/facets", json={"query": "image_prefix:edge"})
+    assert response.status_code == 200, response.text
+    [label] = response.json()["kinds"][0]["labels"]
+    expected: dict[str, int] = {}
+    for band in Band:
+        query = f"image_prefix:edge AND score = {band}"
+        counted = await client.post("/v1/count", json={"query": query})
+        expected[band.value] = counted.json()["count"]
+    assert label["scores"] == expected
+    assert sum(expected.values()) == len(scores)
+
+
 async def test_facets_compare_two_training_sets(client: httpx.AsyncClient, seeded: str) -> None:
     compare = {"training_set_a": "model_v1", "training_set_b": "model_v2", "threshold": 0.5}
     response = await client.post("/v1/facets", json={"query": "score >= -1", "compare": compare})
@@ -191,7 +215,7 @@ async def test_health(client: httpx.AsyncClient, seeded: str, item_index: str) -
 
 async def test_not_ready_without_the_index(es_url: str) -> None:
     app = create_app(Settings(es_url=es_url, index="autotag-no-such-index"))
-    async for client in _client(app):
+    async with client_for(app) as client:
         ready = await client.get("/v1/health/ready")
         assert ready.status_code == 503
         assert ready.json()["index_exists"] is False
@@ -203,7 +227,7 @@ async def test_not_ready_without_the_index(es_url: str) -> None:
 
 async def test_keyed_reads(api_settings: Settings, seeded: str) -> None:
     settings = api_settings.model_copy(update={"open_reads": False})
-    async for client in _client(create_app(settings)):
+    async with client_for(create_app(settings)) as client:
         query = {"query": "object_prefix:car"}
         assert (await client.post("/v1/count", json=query)).status_code == 401
         headers = {"X-API-Key": "wrong"}
