@@ -165,7 +165,7 @@ async def test_concurrent_reviews_lose_no_update(
     client: httpx.AsyncClient, es: Elasticsearch, item_index: str
 ) -> None:
     """Many clients review predictions of the same few items at once; all changes survive."""
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "item_id": f"c{i}",
             "object_predictions": [pred(f"c{i}-p{j}", "car", 0.5, bbox=BOX) for j in range(12)],
