@@ -17,23 +17,44 @@ from typing import Any, Final
 
 from rich.console import Console
 
+from indexer.score_scale import ScoreScale
 from store.settings import StoreSettings
 
 DEFAULT_FAILURES_FILE: Final = Path(".autotag") / "failures.jsonl"
-TINY_CLIP_ARCH: Final = "autotag-tiny"
 
 _INDEX_HELP: Final = """\
 Tag images with the CLIP tagger and the object detector and write the predictions under a
 training set. SOURCE is a folder of images (searched recursively; item ids are
 DATASET/relative/path) or a manifest (.jsonl or .csv with item_id, uri, dataset and optional
-metadata). Items this training set already tagged are skipped unless --force.
+metadata). Items this training set already tagged are skipped unless --force. The models must
+be chosen: real weights (--clip-model/--clip-weights, --detector-weights or --no-detector), or
+--demo-models for the shipped tiny ones, which know only synthetic driving scenes.
 """
+
+# Printed when `autotag index` is given no model choice: the shipped tiny models write confident
+# nonsense on real photos, so they are never picked silently.
+_CHOOSE_MODELS: Final = """\
+autotag index: choose the models to tag with ({missing}).
+  CLIP, real weights (e.g. ViT-B-32 with its laion2b_s34b_b79k checkpoint file):
+    --clip-model ViT-B-32 --clip-weights FILE  a checkpoint (.safetensors, .bin, .pt, .pth)
+    --clip-weights local-dir:FOLDER            open_clip_config.json + weights in FOLDER
+    --clip-model ViT-B-32 --clip-weights laion2b_s34b_b79k  open_clip pretrained tag (network)
+    --no-clip                                  no image tags
+  detector:
+    --detector-weights FILE                    torchvision:ARCH[:FILE] or FILE.safetensors+.json
+    --no-detector                              no object boxes
+  or --demo-models: the shipped tiny demo models, trained on synthetic driving scenes only
+    (on real photos they write confident nonsense; their model names start with "demo:").
+See "Indexing your images" in the README."""
 
 _IMPORT_HELP: Final = """\
 Load predictions made elsewhere under a training set, through the same writer as `index`.
 SOURCE is a JSONL file (one item per line: item_id, optional dataset/uri/width/height/metadata,
 image_predictions [{label, score, model?}], object_predictions [{label, score, bbox}]) or,
 with --coco-images, a COCO detection results file ([{image_id, category_id, bbox, score}]).
+Labels are normalised (`traffic light` -> traffic_light) and kept even when the taxonomy does
+not know them, unless --taxonomy-only. Scores are read on --score-scale: probability (COCO's
+default; p stored as 2p - 1) or signed (JSONL's default; [-1, 1] stored as given).
 """
 
 
@@ -44,25 +65,30 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     index.add_argument("source", type=Path, metavar="SOURCE", help="folder of images or manifest")
     _common_options(index)
-    models = index.add_argument_group("models")
+    models = index.add_argument_group("models (required: real weights or --demo-models)")
     models.add_argument(
         "--clip-model",
         default=None,
-        help=f"open_clip architecture (default: the shipped tiny model, {TINY_CLIP_ARCH})",
+        help="open_clip architecture of --clip-weights, e.g. ViT-B-32 (not needed with local-dir:)",
     )
     models.add_argument(
         "--clip-weights",
         default=None,
-        help="open_clip pretrained tag, checkpoint file or local-dir:FOLDER "
-        "(default: the shipped tiny model)",
+        help="checkpoint file, local-dir:FOLDER, or an open_clip pretrained tag (needs network)",
     )
     models.add_argument("--no-clip", action="store_true", help="skip image-level tagging")
     models.add_argument(
         "--detector-weights",
         default=None,
-        help="detector weights file (default: the shipped tiny detector)",
+        help="torchvision:ARCH[:FILE] or FILE.safetensors with FILE.json",
     )
     models.add_argument("--no-detector", action="store_true", help="skip object detection")
+    models.add_argument(
+        "--demo-models",
+        action="store_true",
+        help="the shipped tiny demo models (synthetic driving scenes only; model names start "
+        "with demo:), for trying autotag out; not with --clip-*/--detector-weights",
+    )
     models.add_argument(
         "--score-threshold",
         type=float,
@@ -122,7 +148,19 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--score-threshold",
         type=float,
         default=0.0,
-        help="COCO: drop detections scoring below this (default 0)",
+        help="COCO: drop detections scoring below this, on the file's scale (default 0)",
+    )
+    imports.add_argument(
+        "--score-scale",
+        choices=[scale.value for scale in ScoreScale],
+        default=None,
+        help="probability: scores in [0, 1], stored as 2p - 1 (default for COCO); "
+        "signed: scores in [-1, 1], stored as given (default for JSONL)",
+    )
+    imports.add_argument(
+        "--taxonomy-only",
+        action="store_true",
+        help="keep only labels the taxonomy knows (default: keep new labels too)",
     )
     imports.set_defaults(func=run_import_command)
 
@@ -186,6 +224,8 @@ class IndexJob:
     no_clip: bool = False
     detector_weights: str | None = None
     no_detector: bool = False
+    # the shipped tiny models, which know only the synthetic world; never picked silently
+    demo_models: bool = False
     score_threshold: float = 0.5
     device: str = "auto"
     batch_size: int = 32
@@ -226,6 +266,37 @@ def _writer(
     )
 
 
+def model_choice_problem(job: IndexJob) -> str | None:
+    """Why ``job`` cannot run as chosen (the message to print), or ``None`` when it can."""
+    explicit = [
+        option
+        for option, value in (
+            ("--clip-model", job.clip_model),
+            ("--clip-weights", job.clip_weights),
+            ("--detector-weights", job.detector_weights),
+        )
+        if value
+    ]
+    if job.demo_models:
+        if explicit:
+            return (
+                f"autotag index: --demo-models picks the shipped demo models; drop "
+                f"{', '.join(explicit)} or --demo-models"
+            )
+        return None
+    missing = []
+    if not job.no_clip and not job.clip_weights:
+        missing.append("no CLIP weights")
+    if not job.no_detector and not job.detector_weights:
+        missing.append("no detector weights")
+    if missing:
+        return _CHOOSE_MODELS.format(missing=" and ".join(missing) + " given")
+    needs_arch = not job.no_clip and not job.clip_model
+    if needs_arch and not str(job.clip_weights).startswith("local-dir:"):
+        return "autotag index: --clip-model ARCH is required unless --clip-weights is local-dir:"
+    return None
+
+
 def run_index_command(args: argparse.Namespace, settings: StoreSettings) -> int:
     """Handler of ``autotag index``."""
     return run_index_job(IndexJob.from_args(args), settings)
@@ -249,6 +320,10 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
     if job.no_clip and job.no_detector:
         console.print("[red]autotag index: --no-clip and --no-detector leave nothing to do[/red]")
         return 2
+    problem = model_choice_problem(job)
+    if problem is not None:
+        console.print(problem, style="red", markup=False, highlight=False, soft_wrap=True)
+        return 2
     device = resolve_device(job.device)
     try:
         slice_filter = SliceFilter.parse([job.dataset] if job.dataset else [], list(job.filters))
@@ -258,12 +333,9 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
         if not job.no_clip:
             from indexer.clip_tagger import ClipTagger, default_cache_dir
 
-            weights = job.clip_weights or shipped.TINY_CLIP
-            if not job.clip_model and not weights.startswith("local-dir:"):
-                raise ValueError("--clip-model is required unless --clip-weights is local-dir:")
             clip = ClipTagger(
                 job.clip_model or "",
-                weights,
+                shipped.TINY_CLIP if job.demo_models else str(job.clip_weights),
                 taxonomy,
                 device=device,
                 cache_dir=default_cache_dir(settings.cache_dir()),
@@ -273,7 +345,7 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
             from indexer.detector import ObjectDetector
 
             detector = ObjectDetector(
-                job.detector_weights or shipped.TINY_DETECTOR,
+                shipped.TINY_DETECTOR if job.demo_models else str(job.detector_weights),
                 taxonomy,
                 device=device,
                 score_threshold=job.score_threshold,
@@ -321,21 +393,32 @@ def run_import_command(args: argparse.Namespace, settings: StoreSettings) -> int
     """Handler of ``autotag import``."""
     from indexer.importer import read_coco, read_jsonl, run_import
     from indexer.report import FailureLog
+    from indexer.score_scale import DEFAULT_COCO_SCALE, DEFAULT_JSONL_SCALE
     from indexer.taxonomy import load_taxonomy
 
     console = _console()
     try:
+        taxonomy = load_taxonomy(args.taxonomy)
         if args.coco_images is not None:
             batch = read_coco(
                 args.source,
                 args.coco_images,
-                taxonomy=load_taxonomy(args.taxonomy),
+                taxonomy=taxonomy,
                 dataset=args.dataset,
                 model=args.model or "coco-import",
                 score_threshold=args.score_threshold,
+                taxonomy_only=args.taxonomy_only,
+                score_scale=ScoreScale(args.score_scale or DEFAULT_COCO_SCALE),
             )
         else:
-            batch = read_jsonl(args.source, dataset=args.dataset, model=args.model or "import")
+            batch = read_jsonl(
+                args.source,
+                dataset=args.dataset,
+                model=args.model or "import",
+                taxonomy=taxonomy,
+                taxonomy_only=args.taxonomy_only,
+                score_scale=ScoreScale(args.score_scale or DEFAULT_JSONL_SCALE),
+            )
         writer = _writer(
             settings,
             args.index,
@@ -348,8 +431,8 @@ def run_import_command(args: argparse.Namespace, settings: StoreSettings) -> int
         return 1
     with FailureLog(args.failures_file, training_set=args.training_set) as failure_log:
         summary = run_import(batch, writer, failure_log=failure_log)
-    for note in batch.notes:
-        console.print(note, highlight=False)
+    for note in batch.summary_notes():
+        console.print(note, highlight=False, markup=False)
     return report(summary, console, failures_file=args.failures_file, title="autotag import")
 
 

@@ -73,8 +73,14 @@ def sample_images(settings: StoreSettings) -> Path:
 
 def index_sample_images(settings: StoreSettings, urls: list[str]) -> int:
     """Tag the synthetic sample images with the shipped tiny models, as ``autotag index``."""
-    print(f"autotag: tagging {SAMPLE_IMAGES} synthetic sample images with the shipped models")
-    job = IndexJob(source=sample_images(settings), training_set=SAMPLE_TRAINING_SET)
+    print(
+        f"autotag: tagging {SAMPLE_IMAGES} synthetic sample images (generated driving scenes, "
+        "not photos) with the demo models: the shipped tiny ones, trained on that synthetic "
+        'world only; their predictions\' model names start with "demo:"'
+    )
+    job = IndexJob(
+        source=sample_images(settings), training_set=SAMPLE_TRAINING_SET, demo_models=True
+    )
     return run_index_job(job, settings.model_copy(update={"es_url": ",".join(urls)}))
 
 

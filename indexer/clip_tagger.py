@@ -8,6 +8,8 @@ Weights are given as one of:
 - a local checkpoint file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``) of architecture
   ``model``;
 - ``local-dir:<folder>`` holding ``open_clip_config.json`` and the weights (``model`` may be empty);
+  a config with ``"demo": true`` (the shipped tiny model) makes the recorded model name start
+  with ``demo:``;
 - ``random``: untrained weights (seeded), for tests and benchmarks.
 
 Each tag's prompt ensemble is encoded once; the mean unit embeddings are cached on disk, keyed by
@@ -39,7 +41,7 @@ from indexer.model_weights import (
     file_sha256,
     state_dict_sha256,
 )
-from indexer.models import CONFIGS_DIR
+from indexer.models import CONFIGS_DIR, DEMO_CONFIG_KEY, DEMO_MODEL_PREFIX
 from indexer.taxonomy import Taxonomy
 from store.settings import StoreSettings
 
@@ -51,8 +53,8 @@ _HOW_TO_PROVIDE = (
     "Provide the weights locally instead: download the checkpoint on a machine with internet "
     "and pass its file path as the weights (with the same model name), or pass "
     "`local-dir:<folder>` with open_clip_config.json and open_clip_model.safetensors, or copy a "
-    "populated Hugging Face cache (HF_HOME) here. The shipped tiny model is "
-    "indexer.models.TINY_CLIP."
+    "populated Hugging Face cache (HF_HOME) here. The shipped tiny model "
+    "(indexer.models.TINY_CLIP, `--demo-models`) is a demo trained on synthetic scenes only."
 )
 
 open_clip.add_model_config(CONFIGS_DIR)
@@ -74,6 +76,7 @@ class LoadedClip:
     tokenizer: Callable[[list[str]], torch.Tensor]
     architecture: str
     weights_hash: str
+    demo: bool = False  # the config says these are demo weights (synthetic world only)
 
 
 def default_cache_dir(autotag_cache: Path | None = None) -> Path:
@@ -97,7 +100,8 @@ def load_clip(model: str, weights: str, device: torch.device) -> LoadedClip:
         digest = hashlib.sha256("".join(file_sha256(p) for p in checkpoints).encode()).hexdigest()
         clip = open_clip.create_model(f"{LOCAL_DIR_PREFIX}{folder}", device=device)
         tokenizer = open_clip.get_tokenizer(f"{LOCAL_DIR_PREFIX}{folder}")
-        return LoadedClip(clip, tokenizer, architecture, digest)
+        demo = config.get(DEMO_CONFIG_KEY) is True
+        return LoadedClip(clip, tokenizer, architecture, digest, demo=demo)
 
     if model not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model {model!r}; known: {open_clip.list_models()}")
@@ -188,7 +192,9 @@ class ClipTagger:
         self._tokenizer = loaded.tokenizer
         self.architecture = loaded.architecture
         self.weights_hash = loaded.weights_hash
-        self.model_name = f"open_clip:{loaded.architecture}@{loaded.weights_hash[:8]}"
+        self.demo = loaded.demo
+        prefix = DEMO_MODEL_PREFIX if loaded.demo else ""
+        self.model_name = f"{prefix}open_clip:{loaded.architecture}@{loaded.weights_hash[:8]}"
         cfg = PreprocessCfg(**self._model.visual.preprocess_cfg)
         self.preprocessor = ClipPreprocessor(image_transform_v2(cfg, is_train=False))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

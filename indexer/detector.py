@@ -8,7 +8,8 @@ Weights are given as one of:
   :class:`~indexer.model_weights.WeightsUnavailableError`;
 - ``torchvision:<arch>:<file>``: the same with a local copy of that checkpoint file;
 - ``<file>.safetensors`` next to ``<file>.json`` (``arch``, ``labels``, ``kwargs``, ``name``): a
-  model saved by :func:`save_detector`, e.g. the shipped tiny detector of the synthetic world;
+  model saved by :func:`save_detector`, e.g. the shipped tiny detector of the synthetic world
+  (its config says ``"demo": true``, so its recorded model name starts with ``demo:``);
 - ``random:<arch>``: untrained weights (seeded), for tests and benchmarks; the tiny
   architecture gets the shipped tiny detector's class names.
 
@@ -43,7 +44,7 @@ from indexer.model_weights import (
     file_sha256,
     state_dict_sha256,
 )
-from indexer.models import TINY_DETECTOR_CONFIG
+from indexer.models import DEMO_CONFIG_KEY, DEMO_MODEL_PREFIX, TINY_DETECTOR_CONFIG
 from indexer.taxonomy import Taxonomy
 
 TINY_ARCH = "autotag_tiny_fasterrcnn"
@@ -52,7 +53,8 @@ _HOW_TO_PROVIDE = (
     "Provide the weights locally instead: download the checkpoint file on a machine with "
     "internet and pass `torchvision:<arch>:<file>`, or copy it into the torch hub cache "
     "({cache}), or use a model saved as `<file>.safetensors` + `<file>.json`. The shipped tiny "
-    "detector is indexer.models.TINY_DETECTOR."
+    "detector (indexer.models.TINY_DETECTOR, `--demo-models`) is a demo trained on synthetic "
+    "scenes only."
 )
 
 BBox = tuple[float, float, float, float]
@@ -144,14 +146,20 @@ def save_detector(
     name: str,
     kwargs: dict[str, Any] | None = None,
     half: bool = True,
+    demo: bool = False,
 ) -> None:
-    """Write ``path`` (.safetensors, fp16 by default) and its ``.json`` config next to it."""
+    """Write ``path`` (.safetensors, fp16 by default) and its ``.json`` config next to it.
+
+    ``demo``: weights that only know the synthetic world (their model names get ``demo:``).
+    """
     state = {
         k: (v.half() if half and v.is_floating_point() else v).contiguous()
         for k, v in model.state_dict().items()
     }
     save_file(state, str(path))
-    config = {"arch": arch, "labels": labels, "name": name, "kwargs": kwargs or {}}
+    config: dict[str, Any] = {"arch": arch, "labels": labels, "name": name, "kwargs": kwargs or {}}
+    if demo:
+        config[DEMO_CONFIG_KEY] = True
     Path(path).with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -161,6 +169,7 @@ class LoadedDetector:
     labels: list[str]
     name: str
     weights_hash: str
+    demo: bool = False  # the config says these are demo weights (synthetic world only)
 
 
 def load_detector(weights: str) -> LoadedDetector:
@@ -209,7 +218,9 @@ def load_detector(weights: str) -> LoadedDetector:
     labels = [str(label) for label in config["labels"]]
     model = build_model(str(config["arch"]), labels, config.get("kwargs"))
     model.load_state_dict(load_file(str(path)))
-    return LoadedDetector(model, labels, str(config.get("name", path.stem)), file_sha256(path))
+    name = str(config.get("name", path.stem))
+    demo = config.get(DEMO_CONFIG_KEY) is True
+    return LoadedDetector(model, labels, name, file_sha256(path), demo=demo)
 
 
 def _default_weights(arch: str) -> Any:
@@ -253,7 +264,9 @@ class ObjectDetector:
         self._model = loaded.model.to(self.device).eval()
         self.labels = loaded.labels
         self.weights_hash = loaded.weights_hash
-        self.model_name = f"{loaded.name}@{loaded.weights_hash[:8]}"
+        self.demo = loaded.demo
+        prefix = DEMO_MODEL_PREFIX if loaded.demo else ""
+        self.model_name = f"{prefix}{loaded.name}@{loaded.weights_hash[:8]}"
         # detector class index -> taxonomy label; unmapped classes are dropped
         self._label_map = {
             i: taxonomy.object_classes[name]

@@ -10,30 +10,41 @@ Two formats:
        "object_predictions": [{"label": "car", "score": 0.9,
                                "bbox": {"x1": 1, "y1": 2, "x2": 30, "y2": 40}}]}
 
-  ``bbox`` may also be ``[x1, y1, x2, y2]``. Labels are stored as given.
+  ``bbox`` may also be ``[x1, y1, x2, y2]``.
 - **COCO detection results** (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``)
   with the COCO images file (``images`` with ``id``/``file_name``/``width``/``height`` and
   ``categories`` with ``id``/``name``). Item ids follow the folder rule of ``index``
-  (``DATASET/file_name``); category names map to taxonomy labels through the taxonomy's
-  ``object_classes`` (names that are already taxonomy labels are kept, others dropped). Every
-  listed image becomes an item, with or without detections.
+  (``DATASET/file_name``). Every listed image becomes an item, with or without detections.
 
-Bad lines (not JSON, no id, unknown fields, duplicate ids) are failures of their own; the rest
-of the file is still imported.
+**Labels.** Every label is normalised by :func:`indexer.taxonomy.normalise_label`
+(``traffic light`` -> ``traffic_light``); object labels first go through the taxonomy's
+``object_classes`` (COCO ``person`` -> ``pedestrian``). Labels the taxonomy does not know
+(``dog``) are kept and counted as new, unless ``taxonomy_only`` drops them.
+
+**Scores.** :class:`ScoreScale` says what the file's scores are: ``probability`` (in [0, 1],
+stored as ``2p - 1`` so that 0.5, a coin flip, lands on 0 like CLIP's chance) or ``signed``
+(in [-1, 1], stored as given). COCO results are probabilities, JSONL (autotag's own format)
+is signed by default. A score outside the scale fails its item, with the reason.
+
+Bad lines (not JSON, no id, unknown fields, duplicate ids, a bad score or label) are failures of
+their own; the rest of the file is still imported.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+from indexer import score_scale
 from indexer.report import Failure, FailureLog, RunSummary, Writer
+from indexer.score_scale import DEFAULT_COCO_SCALE, DEFAULT_JSONL_SCALE, ScoreScale
 from indexer.sources import item_id_for
-from indexer.taxonomy import Taxonomy
+from indexer.taxonomy import Taxonomy, load_taxonomy, normalise_label
 from store import schema as f
 from store.writer import ItemPredictions
 
@@ -50,27 +61,117 @@ class RecordError(ValueError):
     """A record that cannot be imported; the message says why."""
 
 
+def to_signed(score: Any, scale: ScoreScale) -> float:
+    """:func:`indexer.score_scale.to_signed`, raising :class:`RecordError`."""
+    try:
+        return score_scale.to_signed(score, scale)
+    except ValueError as error:
+        raise RecordError(str(error)) from error
+
+
+Kind = Literal["image", "object"]
+
+
+@dataclass
+class LabelPolicy:
+    """Turns imported label names into stored labels and counts the ones the taxonomy lacks."""
+
+    taxonomy: Taxonomy
+    taxonomy_only: bool = False
+    new: Counter[str] = field(default_factory=Counter)  # new label -> predictions kept
+    dropped: int = 0  # predictions left out because of taxonomy_only
+
+    def merge(self, other: LabelPolicy) -> None:
+        """Add the counts of ``other`` (a scratch policy of one record)."""
+        self.new.update(other.new)
+        self.dropped += other.dropped
+
+    def label(self, name: str, kind: Kind) -> str | None:
+        """The stored label for ``name``, or ``None`` when ``taxonomy_only`` drops it."""
+        if kind == "object":
+            mapped = self.taxonomy.object_classes.get(name)
+            if mapped is None:
+                mapped = self.taxonomy.object_classes.get(normalise_label(name))
+            known = self.taxonomy.object_labels
+        else:
+            mapped, known = None, self.taxonomy.image_labels
+        label = mapped if mapped is not None else normalise_label(name)
+        if not label:
+            raise RecordError(f"label {name!r} has no letters or digits")
+        if label in known:
+            return label
+        if self.taxonomy_only:
+            self.dropped += 1
+            return None
+        self.new[label] += 1
+        return label
+
+
 @dataclass
 class ImportBatch:
-    """What was read: entries to write, per-record problems, predictions deliberately dropped."""
+    """What was read: entries to write, per-record problems, predictions deliberately dropped.
+
+    ``entries`` may be lazy: the counts are complete once it has been consumed (then
+    :meth:`summary_notes` tells the whole story).
+    """
 
     entries: Iterable[ItemPredictions | Failure]
-    dropped: int = 0
+    labels: LabelPolicy
+    scale: ScoreScale
+    below_threshold: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> int:
+        """Predictions deliberately not written: not in the taxonomy, or below the threshold."""
+        return self.labels.dropped + self.below_threshold
+
+    def summary_notes(self) -> list[str]:
+        """Lines for the run's summary: scale used, new labels, what was dropped and why."""
+        lines = [*self.notes]
+        if self.scale is ScoreScale.PROBABILITY:
+            lines.append("score scale: probability (p in [0, 1] stored as 2p - 1; 0.5 -> 0)")
+        else:
+            lines.append("score scale: signed (scores in [-1, 1] stored as given)")
+        new = self.labels.new
+        if new:
+            shown = ", ".join(sorted(new)[:10]) + (", ..." if len(new) > 10 else "")
+            lines.append(f"new labels (not in the taxonomy): {len(new)} ({shown})")
+        else:
+            lines.append("new labels (not in the taxonomy): 0")
+        if self.labels.dropped:
+            lines.append(
+                f"{self.labels.dropped} prediction(s) dropped: label not in the taxonomy "
+                "(--taxonomy-only)"
+            )
+        if self.below_threshold:
+            lines.append(f"{self.below_threshold} detection(s) dropped: below the score threshold")
+        return lines
 
 
 # --- JSONL -------------------------------------------------------------------------------
 
 
-def read_jsonl(path: Path, *, dataset: str | None = None, model: str = "import") -> ImportBatch:
+def read_jsonl(
+    path: Path,
+    *,
+    dataset: str | None = None,
+    model: str = "import",
+    taxonomy: Taxonomy | None = None,
+    taxonomy_only: bool = False,
+    score_scale: ScoreScale = DEFAULT_JSONL_SCALE,
+) -> ImportBatch:
     """Stream the items of a predictions JSONL file (see the module docstring)."""
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    return ImportBatch(_jsonl_entries(path, dataset, model))
+    labels = LabelPolicy(taxonomy or load_taxonomy(), taxonomy_only)
+    batch = ImportBatch((), labels, score_scale)
+    batch.entries = _jsonl_entries(path, dataset, model, batch)
+    return batch
 
 
 def _jsonl_entries(
-    path: Path, dataset: str | None, model: str
+    path: Path, dataset: str | None, model: str, batch: ImportBatch
 ) -> Iterator[ItemPredictions | Failure]:
     seen: set[str] = set()
     with path.open(encoding="utf-8") as lines:
@@ -80,7 +181,13 @@ def _jsonl_entries(
             where = f"{path.name}:{number}"
             try:
                 record = json.loads(line)
-                entry = parse_record(record, dataset=dataset, model=model)
+                entry = parse_record(
+                    record,
+                    dataset=dataset,
+                    model=model,
+                    labels=batch.labels,
+                    scale=batch.scale,
+                )
             except json.JSONDecodeError as error:
                 yield Failure(None, None, "source", f"{where}: not JSON ({error.msg})")
                 continue
@@ -99,8 +206,19 @@ def _text(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
-def parse_record(record: Any, *, dataset: str | None, model: str) -> ItemPredictions:
-    """One JSONL record -> the writer's input; raises :class:`RecordError` if unusable."""
+def parse_record(
+    record: Any,
+    *,
+    dataset: str | None,
+    model: str,
+    labels: LabelPolicy | None = None,
+    scale: ScoreScale = DEFAULT_JSONL_SCALE,
+) -> ItemPredictions:
+    """One JSONL record -> the writer's input; raises :class:`RecordError` if unusable.
+
+    ``labels`` (default: the shipped taxonomy, foreign labels kept) counts new and dropped
+    labels, only once the whole record has parsed.
+    """
     if not isinstance(record, dict):
         raise RecordError("not a JSON object")
     item_id = _text(record.get(f.ITEM_ID))
@@ -113,9 +231,21 @@ def parse_record(record: Any, *, dataset: str | None, model: str) -> ItemPredict
     item[f.ITEM_ID] = item_id
     if dataset is not None:
         item.setdefault(f.DATASET, dataset)
-    image = [_prediction(p, model, with_bbox=False) for p in _list(record, f.IMAGE_PREDICTIONS)]
-    objects = [_prediction(p, model, with_bbox=True) for p in _list(record, f.OBJECT_PREDICTIONS)]
-    return ItemPredictions(item, image, objects)
+    policy = labels or LabelPolicy(load_taxonomy())
+    # a scratch policy: a record that fails half way must not count its labels
+    scratch = LabelPolicy(policy.taxonomy, policy.taxonomy_only)
+    found: dict[Kind, list[dict[str, Any]]] = {"image": [], "object": []}
+    parts: tuple[tuple[Kind, str], ...] = (
+        ("image", f.IMAGE_PREDICTIONS),
+        ("object", f.OBJECT_PREDICTIONS),
+    )
+    for kind, key in parts:
+        for raw in _list(record, key):
+            prediction = _prediction(raw, model, kind, scratch, scale)
+            if prediction is not None:
+                found[kind].append(prediction)
+    policy.merge(scratch)
+    return ItemPredictions(item, found["image"], found["object"])
 
 
 def _list(record: Mapping[str, Any], key: str) -> list[Any]:
@@ -127,9 +257,13 @@ def _list(record: Mapping[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _prediction(raw: Any, model: str, *, with_bbox: bool) -> dict[str, Any]:
+def _prediction(
+    raw: Any, model: str, kind: Kind, labels: LabelPolicy, scale: ScoreScale
+) -> dict[str, Any] | None:
+    """One prediction to store, or ``None`` when the label policy drops it."""
     if not isinstance(raw, dict):
         raise RecordError("a prediction is not an object")
+    with_bbox = kind == "object"
     allowed = PREDICTION_FIELDS | ({f.PRED_BBOX} if with_bbox else set())
     unknown = set(raw) - allowed
     if unknown:
@@ -138,6 +272,14 @@ def _prediction(raw: Any, model: str, *, with_bbox: bool) -> dict[str, Any]:
     out.setdefault(f.PRED_MODEL, model)
     if with_bbox:
         out[f.PRED_BBOX] = _bbox(raw.get(f.PRED_BBOX))
+    name = raw.get(f.PRED_LABEL)
+    if not isinstance(name, str):
+        raise RecordError(f"a prediction's label {name!r} is not text")
+    label = labels.label(name, kind)
+    if label is None:
+        return None
+    out[f.PRED_LABEL] = label
+    out[f.PRED_SCORE] = to_signed(raw.get(f.PRED_SCORE), scale)
     return out
 
 
@@ -164,8 +306,13 @@ def read_coco(
     dataset: str | None = None,
     model: str = "coco-import",
     score_threshold: float = 0.0,
+    taxonomy_only: bool = False,
+    score_scale: ScoreScale = DEFAULT_COCO_SCALE,
 ) -> ImportBatch:
-    """COCO detection results + the COCO images file -> one entry per listed image."""
+    """COCO detection results + the COCO images file -> one entry per listed image.
+
+    ``score_threshold`` is on the file's own scale (a COCO probability by default).
+    """
     results = _load_json(results_path)
     images_file = _load_json(images_path)
     if not isinstance(results, list):
@@ -177,29 +324,40 @@ def read_coco(
         for c in images_file.get("categories") or ()
         if isinstance(c, dict) and "id" in c and "name" in c
     }
-    targets = set(taxonomy.object_labels)
-
-    def label_of(name: str) -> str | None:
-        mapped = taxonomy.object_classes.get(name)
-        return mapped if mapped is not None else (name if name in targets else None)
+    labels = LabelPolicy(taxonomy, taxonomy_only)
+    batch = ImportBatch((), labels, score_scale)
 
     entries: list[ItemPredictions | Failure] = []
     by_image: dict[Any, list[dict[str, Any]]] = {}
-    dropped = 0
+    bad_scores: dict[Any, str] = {}  # image id -> why its item fails
+    per_image: dict[Any, LabelPolicy] = {}
     for number, result in enumerate(results):
+        where = f"{results_path.name}[{number}]"
         try:
             image_id = result["image_id"]
-            name = categories.get(result["category_id"])
-            score = float(result["score"])
+            category = result["category_id"]
+            raw_score = result["score"]
             x, y, w, h = (float(v) for v in result["bbox"])
         except (KeyError, TypeError, ValueError) as error:
-            entries.append(
-                Failure(None, None, "source", f"{results_path.name}[{number}]: bad result {error}")
-            )
+            entries.append(Failure(None, None, "source", f"{where}: bad result {error!r}"))
             continue
-        label = label_of(name) if name is not None else None
-        if label is None or score < score_threshold:
-            dropped += 1
+        name = categories.get(category)
+        if name is None:
+            reason = f"{where}: category_id {category!r} is not in {images_path.name}'s categories"
+            entries.append(Failure(None, None, "source", reason))
+            continue
+        try:
+            score = to_signed(raw_score, score_scale)
+            if float(raw_score) < score_threshold:  # on the file's own scale
+                batch.below_threshold += 1
+                continue
+            # counted per image: an item that fails must not count its labels
+            scratch = per_image.setdefault(image_id, LabelPolicy(taxonomy, taxonomy_only))
+            label = scratch.label(name, "object")
+        except RecordError as error:
+            bad_scores.setdefault(image_id, f"{where}: {error}")
+            continue
+        if label is None:
             continue
         prediction = {
             f.PRED_LABEL: label,
@@ -221,6 +379,9 @@ def read_coco(
             continue
         seen.add(item_id)
         listed.add(image["id"])
+        if image["id"] in bad_scores:
+            entries.append(Failure(item_id, file_name, "source", bad_scores[image["id"]]))
+            continue
         item: dict[str, Any] = {f.ITEM_ID: item_id, f.URI: file_name}
         if dataset is not None:
             item[f.DATASET] = dataset
@@ -228,16 +389,14 @@ def read_coco(
             if isinstance(image.get(side), int):
                 item[side] = image[side]
         entries.append(ItemPredictions(item, (), by_image.get(image["id"], [])))
-    for image_id, predictions in by_image.items():
+        if image["id"] in per_image:
+            labels.merge(per_image[image["id"]])
+    for image_id in sorted(set(by_image) | set(bad_scores), key=str):
         if image_id not in listed:
-            reason = f"{len(predictions)} result(s) for image id {image_id} not in the image list"
+            count = len(by_image.get(image_id, ())) + (image_id in bad_scores)
+            reason = f"{count} result(s) for image id {image_id} not in the image list"
             entries.append(Failure(None, None, "source", reason))
-    batch = ImportBatch(entries, dropped=dropped)
-    if dropped:
-        batch.notes.append(
-            f"{dropped} detection(s) dropped: below the score threshold or a category "
-            "the taxonomy does not map"
-        )
+    batch.entries = entries
     return batch
 
 

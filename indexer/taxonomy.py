@@ -20,6 +20,18 @@ from typing import Any
 DEFAULT_TAXONOMY_PATH = Path(__file__).with_name("default_taxonomy.toml")
 
 _LABEL_RE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
+_NOT_LABEL_CHARS = re.compile(r"[^a-z0-9]+")
+
+
+def normalise_label(name: str) -> str:
+    """A label as autotag stores it: lower-case, every run of characters other than ASCII letters
+    and digits turned into one ``_``, leading and trailing ``_`` trimmed.
+
+    ``"traffic light"`` -> ``"traffic_light"``, ``"Stop-Sign "`` -> ``"stop_sign"``. The result
+    is ``""`` or matches the taxonomy's own label rule; labels that are already taxonomy labels
+    are unchanged. The one rule for every label that enters from outside (``autotag import``).
+    """
+    return _NOT_LABEL_CHARS.sub("_", name.lower()).strip("_")
 
 
 class TaxonomyError(ValueError):

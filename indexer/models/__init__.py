@@ -1,7 +1,9 @@
-"""Shipped model weights: tiny models trained on the synthetic world (``indexer/synthetic``).
+"""Shipped model weights: tiny demo models trained on the synthetic world (``indexer/synthetic``).
 
 The constants are weight specifications as :class:`indexer.clip_tagger.ClipTagger` and
-:class:`indexer.detector.ObjectDetector` accept them.
+:class:`indexer.detector.ObjectDetector` accept them. The models know nothing about real photos:
+their configs say ``"demo": true``, and every model name they record on a prediction starts with
+:data:`DEMO_MODEL_PREFIX` (``demo:open_clip:autotag-tiny@…``, ``demo:autotag-tiny-detector@…``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = MODELS_DIR / "configs"
+
+# A model config (open_clip_config.json, a detector's .json) with this key set to true is a
+# demo model; the names it records on predictions start with DEMO_MODEL_PREFIX.
+DEMO_CONFIG_KEY = "demo"
+DEMO_MODEL_PREFIX = "demo:"
 
 TINY_CLIP_MODEL = "autotag-tiny"
 TINY_CLIP_DIR = MODELS_DIR / "autotag-tiny-clip"

@@ -27,7 +27,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors.torch import save_file
 
-from indexer.models import CONFIGS_DIR, TINY_CLIP_DIR, TINY_CLIP_MODEL
+from indexer.models import CONFIGS_DIR, DEMO_CONFIG_KEY, TINY_CLIP_DIR, TINY_CLIP_MODEL
 from indexer.synthetic.world import SceneSpec, generate
 
 TRAIN_SEED = 1000
@@ -138,6 +138,7 @@ def save(model: torch.nn.Module, out: Path) -> None:
         "model_cfg": model_config(),
         "preprocess_cfg": PREPROCESS_CFG,
         "trained_on": f"indexer.synthetic world, seed {TRAIN_SEED}",
+        DEMO_CONFIG_KEY: True,  # knows only the synthetic world: names get the demo prefix
     }
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
 

@@ -106,7 +106,7 @@ def train(args: argparse.Namespace) -> None:
                 line += " " + evaluate(model, eval_images, eval_truths)
             print(f"{line} [{time.monotonic() - started:.0f}s]", flush=True)
     model.eval()
-    save_detector(model, args.out, arch=TINY_ARCH, labels=LABELS, name=NAME)
+    save_detector(model, args.out, arch=TINY_ARCH, labels=LABELS, name=NAME, demo=True)
     print(f"saved {args.out} after {time.monotonic() - started:.0f}s")
 
 

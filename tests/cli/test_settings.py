@@ -130,7 +130,7 @@ def test_index_writes_into_the_configured_index_and_caches_under_the_cache(
     monkeypatch.setenv("AUTOTAG_INDEX", item_index)
     write_dataset(tmp_path / "drives", 2, seed=7, dataset="drives")
     manifest = tmp_path / "drives" / MANIFEST_FILE
-    argv = ["index", str(manifest), "--training-set", "tiny_v1", "--no-progress"]
+    argv = ["index", str(manifest), "--training-set", "tiny_v1", "--demo-models", "--no-progress"]
     argv += ["--workers", "0", "--failures-file", str(tmp_path / "f.jsonl")]
     assert main(argv) == 0
     es.indices.refresh(index=item_index)

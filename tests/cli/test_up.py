@@ -23,6 +23,7 @@ from cli.up import (
     review_example,
     with_local_review_key,
 )
+from indexer.models import DEMO_MODEL_PREFIX
 from search import parse, translate
 from store.settings import StoreSettings
 
@@ -37,7 +38,12 @@ def alias(es: Elasticsearch) -> Iterator[str]:
 
 
 def test_the_main_job_loads_and_tags_the_samples_idempotently(
-    es: Elasticsearch, es_url: str, alias: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    es: Elasticsearch,
+    es_url: str,
+    alias: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Configured as a user would: the index through AUTOTAG_INDEX, the cache through
     # AUTOTAG_CACHE; the URL is handed over as `autotag up` hands on the one it found.
@@ -48,6 +54,9 @@ def test_the_main_job_loads_and_tags_the_samples_idempotently(
     assert (first.written, first.failed) == (2 * SAMPLE_SIZE, [])
     assert index_sample_images(settings, [es_url]) == 0
     assert (tmp_path / "sample-images").is_dir()
+    said = capsys.readouterr().out
+    assert "synthetic sample images" in said
+    assert "with the demo models" in said
     es.indices.refresh(index=alias)
     assert es.count(index=alias)["count"] == SAMPLE_SIZE + SAMPLE_IMAGES
     assert es.indices.get_alias(name=alias) == {
@@ -55,6 +64,12 @@ def test_the_main_job_loads_and_tags_the_samples_idempotently(
     }
     rainy = translate(parse('training_set = "tiny_v1" AND image_prefix:weather_rain'))
     assert es.count(index=alias, query=rainy)["count"] > 0
+    # the sample is tagged by the demo models, and its predictions say so
+    tagged = es.search(index=alias, query=rainy, size=1)["hits"]["hits"][0]["_source"]
+    predictions = tagged["image_predictions"] + tagged.get("object_predictions", [])
+    models = {p["model"] for p in predictions}
+    assert models
+    assert all(model.startswith(DEMO_MODEL_PREFIX) for model in models)
     again = load_sample(settings, [es_url])
     assert (again.written, again.skipped) == (0, 2 * SAMPLE_SIZE)
 
