@@ -14,7 +14,7 @@ from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import facets, health, items, review, search
+from api.routes import docs, facets, health, items, review, search
 from api.settings import Settings
 from store.connection import node_urls, serializers
 
@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=API_VERSION,
         summary="Search and review ML predictions about images.",
         lifespan=lifespan,
+        # FastAPI's pages load from CDNs; ours serve vendored assets (api/routes/docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.es = None
@@ -60,4 +63,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (search.router(settings), facets.router, items.router, review.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")
+    docs.install(app)
     return app

@@ -26,6 +26,26 @@ QueryText = Annotated[
 DateValue = str | int | float
 
 
+class LabelHint(BaseModel):
+    """A label term of the query that names no label in the index, and existing look-alikes."""
+
+    kind: PredictionKind
+    typed: str = Field(description="The label as the query gave it, without a trailing `*`.")
+    prefix: bool = Field(description="The term ended in `*` (labels starting with `typed`).")
+    closest: list[str] = Field(
+        description="Existing labels (or their `_`-prefixes) that look alike, closest first."
+    )
+
+
+Hints = Annotated[
+    list[LabelHint],
+    Field(
+        default_factory=list,
+        description="Only on an empty answer: label terms that name no label in the index.",
+    ),
+]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -185,6 +205,7 @@ class SearchResponse(BaseModel):
     total_relation: Literal["eq", "gte"]
     hits: list[SearchHit]
     next_cursor: str | None = Field(description="Pass back for the next page; null at the end.")
+    hints: Hints
 
 
 class CountRequest(QueryBody):
@@ -194,6 +215,7 @@ class CountRequest(QueryBody):
 class CountResponse(BaseModel):
     query: str
     count: int
+    hints: Hints
 
 
 class TranslateRequest(QueryBody):
@@ -288,6 +310,7 @@ class FacetsResponse(BaseModel):
     autotag_status: list[StatusCount]
     kinds: list[KindFacets]
     comparison: Comparison | None = None
+    hints: Hints
 
 
 # --- review ------------------------------------------------------------------------------------

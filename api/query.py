@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +18,7 @@ from typing import Any, Final, Literal
 import orjson
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
+from api.cache import PerIndexCache
 from api.errors import ApiError
 from api.models import SortKey
 from search import (
@@ -314,7 +314,7 @@ def both_predict(path: str, label: str, a: str, b: str, threshold: float) -> dic
 
 
 METADATA_TYPES_TTL_S: Final = 30.0
-_metadata_types: dict[str, tuple[float, dict[str, str]]] = {}
+_metadata_types: PerIndexCache[dict[str, str]] = PerIndexCache(METADATA_TYPES_TTL_S)
 
 
 async def check_metadata(es: AsyncElasticsearch, index: str, ast: Node, text: str) -> None:
@@ -325,13 +325,13 @@ async def check_metadata(es: AsyncElasticsearch, index: str, ast: Node, text: st
     """
     if not compares_metadata(ast):
         return
-    now = time.monotonic()
-    cached = _metadata_types.get(index)
-    if cached is None or cached[0] < now:
-        try:
-            mappings = await es.indices.get_mapping(index=index)
-        except NotFoundError:
-            return
-        cached = (now + METADATA_TYPES_TTL_S, metadata_field_types(mappings.body))
-        _metadata_types[index] = cached
-    check_metadata_types(ast, cached[1], text)
+
+    async def load() -> dict[str, str]:
+        mappings = await es.indices.get_mapping(index=index)
+        return metadata_field_types(mappings.body)
+
+    try:
+        types = await _metadata_types.get(index, load)
+    except NotFoundError:
+        return
+    check_metadata_types(ast, types, text)

@@ -7,10 +7,12 @@
 
 from search.ast import Band, Node
 from search.errors import (
+    CountError,
     EmptyQueryError,
     InvalidValueError,
     LeadingWildcardError,
     MissingValueError,
+    ObjectAttributeError,
     QueryError,
     QuerySyntaxError,
     QueryTooDeepError,
@@ -32,11 +34,13 @@ from search.translate import matched_prediction_filters, translate, visible_pred
 __all__ = [
     "BAND_RANGES",
     "Band",
+    "CountError",
     "EmptyQueryError",
     "InvalidValueError",
     "LeadingWildcardError",
     "MissingValueError",
     "Node",
+    "ObjectAttributeError",
     "QueryError",
     "QuerySyntaxError",
     "QueryTooDeepError",

@@ -116,4 +116,18 @@ class Or:
     span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
 
 
-Node = Label | Comparison | Not | And | Or
+@dataclass(frozen=True, slots=True)
+class Count:
+    """``count(condition) op number``: how many visible predictions satisfy ``condition``.
+
+    ``condition`` is made of labels of one kind and prediction attributes; it is tested on each
+    prediction on its own (see ``search.binding.check_count``).
+    """
+
+    condition: Node
+    op: Op
+    number: int
+    span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+
+
+Node = Label | Comparison | Not | And | Or | Count

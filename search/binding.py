@@ -13,16 +13,22 @@ conditions". The rules (see docs/query-language.md):
 - NOT starts afresh: nothing binds across it.
 - Rejected predictions are invisible unless the conditions of the clause mention ``status``.
 - Item fields never bind.
+- Box-geometry attributes (``box_area``...) describe objects: a group that mentions one binds
+  to object labels only (an image label is an error) and, unbound, talks about objects.
+- ``count(condition) op n`` tests ``condition`` on each visible prediction of one kind on its
+  own and compares how many pass; every operator is written with "at least n" (``AtLeast``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Final, assert_never
 
-from search.ast import And, Comparison, Label, Node, Not, Or
-from search.fields import ATTRIBUTES
+from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or
+from search.errors import CountError, ObjectAttributeError
+from search.fields import ATTRIBUTES, OBJECT_ONLY_ATTRIBUTES
 from store import schema as f
+from store.schema import PredictionKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,20 @@ class Exists:
     paths: tuple[str, ...]
     label: Label | None
     conditions: tuple[Node, ...]
+    include_rejected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AtLeast:
+    """At least ``number`` (>= 1) predictions on ``paths`` satisfy ``condition`` on their own.
+
+    ``condition`` holds labels and attributes; unless ``include_rejected``, rejected
+    predictions are not counted.
+    """
+
+    paths: tuple[str, ...]
+    condition: Node
+    number: int
     include_rejected: bool
 
 
@@ -63,7 +83,8 @@ class NoneOf:
     part: Plan
 
 
-Plan = Exists | ItemTest | AllOf | AnyOf | NoneOf
+Plan = Exists | AtLeast | ItemTest | AllOf | AnyOf | NoneOf
+EVERYTHING: Final = AllOf(())
 
 
 def is_attribute_only(node: Node) -> bool:
@@ -71,7 +92,7 @@ def is_attribute_only(node: Node) -> bool:
     match node:
         case Comparison(field=name):
             return name in ATTRIBUTES
-        case Label():
+        case Label() | Count():
             return False
         case Not(operand):
             return is_attribute_only(operand)
@@ -86,7 +107,7 @@ def reaches_label(node: Node) -> bool:
     match node:
         case Label():
             return True
-        case Comparison() | Not():
+        case Comparison() | Not() | Count():
             return False
         case And(operands) | Or(operands):
             return any(reaches_label(child) for child in operands)
@@ -103,7 +124,7 @@ def mentions_status(nodes: tuple[Node, ...]) -> bool:
             case Comparison(field=name):
                 if name == f.PRED_STATUS:
                     return True
-            case Label():
+            case Label() | Count():
                 pass
             case Not(operand):
                 stack.append(operand)
@@ -114,13 +135,134 @@ def mentions_status(nodes: tuple[Node, ...]) -> bool:
     return False
 
 
+def object_attribute(nodes: tuple[Node, ...]) -> Comparison | None:
+    """The first box-geometry comparison in ``nodes`` (under any AND/OR/NOT), if any."""
+    stack = list(reversed(nodes))
+    while stack:
+        node = stack.pop()
+        match node:
+            case Comparison(field=name):
+                if name in OBJECT_ONLY_ATTRIBUTES:
+                    return node
+            case Label() | Count():
+                pass
+            case Not(operand):
+                stack.append(operand)
+            case And(operands) | Or(operands):
+                stack.extend(reversed(operands))
+            case _:
+                assert_never(node)
+    return None
+
+
+def attribute_paths(conditions: tuple[Node, ...]) -> tuple[str, ...]:
+    """Where an unbound attribute group looks: objects if it mentions box geometry."""
+    if object_attribute(conditions) is not None:
+        return (f.OBJECT_PREDICTIONS,)
+    return f.PREDICTION_PATHS
+
+
+def check_count(condition: Node) -> tuple[str, ...]:
+    """The nested paths a ``count(condition)`` counts on, or a :class:`CountError`.
+
+    The inside may hold labels of one kind and prediction attributes, nothing else.
+    """
+    kinds: dict[PredictionKind, Label] = {}
+    stack = [condition]
+    while stack:
+        node = stack.pop()
+        match node:
+            case Label(kind=kind):
+                other = next((label for k, label in kinds.items() if k is not kind), None)
+                if other is not None:
+                    second = max(other, node, key=lambda n: n.span.start)
+                    raise CountError(
+                        "a count counts predictions of one kind, but this mixes image and"
+                        " object labels",
+                        second.span.start,
+                        second.span.end,
+                        hint="count each kind on its own, e.g."
+                        " `count(image_prefix:weather) >= 1 AND count(object_prefix:car) >= 2`",
+                    )
+                kinds.setdefault(kind, node)
+            case Comparison(field=name):
+                if name not in ATTRIBUTES:
+                    raise CountError(
+                        f"`{name}` describes the item, not a prediction; it cannot be counted",
+                        node.span.start,
+                        node.span.end,
+                        hint="compare it outside the count, e.g."
+                        f" `count(object_prefix:car) >= 2 AND {name} = ...`",
+                    )
+            case Count():
+                raise CountError(
+                    "a count cannot contain another count",
+                    node.span.start,
+                    node.span.end,
+                    hint="combine counts with AND/OR outside each other",
+                )
+            case Not(operand):
+                stack.append(operand)
+            case And(operands) | Or(operands):
+                stack.extend(operands)
+            case _:
+                assert_never(node)
+    if PredictionKind.IMAGE in kinds:
+        geometry = object_attribute((condition,))
+        if geometry is not None:
+            raise _image_geometry(geometry, kinds[PredictionKind.IMAGE])
+        return (f.IMAGE_PREDICTIONS,)
+    if PredictionKind.OBJECT in kinds:
+        return (f.OBJECT_PREDICTIONS,)
+    return attribute_paths((condition,))
+
+
+def _image_geometry(geometry: Comparison, label: Label) -> ObjectAttributeError:
+    return ObjectAttributeError(
+        f"`{geometry.field}` describes object boxes, but here it applies to the image label"
+        f" `{label.kind.value}_prefix:{label.value}`",
+        geometry.span.start,
+        geometry.span.end,
+        hint=f"use it with an object label, e.g. `object_prefix:car AND {geometry.field} < 1024`",
+    )
+
+
+def count_plan(node: Count) -> Plan:
+    """``count(...) op n`` written with "at least": ``> n`` is ``>= n+1``, ``< n`` is
+    ``NOT >= n``, ``= n`` is ``>= n AND NOT >= n+1``; ``>= 0`` is everything."""
+    paths = check_count(node.condition)
+    include_rejected = mentions_status((node.condition,))
+
+    def at_least(number: int) -> Plan:
+        if number <= 0:
+            return EVERYTHING
+        return AtLeast(paths, node.condition, number, include_rejected)
+
+    n = node.number
+    match node.op:
+        case Op.GE:
+            return at_least(n)
+        case Op.GT:
+            return at_least(n + 1)
+        case Op.LT:
+            return NoneOf(at_least(n))
+        case Op.LE:
+            return NoneOf(at_least(n + 1))
+        case Op.EQ:
+            return AllOf((at_least(n), NoneOf(at_least(n + 1))))
+        case Op.NE:
+            return NoneOf(AllOf((at_least(n), NoneOf(at_least(n + 1)))))
+        case _:
+            assert_never(node.op)
+
+
 def bind(root: Node) -> Plan:
-    """The plan for a whole query."""
+    """The plan for a whole query; raises the binding errors (geometry on an image label)."""
     return _Binder(root).plan(root, ())
 
 
 def _unbound(conditions: tuple[Node, ...]) -> Exists:
-    return Exists(f.PREDICTION_PATHS, None, conditions, mentions_status(conditions))
+    return Exists(attribute_paths(conditions), None, conditions, mentions_status(conditions))
 
 
 class _Binder:
@@ -133,7 +275,7 @@ class _Binder:
         match node:
             case Comparison(field=name):
                 only = name in ATTRIBUTES
-            case Label():
+            case Label() | Count():
                 only = False
             case Not(operand):
                 only = self._mark(operand)
@@ -150,9 +292,13 @@ class _Binder:
             return _unbound((node,))
         match node:
             case Label(kind=kind):
+                if kind is PredictionKind.IMAGE and (geometry := object_attribute(bound)):
+                    raise _image_geometry(geometry, node)
                 return Exists((kind.path,), node, bound, mentions_status(bound))
             case Comparison():
                 return ItemTest(node)
+            case Count():
+                return count_plan(node)
             case Not(operand):
                 return NoneOf(self.plan(operand, ()))
             case Or(operands):

@@ -102,6 +102,19 @@ class UnsupportedOperatorError(QueryError):
     code = "unsupported_operator"
 
 
+class CountError(QueryError):
+    """A ``count(...)`` that cannot be counted: nothing inside, labels of both kinds, item
+    fields or another count inside."""
+
+    code = "invalid_count"
+
+
+class ObjectAttributeError(QueryError):
+    """A box-geometry attribute where it cannot apply: bound to an image label."""
+
+    code = "object_only_attribute"
+
+
 class EmptyQueryError(QueryError):
     code = "empty_query"
 

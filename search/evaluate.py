@@ -13,9 +13,23 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
-from search.ast import And, Comparison, Instant, Label, Node, Not, Number, Op, Or, ScoreBand, Text
-from search.fields import ATTRIBUTES, BAND_RANGES
+from search.ast import (
+    And,
+    Comparison,
+    Count,
+    Instant,
+    Label,
+    Node,
+    Not,
+    Number,
+    Op,
+    Or,
+    ScoreBand,
+    Text,
+)
+from search.fields import ATTRIBUTES, BAND_RANGES, FLOAT_ATTRIBUTES, OBJECT_ONLY_ATTRIBUTES
 from store import schema as f
+from store.schema import PredictionKind
 
 Document = Mapping[str, Any]
 Prediction = Mapping[str, Any]
@@ -29,7 +43,7 @@ def evaluate(node: Node, document: Document) -> bool:
 def _attribute_only(node: Node) -> bool:
     if isinstance(node, Comparison):
         return node.field in ATTRIBUTES
-    if isinstance(node, Label):
+    if isinstance(node, Label | Count):
         return False
     if isinstance(node, Not):
         return _attribute_only(node.operand)
@@ -55,6 +69,46 @@ def _talks_about_status(nodes: Iterable[Node]) -> bool:
     return False
 
 
+def _mentions_geometry(nodes: Iterable[Node]) -> bool:
+    for node in nodes:
+        if isinstance(node, Comparison) and node.field in OBJECT_ONLY_ATTRIBUTES:
+            return True
+        if isinstance(node, Not) and _mentions_geometry([node.operand]):
+            return True
+        if isinstance(node, And | Or) and _mentions_geometry(node.operands):
+            return True
+    return False
+
+
+def _group_paths(conditions: tuple[Node, ...]) -> tuple[str, ...]:
+    """Box geometry exists on object predictions only; other groups look at both kinds."""
+    return (f.OBJECT_PREDICTIONS,) if _mentions_geometry(conditions) else f.PREDICTION_PATHS
+
+
+def _label_kinds(node: Node) -> set[PredictionKind]:
+    if isinstance(node, Label):
+        return {node.kind}
+    if isinstance(node, Not):
+        return _label_kinds(node.operand)
+    if isinstance(node, And | Or):
+        return {kind for child in node.operands for kind in _label_kinds(child)}
+    return set()
+
+
+def _count(node: Count, document: Document) -> bool:
+    """Each visible prediction of the counted kind is tested on its own, then counted."""
+    kinds = _label_kinds(node.condition)
+    paths = tuple(kind.path for kind in kinds) if kinds else _group_paths((node.condition,))
+    see_rejected = _talks_about_status([node.condition])
+    found = sum(
+        1
+        for prediction in _predictions(document, paths)
+        if (see_rejected or prediction.get(f.PRED_STATUS) != f.PredictionStatus.REJECTED)
+        and _prediction_matches(node.condition, prediction)
+    )
+    return _ordered(node.op, found, node.number)
+
+
 def _predictions(document: Document, paths: Iterable[str]) -> Iterable[Prediction]:
     for path in paths:
         yield from document.get(path) or ()
@@ -77,12 +131,14 @@ def _some_prediction(
 def _matches(node: Node, document: Document, bound: tuple[Node, ...]) -> bool:
     if _attribute_only(node):
         # Not bound to a label: some prediction of either kind satisfies it.
-        return _some_prediction(document, f.PREDICTION_PATHS, (node,), None)
+        return _some_prediction(document, _group_paths((node,)), (node,), None)
     match node:
         case Label():
             return _some_prediction(document, (node.kind.path,), bound, node)
         case Comparison():
             return _compare(node, _item_values(document, node.field))
+        case Count():
+            return _count(node, document)
         case Not(operand):
             return not _matches(operand, document, ())
         case Or(operands):
@@ -95,7 +151,7 @@ def _matches(node: Node, document: Document, bound: tuple[Node, ...]) -> bool:
             if not all(_matches(child, document, inner) for child in rest):
                 return False
             if attributes and not binds:
-                return _some_prediction(document, f.PREDICTION_PATHS, attributes, None)
+                return _some_prediction(document, _group_paths(attributes), attributes, None)
             return True
         case _:
             assert_never(node)
@@ -112,6 +168,8 @@ def _label_matches(label: Label, prediction: Prediction) -> bool:
 
 def _prediction_matches(node: Node, prediction: Prediction) -> bool:
     match node:
+        case Label():
+            return _label_matches(node, prediction)
         case Comparison():
             return _compare(node, _as_list(prediction.get(node.field)))
         case Not(operand):
@@ -120,8 +178,8 @@ def _prediction_matches(node: Node, prediction: Prediction) -> bool:
             return all(_prediction_matches(child, prediction) for child in operands)
         case Or(operands):
             return any(_prediction_matches(child, prediction) for child in operands)
-        case Label():
-            raise AssertionError("labels are never attribute conditions")
+        case Count():
+            raise AssertionError("counts are never inside a count")
         case _:
             assert_never(node)
 
@@ -168,9 +226,9 @@ def _value_test(comparison: Comparison) -> Callable[[Any], bool]:
     op, query = comparison.op, comparison.value
     match query:
         case Number(number):
-            always_float = comparison.field == f.PRED_SCORE
+            always_float = comparison.field in FLOAT_ATTRIBUTES
 
-            # Prediction scores and dynamically mapped float metadata are 32-bit floats.
+            # Scores, box geometry and dynamically mapped float metadata are 32-bit floats.
             def test(stored: Any) -> bool:
                 value = _numeric(stored)
                 if value is None:

@@ -30,6 +30,7 @@ from store.schema import ItemStatus, PredictionKind, PredictionStatus
 
 class ValueType(Enum):
     SCORE = "a number or a score band"
+    NUMBER = "a number"
     INTEGER = "a whole number"
     TEXT = "text"
     ENUM = "one of a fixed set of words"
@@ -44,6 +45,8 @@ class FieldSpec:
     attribute: bool
     type: ValueType
     choices: tuple[str, ...] = ()
+    # Attributes only object predictions have (box geometry): they bind to object labels only.
+    objects_only: bool = False
 
 
 ATTRIBUTES: Final = {
@@ -53,8 +56,12 @@ ATTRIBUTES: Final = {
         FieldSpec(f.PRED_TRAINING_SET, True, ValueType.TEXT),
         FieldSpec(f.PRED_STATUS, True, ValueType.ENUM, tuple(s.value for s in PredictionStatus)),
         FieldSpec(f.PRED_MODEL, True, ValueType.TEXT),
+        *(FieldSpec(name, True, ValueType.NUMBER, objects_only=True) for name in f.BOX_GEOMETRY),
     )
 }
+OBJECT_ONLY_ATTRIBUTES: Final = frozenset(n for n, spec in ATTRIBUTES.items() if spec.objects_only)
+# Attributes stored as 32-bit floats (comparisons happen at that precision).
+FLOAT_ATTRIBUTES: Final = frozenset({f.PRED_SCORE, *f.BOX_GEOMETRY})
 ITEM_FIELDS: Final = {
     spec.name: spec
     for spec in (
@@ -62,6 +69,7 @@ ITEM_FIELDS: Final = {
         FieldSpec(f.DATASET, False, ValueType.TEXT),
         FieldSpec(f.ITEM_ID, False, ValueType.TEXT),
         FieldSpec(f.URI, False, ValueType.TEXT),
+        FieldSpec(f.TAGGED_BY, False, ValueType.TEXT),
         FieldSpec(f.UPLOADED_AT, False, ValueType.DATE),
         FieldSpec(f.WIDTH, False, ValueType.INTEGER),
         FieldSpec(f.HEIGHT, False, ValueType.INTEGER),
@@ -263,6 +271,11 @@ def read_value(spec: FieldSpec, op: Op, raw: str, quoted: bool, span: Span) -> V
     match spec.type:
         case ValueType.SCORE:
             return _read_score(spec, op, raw, quoted, span)
+        case ValueType.NUMBER:
+            number = None if quoted else _number(raw, span)
+            if number is None:
+                raise _mismatch(spec, raw, quoted, span, example=f"{spec.name} < 1024")
+            return number
         case ValueType.INTEGER:
             number = None if quoted else _number(raw, span)
             if number is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, assert_never
 
-from search.ast import And, Comparison, Label, Node, Not, Or, Text
+from search.ast import And, Comparison, Count, Label, Node, Not, Or, Text
 from search.errors import TypeMismatchError
 from store import schema as f
 
@@ -48,7 +48,7 @@ def _comparisons(node: Node) -> Iterator[Comparison]:
             yield node
         case Label():
             return
-        case Not(operand):
+        case Not(operand) | Count(condition=operand):
             yield from _comparisons(operand)
         case And(operands) | Or(operands):
             for operand in operands:

@@ -20,20 +20,28 @@ from lark.common import LexerConf
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import Lexer, LexerState, PatternStr, TerminalDef
 
-from search.ast import And, Comparison, Label, Node, Not, Op, Or, Span
+from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or, Span
+from search.binding import bind, check_count
 from search.errors import (
+    CountError,
     EmptyQueryError,
+    InvalidValueError,
     MissingValueError,
     QueryError,
     QuerySyntaxError,
     QueryTooDeepError,
     QueryTooLongError,
+    TypeMismatchError,
     UnbalancedParenthesisError,
+    UnknownFieldError,
     UnterminatedStringError,
 )
 from search.fields import (
     ATTRIBUTES,
+    INT32,
     ITEM_FIELDS,
+    NUMBER_RE,
+    OBJECT_ONLY_ATTRIBUTES,
     SCORE_EXAMPLE,
     lookup_field,
     lookup_prefix,
@@ -113,6 +121,59 @@ class _Builder(Transformer[Token, Node]):
         raw = unquote(value.value) if quoted else value.value
         typed = read_value(spec, op, raw, quoted, _span(value))
         return Comparison(spec.name, op, typed, Span(name.start_pos or 0, value.end_pos or 0))
+
+    def count(self, children: list[Token | Node | None]) -> Count:
+        name, left, condition, right, operator, value = children
+        assert isinstance(name, Token)
+        assert isinstance(left, Token)
+        assert isinstance(right, Token)
+        assert isinstance(operator, Token)
+        assert isinstance(value, Token)
+        if name.value.lower() != COUNT:
+            raise UnknownFieldError(
+                f"unknown function `{name.value}(`",
+                name.start_pos or 0,
+                left.end_pos or 0,
+                hint=f"the one function is `{COUNT}(...)`, e.g. `{COUNT}(object_prefix:car) >= 2`",
+            )
+        if condition is None:
+            raise CountError(
+                "a count of nothing: name what to count",
+                left.start_pos or 0,
+                right.end_pos or 0,
+                hint=f"put a label or an attribute inside, e.g. `{COUNT}(object_prefix:car) >= 2`",
+            )
+        assert not isinstance(condition, Token)
+        check_count(condition)
+        number = _count_number(value)
+        span = Span(name.start_pos or 0, value.end_pos or 0)
+        return Count(condition, Op(operator.value), number, span)
+
+
+COUNT: Final = "count"
+
+
+def _count_number(token: Token) -> int:
+    """The whole number a count is compared with."""
+    span = _span(token)
+    hint = f"compare a count with a whole number, e.g. `{COUNT}(object_prefix:car) >= 2`"
+    if token.type != "BARE" or not NUMBER_RE.fullmatch(token.value):
+        raise TypeMismatchError(
+            f"a count is compared with a whole number, not {token.value}",
+            span.start,
+            span.end,
+            hint=hint,
+        )
+    if not token.value.isdigit():
+        raise InvalidValueError(
+            f"a count is a whole number of zero or more, not `{token.value}`",
+            span.start,
+            span.end,
+            hint=hint,
+        )
+    if len(token.value) > 10 or int(token.value) > INT32[1]:
+        raise InvalidValueError(f"count `{token.value}` is out of range", span.start, span.end)
+    return int(token.value)
 
 
 def _keywords(terminals: Iterable[TerminalDef]) -> dict[str, str]:
@@ -236,12 +297,15 @@ def _parse(text: str, max_length: int) -> Node:
         raise
     except UnexpectedInput as error:
         raise _syntax_error(error, text) from None
-    assert isinstance(tree, Label | Comparison | Not | And | Or)
-    _check_depth(tree)
+    assert isinstance(tree, Label | Comparison | Not | And | Or | Count)
+    if _check_depth(tree):
+        bind(tree)  # raises where box geometry binds to an image label
     return tree
 
 
-def _check_depth(root: Node) -> None:
+def _check_depth(root: Node) -> bool:
+    """Refuses a tree nested too deep; says whether it mentions box geometry."""
+    geometry = False
     stack: list[tuple[Node, int]] = [(root, 1)]
     while stack:
         node, depth = stack.pop()
@@ -257,8 +321,13 @@ def _check_depth(root: Node) -> None:
                 stack.extend((child, depth + 1) for child in operands)
             case Not(operand):
                 stack.append((operand, depth + 1))
+            case Count(condition=condition):
+                stack.append((condition, depth + 1))
+            case Comparison(field=name):
+                geometry = geometry or name in OBJECT_ONLY_ATTRIBUTES
             case _:
                 pass
+    return geometry
 
 
 def _syntax_error(error: UnexpectedInput, text: str) -> QueryError:

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from search.ast import And, Comparison, Instant, Label, Node, Not, Number, Or, ScoreBand, Text
+from search.ast import (
+    And,
+    Comparison,
+    Count,
+    Instant,
+    Label,
+    Node,
+    Not,
+    Number,
+    Or,
+    ScoreBand,
+    Text,
+)
 from search.fields import NUMBER_RE, iso_text
 from search.parser import BARE_RE, KEYWORDS
 
@@ -20,6 +32,8 @@ def render(node: Node) -> str:
             return f"{kind.value}_prefix:{_text(value)}{'*' if prefix else ''}"
         case Comparison(field=field, op=op, value=value):
             return f"{field} {op} {_value(value)}"
+        case Count(condition=condition, op=op, number=number):
+            return f"count({render(condition)}) {op} {number}"
         case Not(operand):
             inner = render(operand)
             return f"NOT ({inner})" if isinstance(operand, And | Or) else f"NOT {inner}"

@@ -1,7 +1,10 @@
 """AST -> Elasticsearch query DSL (plain dicts, filter context).
 
 The binding plan (``search.binding``) decides where ``nested`` clauses go: one per bound label
-term, two (image and object) for an unbound attribute group. Everything else is ``bool``
+term, two (image and object) for an unbound attribute group. "At least n predictions" (counts)
+is a ``nested`` clause with ``score_mode: sum`` over a ``constant_score`` (each matching
+prediction scores 1) inside a ``function_score`` with ``min_score: n``; it works in filter
+context and needs no scripts. Everything else is ``bool``
 with ``filter``/``should``/``must_not``. User text only ever lands in ``term``, ``prefix`` and
 ``range`` values, never in ``query_string``, scripts or regexps.
 """
@@ -13,6 +16,7 @@ from typing import Any, assert_never
 from search.ast import (
     And,
     Comparison,
+    Count,
     Instant,
     Label,
     Node,
@@ -23,7 +27,7 @@ from search.ast import (
     ScoreBand,
     Text,
 )
-from search.binding import AllOf, AnyOf, Exists, ItemTest, NoneOf, Plan, bind
+from search.binding import AllOf, AnyOf, AtLeast, Exists, ItemTest, NoneOf, Plan, bind
 from search.fields import BAND_RANGES, MAX_EPOCH_MS, iso_text
 from store import schema as f
 
@@ -62,6 +66,12 @@ def _collect(plan: Plan, *, positive: bool, found: dict[str, list[Query]]) -> No
                     query = prediction_query(plan, path)
                     if query not in found.setdefault(path, []):
                         found[path].append(query)
+        case AtLeast(paths=paths):
+            if positive:
+                for path in paths:
+                    query = count_prediction_query(plan, path)
+                    if query not in found.setdefault(path, []):
+                        found[path].append(query)
         case ItemTest():
             pass
         case AllOf(parts) | AnyOf(parts):
@@ -83,6 +93,8 @@ class _Builder:
             case Exists(paths=paths):
                 clauses = [self.nested(plan, path, positive=positive) for path in paths]
                 return clauses[0] if len(clauses) == 1 else _any(clauses)
+            case AtLeast():
+                return at_least_query(plan)
             case ItemTest(comparison):
                 return comparison_query(comparison, comparison.field)
             case AllOf(parts):
@@ -134,6 +146,59 @@ def prediction_query(plan: Exists, path: str) -> Query:
     return {"bool": body}
 
 
+def count_prediction_query(plan: AtLeast, path: str) -> Query:
+    """The predictions on ``path`` that an ``AtLeast`` counts (relative to ``path``)."""
+    query = condition_query(plan.condition, path)
+    if plan.include_rejected:
+        return query
+    return _all([query, visible_predictions_filter(path)])
+
+
+def at_least_query(plan: AtLeast) -> Query:
+    """Items with at least ``plan.number`` counted predictions (summed over its paths).
+
+    Inner hits are never asked for here: the count's predictions are scored, not listed.
+    """
+    if plan.number == 1:
+        exists = [
+            {"nested": {"path": path, "query": count_prediction_query(plan, path)}}
+            for path in plan.paths
+        ]
+        return _any(exists)
+    counted = [
+        {
+            "nested": {
+                "path": path,
+                "score_mode": "sum",
+                "query": {"constant_score": {"filter": count_prediction_query(plan, path)}},
+            }
+        }
+        for path in plan.paths
+    ]
+    # Scores of `should` clauses add up, so two paths count together.
+    query = counted[0] if len(counted) == 1 else {"bool": {"should": counted}}
+    return {"function_score": {"query": query, "min_score": plan.number}}
+
+
+def condition_query(node: Node, path: str) -> Query:
+    """Labels and attributes tested on one prediction, relative to the nested ``path``."""
+    match node:
+        case Label():
+            return label_query(node, path)
+        case Comparison():
+            return comparison_query(node, f"{path}.{node.field}")
+        case Not(operand):
+            return {"bool": {"must_not": [condition_query(operand, path)]}}
+        case And(operands):
+            return _all([condition_query(child, path) for child in operands])
+        case Or(operands):
+            return _any([condition_query(child, path) for child in operands])
+        case Count():
+            raise AssertionError("counts are never inside a count")
+        case _:
+            assert_never(node)
+
+
 def label_query(label: Label, path: str) -> Query:
     if label.prefix:
         return {"prefix": {f"{path}.{f.PRED_LABEL}": label.value}}
@@ -151,8 +216,8 @@ def attribute_query(node: Node, path: str) -> Query:
             return _all([attribute_query(child, path) for child in operands])
         case Or(operands):
             return _any([attribute_query(child, path) for child in operands])
-        case Label():
-            raise AssertionError("labels are never attribute conditions")
+        case Label() | Count():
+            raise AssertionError("labels and counts are never attribute conditions")
         case _:
             assert_never(node)
 

@@ -1,8 +1,10 @@
 """Turn an item (as users and models describe it) into the document Elasticsearch stores.
 
 Fields that are derived rather than given are computed here and nowhere else: every
-prediction's ``label_prefixes`` and the item's ``autotag_status``. Every writer (the indexer,
-imports, the review API, tests) passes items through :func:`prepare_item` before indexing.
+prediction's ``label_prefixes``, every object prediction's box geometry (``box_width``,
+``box_height``, ``box_area``, ``relative_area``) and the item's ``autotag_status``. Every
+writer (the indexer, imports, the review API, tests) passes items through :func:`prepare_item`
+(or :func:`finish_item`) before indexing.
 """
 
 from __future__ import annotations
@@ -51,7 +53,47 @@ def prepare_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return finish_item(prepared)
 
 
+def box_geometry(bbox: Any, width: Any, height: Any) -> dict[str, float]:
+    """``box_width``, ``box_height``, ``box_area`` and (with the image size) ``relative_area``.
+
+    ``bbox`` is ``{x1, y1, x2, y2}`` in file pixels; nothing is derived from a missing or
+    incomplete box, and ``relative_area`` is left out unless the image size is known.
+    """
+    if not isinstance(bbox, Mapping):
+        return {}
+    corners = [bbox.get(side) for side in ("x1", "y1", "x2", "y2")]
+    numbers = [float(v) for v in corners if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) != len(corners):
+        return {}
+    x1, y1, x2, y2 = numbers
+    box_width, box_height = abs(x2 - x1), abs(y2 - y1)
+    geometry = {
+        f.PRED_BOX_WIDTH: box_width,
+        f.PRED_BOX_HEIGHT: box_height,
+        f.PRED_BOX_AREA: box_width * box_height,
+    }
+    if _is_number(width) and _is_number(height) and width > 0 and height > 0:
+        geometry[f.PRED_RELATIVE_AREA] = geometry[f.PRED_BOX_AREA] / (width * height)
+    return geometry
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def finish_item(item: dict[str, Any]) -> dict[str, Any]:
-    """Compute the item-level derived fields in place, for predictions already prepared."""
+    """Compute the item-level derived fields in place, for predictions already prepared.
+
+    Box geometry is derived here rather than per prediction because ``relative_area`` needs
+    the item's size; stale values (a box changed in review) are replaced.
+    """
+    width, height = item.get(f.WIDTH), item.get(f.HEIGHT)
+    objects = []
+    for prediction in item.get(f.OBJECT_PREDICTIONS) or ():
+        prepared = {k: v for k, v in prediction.items() if k not in f.BOX_GEOMETRY}
+        prepared.update(box_geometry(prepared.get(f.PRED_BBOX), width, height))
+        objects.append(prepared)
+    if f.OBJECT_PREDICTIONS in item:
+        item[f.OBJECT_PREDICTIONS] = objects
     item[f.AUTOTAG_STATUS] = derive_item_status(all_predictions(item))
     return item

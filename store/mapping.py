@@ -39,6 +39,10 @@ def _prediction_properties(*, with_bbox: bool) -> dict[str, Any]:
         properties[f.PRED_BBOX] = {
             "properties": {side: {"type": "float"} for side in ("x1", "y1", "x2", "y2")}
         }
+        # Derived from the box by store.documents; an index created before they existed
+        # needs a put-mapping adding them (see docs/query-language.md, Box geometry).
+        for name in f.BOX_GEOMETRY:
+            properties[name] = {"type": "float"}
     return properties
 
 

@@ -73,6 +73,14 @@ PRED_MODEL: Final = "model"
 PRED_CREATED_AT: Final = "created_at"
 PRED_ORIGINAL_LABEL: Final = "original_label"
 PRED_BBOX: Final = "bbox"
+# Box geometry of an object prediction, derived from ``bbox`` when the item is written:
+# width, height and area in file pixels, and the box's share of the image (0..1, only when the
+# item's width and height are known).
+PRED_BOX_WIDTH: Final = "box_width"
+PRED_BOX_HEIGHT: Final = "box_height"
+PRED_BOX_AREA: Final = "box_area"
+PRED_RELATIVE_AREA: Final = "relative_area"
+BOX_GEOMETRY: Final = (PRED_BOX_WIDTH, PRED_BOX_HEIGHT, PRED_BOX_AREA, PRED_RELATIVE_AREA)
 
 SCORE_MIN: Final = -1.0
 SCORE_MAX: Final = 1.0

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 
 from api.deps import QueryRead, read_query
 from api.errors import whole_answer
+from api.hints import label_hints
 from api.models import (
     CompareRequest,
     Comparison,
@@ -47,15 +48,17 @@ async def facets(q: FacetsQuery) -> FacetsResponse:
     comparison = None
     if cmp is not None:
         comparison = await _comparison(es, settings.index, query, aggs, cmp)
+    total = int(response["hits"]["total"]["value"])
     return FacetsResponse(
         query=q.parsed.canonical,
-        total=int(response["hits"]["total"]["value"]),
+        total=total,
         autotag_status=[
             StatusCount(status=str(b["key"]), items=b["doc_count"])
             for b in aggs["autotag_status"]["buckets"]
         ],
         kinds=[_kind_facets(kind, aggs[f"kind_{kind.value}"]) for kind in PredictionKind],
         comparison=comparison,
+        hints=[] if total else await label_hints(es, settings.index, q.parsed.ast),
     )
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends
 
 from api.deps import QueryRead, read_query
 from api.errors import ApiError, whole_answer
+from api.hints import dump, label_hints
 from api.models import (
     CountRequest,
     CountResponse,
@@ -66,7 +67,9 @@ def router(settings: Settings) -> APIRouter:
     )
     async def count(q: CountQuery) -> CountResponse:
         response = whole_answer(await q.es.count(index=q.settings.index, query=q.parsed.query))
-        return CountResponse(query=q.parsed.canonical, count=int(response["count"]))
+        count = int(response["count"])
+        hints = [] if count else await label_hints(q.es, q.settings.index, q.parsed.ast)
+        return CountResponse(query=q.parsed.canonical, count=count, hints=hints)
 
     @routes.post(
         "/translate",
@@ -129,6 +132,7 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
         await _close_quietly(es, pit_id)
 
     total = response["hits"]["total"]
+    hints = [] if total["value"] else dump(await label_hints(es, settings.index, parsed.ast))
     out_hits = []
     for hit in hits:
         source = hit["_source"]
@@ -143,6 +147,7 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
             "total_relation": total["relation"],
             "hits": out_hits,
             "next_cursor": next_cursor,
+            "hints": hints,
         }
     )
 

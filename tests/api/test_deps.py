@@ -38,7 +38,7 @@ async def test_overriding_get_es_reaches_read_endpoints() -> None:
     async with client_for(app) as client:
         response = await client.post("/v1/count", json=QUERY)
     assert response.status_code == 200, response.text
-    assert response.json() == {"query": render(parse(QUERY["query"])), "count": 42}
+    assert response.json() == {"query": render(parse(QUERY["query"])), "count": 42, "hints": []}
     assert stub.asked == ["the-items"]
 
 

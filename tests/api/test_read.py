@@ -96,7 +96,8 @@ async def test_small_pages_follow_the_cursor(client: httpx.AsyncClient, seeded: 
 
 async def test_count(client: httpx.AsyncClient, seeded: str) -> None:
     response = await client.post("/v1/count", json={"query": 'training_set = "model_v2"'})
-    assert response.json() == {"query": render(parse('training_set = "model_v2"')), "count": 3}
+    canonical = render(parse('training_set = "model_v2"'))
+    assert response.json() == {"query": canonical, "count": 3, "hints": []}
 
 
 async def test_translate_explains_without_running(client: httpx.AsyncClient) -> None:

@@ -13,6 +13,7 @@ from search.ast import (
     And,
     Band,
     Comparison,
+    Count,
     Instant,
     Label,
     Node,
@@ -24,12 +25,15 @@ from search.ast import (
     Text,
     Value,
 )
+from search.binding import bind
+from search.errors import QueryError
 from search.fields import (
     ATTRIBUTES,
     DAY_MS,
     ITEM_FIELDS,
     MAX_EPOCH_MS,
     MIN_EPOCH_MS,
+    OBJECT_ONLY_ATTRIBUTES,
     ValueType,
 )
 from store import schema as f
@@ -49,6 +53,17 @@ QUERY_LABELS = [
 SCORES = [-1.0, -0.5, -0.01, 0.0, 0.2, 0.49, 0.5, 0.65, 0.8, 0.95, 1.0]
 QUERY_SCORES = [*SCORES, 0.3, 0.75, 0.9, -0.2, 0, 1]
 TRAINING_SETS = ["model_v1", "model_v2"]
+TAGGED_BY = [*TRAINING_SETS, "model_v3"]
+# Box corners on a coarse grid, so that random boxes meet the query thresholds below.
+BOX_COORDINATES = [0, 10, 16, 32, 50, 100]
+GEOMETRY_VALUES: dict[str, list[int | float]] = {
+    f.PRED_BOX_WIDTH: [0, 10, 16, 22, 32, 50, 90],
+    f.PRED_BOX_HEIGHT: [0, 10, 16, 22, 32, 50, 90],
+    f.PRED_BOX_AREA: [0, 100, 256, 1024, 1600, 2500, 9000],
+    f.PRED_RELATIVE_AREA: [0, 0.0001, 0.001, 0.005, 0.01, 0.05],
+}
+WIDTHS = [320, 640, 1000, 1024, 1920]
+HEIGHTS = [240, 480, 1080]
 MODELS = ["clip", "yolo"]
 DATASETS = ["train", "val", "test"]
 CAMERAS = ["front", "rear", "rear left"]
@@ -76,6 +91,10 @@ def _small_value(field: str, op: Op) -> st.SearchStrategy[Value]:
             return st.sampled_from(TRAINING_SETS).map(Text)
         case f.PRED_MODEL:
             return st.sampled_from(MODELS).map(Text)
+        case f.PRED_BOX_WIDTH | f.PRED_BOX_HEIGHT | f.PRED_BOX_AREA | f.PRED_RELATIVE_AREA:
+            return st.sampled_from(GEOMETRY_VALUES[field]).map(Number)
+        case f.TAGGED_BY:
+            return st.sampled_from(TAGGED_BY).map(Text)
         case f.PRED_STATUS:
             return st.sampled_from([s.value for s in PredictionStatus]).map(Text)
         case f.AUTOTAG_STATUS:
@@ -103,13 +122,21 @@ SMALL_FIELDS = [
     *ATTRIBUTES,
     f.AUTOTAG_STATUS,
     f.DATASET,
+    f.TAGGED_BY,
     f.WIDTH,
     f.UPLOADED_AT,
     "metadata.camera",
     "metadata.frame",
     "metadata.exposure",
 ]
-_ORDERED = {f.PRED_SCORE, f.WIDTH, f.UPLOADED_AT, "metadata.frame", "metadata.exposure"}
+_ORDERED = {
+    f.PRED_SCORE,
+    *f.BOX_GEOMETRY,
+    f.WIDTH,
+    f.UPLOADED_AT,
+    "metadata.frame",
+    "metadata.exposure",
+}
 
 
 @st.composite
@@ -136,10 +163,41 @@ def trees(leaves: st.SearchStrategy[Node], depth: int, width: int = 3) -> st.Sea
     )
 
 
+def binds(tree: Node) -> bool:
+    """The tree is a query (box geometry never binds to an image label)."""
+    try:
+        bind(tree)
+    except QueryError:
+        return False
+    return True
+
+
+@st.composite
+def counts(
+    draw: st.DrawFn,
+    labels: st.SearchStrategy[Label],
+    attribute: st.SearchStrategy[Comparison],
+    numbers: st.SearchStrategy[int],
+) -> Count:
+    """``count(...) op n`` with a valid inside: labels of one kind (or none) and attributes."""
+    kind = draw(st.sampled_from([*PredictionKind, None]))
+    leaves: st.SearchStrategy[Node] = attribute
+    if kind is PredictionKind.IMAGE:
+        leaves = attribute.filter(lambda c: c.field not in OBJECT_ONLY_ATTRIBUTES)
+    if kind is not None:
+        leaves = labels.filter(lambda label: label.kind is kind) | leaves
+    condition = draw(trees(leaves, depth=2))
+    return Count(condition, draw(st.sampled_from(ALL_OPS)), draw(numbers))
+
+
+def small_counts() -> st.SearchStrategy[Count]:
+    return counts(small_label(), small_attribute(), st.integers(0, 4))
+
+
 def small_trees() -> st.SearchStrategy[Node]:
     """Queries over the small world; attributes are frequent so binding is exercised."""
-    leaves = st.one_of(small_label(), small_attribute(), small_comparison())
-    return trees(leaves, depth=3)
+    leaves = st.one_of(small_label(), small_attribute(), small_comparison(), small_counts())
+    return trees(leaves, depth=3).filter(binds)
 
 
 # --- the general tree: any value the parser can produce --------------------------------------
@@ -155,6 +213,8 @@ def _any_value(kind: ValueType, op: Op) -> st.SearchStrategy[Value]:
             if op.is_ordering:
                 return numbers
             return numbers | st.sampled_from(list(Band)).map(ScoreBand)
+        case ValueType.NUMBER:
+            return (st.integers(-1000, 10**6) | _FLOATS).map(Number)
         case ValueType.INTEGER:
             return st.integers(-(2**31), 2**31 - 1).map(Number)
         case ValueType.TEXT:
@@ -180,7 +240,13 @@ def any_comparison(draw: st.DrawFn) -> Comparison:
         field, kind = f"metadata.{key}", ValueType.DYNAMIC
     else:
         field, kind = name, specs[name].type
-    ordered = kind in (ValueType.SCORE, ValueType.INTEGER, ValueType.DATE, ValueType.DYNAMIC)
+    ordered = kind in (
+        ValueType.SCORE,
+        ValueType.NUMBER,
+        ValueType.INTEGER,
+        ValueType.DATE,
+        ValueType.DYNAMIC,
+    )
     op = draw(st.sampled_from(ALL_OPS if ordered else EQUALITY))
     if kind is ValueType.ENUM:
         return Comparison(field, op, Text(draw(st.sampled_from(specs[name].choices))))
@@ -196,13 +262,18 @@ def any_label() -> st.SearchStrategy[Label]:
     )
 
 
+def any_attribute() -> st.SearchStrategy[Comparison]:
+    return any_comparison().filter(lambda c: c.field in ATTRIBUTES)
+
+
 def any_trees() -> st.SearchStrategy[Node]:
-    return trees(st.one_of(any_label(), any_comparison()), depth=4)
+    any_count = counts(any_label(), any_attribute(), st.integers(0, 2**31 - 1))
+    return trees(st.one_of(any_label(), any_comparison(), any_count), depth=4).filter(binds)
 
 
 # --- documents -------------------------------------------------------------------------------
 @st.composite
-def predictions(draw: st.DrawFn, labels: list[str]) -> dict[str, Any]:
+def predictions(draw: st.DrawFn, labels: list[str], with_box: bool) -> dict[str, Any]:
     prediction: dict[str, Any] = {
         f.PRED_LABEL: draw(st.sampled_from(labels)),
         f.PRED_TRAINING_SET: draw(st.sampled_from(TRAINING_SETS)),
@@ -213,6 +284,9 @@ def predictions(draw: st.DrawFn, labels: list[str]) -> dict[str, Any]:
         prediction[f.PRED_SCORE] = draw(st.sampled_from(SCORES))
     if prediction[f.PRED_STATUS] == PredictionStatus.MODIFIED:
         prediction[f.PRED_ORIGINAL_LABEL] = draw(st.sampled_from(labels))
+    if with_box and draw(st.integers(0, 4)) > 0:
+        corners = draw(st.lists(st.sampled_from(BOX_COORDINATES), min_size=4, max_size=4))
+        prediction[f.PRED_BBOX] = dict(zip(("x1", "y1", "x2", "y2"), corners, strict=True))
     return prediction
 
 
@@ -223,11 +297,16 @@ def items(draw: st.DrawFn, item_id: str) -> dict[str, Any]:
         (f.IMAGE_PREDICTIONS, IMAGE_LABELS, 3),
         (f.OBJECT_PREDICTIONS, OBJECT_LABELS, 5),
     ):
-        item[path] = draw(st.lists(predictions(labels), max_size=most))
+        with_box = path == f.OBJECT_PREDICTIONS
+        item[path] = draw(st.lists(predictions(labels, with_box), max_size=most))
     if draw(st.booleans()):
         item[f.DATASET] = draw(st.sampled_from(DATASETS))
     if draw(st.booleans()):
-        item[f.WIDTH] = draw(st.sampled_from([320, 640, 1000, 1024, 1920]))
+        item[f.WIDTH] = draw(st.sampled_from(WIDTHS))
+    if draw(st.booleans()):
+        item[f.HEIGHT] = draw(st.sampled_from(HEIGHTS))
+    if draw(st.booleans()):
+        item[f.TAGGED_BY] = draw(st.lists(st.sampled_from(TAGGED_BY), max_size=2, unique=True))
     if draw(st.integers(0, 4)) > 0:
         offset = draw(st.integers(0, 5 * DAY_MS // 60_000)) * 60_000
         moment = BASE_DAY + timedelta(milliseconds=offset)
@@ -247,7 +326,7 @@ def items(draw: st.DrawFn, item_id: str) -> dict[str, Any]:
 def random_item(rng: random.Random, item_id: str) -> dict[str, Any]:
     """The same distribution as :func:`items`, from a seeded generator (for a fixed corpus)."""
 
-    def prediction(labels: list[str]) -> dict[str, Any]:
+    def prediction(labels: list[str], with_box: bool = False) -> dict[str, Any]:
         status = rng.choice([s.value for s in PredictionStatus])
         result: dict[str, Any] = {
             f.PRED_LABEL: rng.choice(labels),
@@ -259,17 +338,26 @@ def random_item(rng: random.Random, item_id: str) -> dict[str, Any]:
             result[f.PRED_SCORE] = rng.choice(SCORES)
         if status == PredictionStatus.MODIFIED:
             result[f.PRED_ORIGINAL_LABEL] = rng.choice(labels)
+        if with_box and rng.random() < 0.8:
+            corners = [rng.choice(BOX_COORDINATES) for _ in range(4)]
+            result[f.PRED_BBOX] = dict(zip(("x1", "y1", "x2", "y2"), corners, strict=True))
         return result
 
     item: dict[str, Any] = {
         f.ITEM_ID: item_id,
         f.IMAGE_PREDICTIONS: [prediction(IMAGE_LABELS) for _ in range(rng.randint(0, 3))],
-        f.OBJECT_PREDICTIONS: [prediction(OBJECT_LABELS) for _ in range(rng.randint(0, 5))],
+        f.OBJECT_PREDICTIONS: [
+            prediction(OBJECT_LABELS, with_box=True) for _ in range(rng.randint(0, 5))
+        ],
     }
     if rng.random() < 0.5:
         item[f.DATASET] = rng.choice(DATASETS)
     if rng.random() < 0.5:
-        item[f.WIDTH] = rng.choice([320, 640, 1000, 1024, 1920])
+        item[f.WIDTH] = rng.choice(WIDTHS)
+    if rng.random() < 0.5:
+        item[f.HEIGHT] = rng.choice(HEIGHTS)
+    if rng.random() < 0.5:
+        item[f.TAGGED_BY] = rng.sample(TAGGED_BY, rng.randint(0, 2))
     if rng.random() < 0.8:
         moment = BASE_DAY + timedelta(minutes=rng.randint(0, 5 * 24 * 60))
         item[f.UPLOADED_AT] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

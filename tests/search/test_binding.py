@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from search import parse, render
-from search.binding import AllOf, AnyOf, Exists, ItemTest, NoneOf, Plan, bind, is_attribute_only
+from search.binding import (
+    AllOf,
+    AnyOf,
+    AtLeast,
+    Exists,
+    ItemTest,
+    NoneOf,
+    Plan,
+    bind,
+    is_attribute_only,
+)
 from store.schema import IMAGE_PREDICTIONS, OBJECT_PREDICTIONS, PREDICTION_PATHS
 
 
@@ -11,7 +21,7 @@ def _exists(plan: Plan) -> list[Exists]:
     match plan:
         case Exists():
             return [plan]
-        case ItemTest():
+        case ItemTest() | AtLeast():
             return []
         case AllOf(parts) | AnyOf(parts):
             return [leaf for part in parts for leaf in _exists(part)]

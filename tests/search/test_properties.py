@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from search import QueryError, evaluate, parse, render, translate
-from search.ast import And, Comparison, Label, Node, Not, Or
+from search.ast import And, Comparison, Count, Label, Node, Not, Or
 from store import schema as f
 from store.documents import prepare_item
 from tests.search.strategies import any_trees, items, small_trees
@@ -55,7 +55,7 @@ def _mentions_status(node: Node) -> bool:
             return field == f.PRED_STATUS
         case Label():
             return False
-        case Not(operand):
+        case Not(operand) | Count(condition=operand):
             return _mentions_status(operand)
         case And(operands) | Or(operands):
             return any(_mentions_status(child) for child in operands)

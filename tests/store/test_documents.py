@@ -68,3 +68,35 @@ def test_times_are_stored_as_utc_with_milliseconds_and_a_z() -> None:
     now = datetime.fromisoformat(utc_iso())
     assert now.tzinfo == UTC
     assert before <= now <= datetime.now(UTC)
+
+
+def test_box_geometry_is_derived_from_the_box_and_the_image_size() -> None:
+    box = {"x1": 10, "y1": 20, "x2": 50, "y2": 120}
+    item = {
+        "item_id": "i",
+        "width": 200,
+        "height": 100,
+        "object_predictions": [{"label": "car", "bbox": box}, {"label": "car"}],
+    }
+    with_box, without_box = prepare_item(item)["object_predictions"]
+    assert with_box["box_width"] == 40
+    assert with_box["box_height"] == 100
+    assert with_box["box_area"] == 4000
+    assert with_box["relative_area"] == 0.2
+    assert not {"box_width", "box_height", "box_area", "relative_area"} & without_box.keys()
+
+
+def test_relative_area_is_absent_without_the_image_size() -> None:
+    box = {"x1": 0, "y1": 0, "x2": 4, "y2": 4}
+    item = {"item_id": "i", "width": 200, "object_predictions": [{"label": "car", "bbox": box}]}
+    prepared = prepare_item(item)["object_predictions"][0]
+    assert prepared["box_area"] == 16
+    assert "relative_area" not in prepared
+
+
+def test_a_changed_box_replaces_stale_geometry() -> None:
+    stale = {"label": "car", "bbox": {"x1": 0, "y1": 0, "x2": 2, "y2": 2}, "box_area": 99.0}
+    prepared = prepare_item({"item_id": "i", "object_predictions": [stale]})
+    assert prepared["object_predictions"][0]["box_area"] == 4
+    dropped = prepare_item({"item_id": "i", "object_predictions": [{"label": "c", "box_area": 9}]})
+    assert "box_area" not in dropped["object_predictions"][0]

@@ -8,6 +8,7 @@ import pytest
 from elasticsearch import BadRequestError, Elasticsearch
 
 from store.documents import prepare_item
+from store.mapping import item_mapping
 
 pytestmark = pytest.mark.es
 
@@ -118,3 +119,12 @@ def test_mapping_is_strict_except_metadata(es: Elasticsearch, item_index: str) -
     assert metadata["anything"]["type"] == "keyword"
     assert metadata["when"]["type"] == "keyword"  # strings are never guessed to be dates
     assert _ids(es, item_index, {"term": {"metadata.anything": "x"}}) == {"ok"}
+
+
+def test_box_geometry_is_mapped_as_floats_on_objects_only() -> None:
+    properties = item_mapping()["properties"]
+    objects = properties["object_predictions"]["properties"]
+    images = properties["image_predictions"]["properties"]
+    for name in ("box_width", "box_height", "box_area", "relative_area"):
+        assert objects[name] == {"type": "float"}
+        assert name not in images

@@ -19,7 +19,7 @@ from api.settings import Settings
 from indexer.clip_tagger import default_cache_dir as text_embedding_cache
 from store.connection import connect, ensure_elasticsearch, local_cluster, node_urls
 from store.provision import LocalCluster
-from store.settings import DEFAULT_HTTP_PORT, StoreSettings
+from store.settings import DEFAULT_CLUSTER_NAME, DEFAULT_HTTP_PORT, StoreSettings
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +125,7 @@ def test_explicit_settings_apply_on_top_of_a_recorded_cluster(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     LocalCluster(
-        name="autotag", http_port=9300, transport_port=9400, cache_dir=tmp_path / "cache"
+        name=DEFAULT_CLUSTER_NAME, http_port=9300, transport_port=9400, cache_dir=tmp_path / "cache"
     )._save()
     recorded = local_cluster(StoreSettings())
     assert (recorded.http_port, recorded.transport_port, recorded.heap) == (9300, 9400, "1g")
@@ -133,7 +133,9 @@ def test_explicit_settings_apply_on_top_of_a_recorded_cluster(
     monkeypatch.setenv("AUTOTAG_ES_HEAP", "2g")
     moved = local_cluster(StoreSettings())
     assert (moved.http_port, moved.transport_port, moved.heap) == (9500, 9600, "2g")
-    saved = json.loads((tmp_path / "cache" / "clusters" / "autotag" / "cluster.json").read_text())
+    saved = json.loads(
+        (tmp_path / "cache" / "clusters" / DEFAULT_CLUSTER_NAME / "cluster.json").read_text()
+    )
     assert set(saved) == {"name", "nodes", "http_port", "transport_port", "heap", "version"}
 
 
@@ -141,7 +143,10 @@ def test_the_cache_setting_holds_clusters_and_embeddings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("AUTOTAG_CACHE", str(tmp_path / "elsewhere"))
-    assert local_cluster(StoreSettings()).root == tmp_path / "elsewhere" / "clusters" / "autotag"
+    assert (
+        local_cluster(StoreSettings()).root
+        == tmp_path / "elsewhere" / "clusters" / DEFAULT_CLUSTER_NAME
+    )
     assert text_embedding_cache() == tmp_path / "elsewhere" / "text-embeddings"
     monkeypatch.delenv("AUTOTAG_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
