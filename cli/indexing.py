@@ -93,7 +93,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--score-threshold",
         type=float,
         default=0.5,
-        help="keep detections scoring at least this (default 0.5)",
+        help="keep detections whose detector confidence (a probability) is at least this; "
+        "they are stored signed, as 2p - 1 (default 0.5, stored as 0)",
     )
     models.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N or auto (GPU when present; default)"

@@ -50,6 +50,7 @@ from indexer.decoding import (
     worker_init,
 )
 from indexer.report import Failure, FailureLog, RunSummary, Writer
+from indexer.score_scale import ScoreScale, to_signed
 from indexer.sources import Source, SourceItem
 from store import schema as f
 from store.writer import ItemPredictions, WriteResult
@@ -141,7 +142,8 @@ def _object_predictions(
         out.append(
             {
                 f.PRED_LABEL: detection.label,
-                f.PRED_SCORE: _clamp(detection.score),
+                # Detectors answer probabilities; the index is signed, as for a COCO import.
+                f.PRED_SCORE: to_signed(detection.score, ScoreScale.PROBABILITY),
                 f.PRED_MODEL: detector.model_name,
                 f.PRED_BBOX: {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
             }

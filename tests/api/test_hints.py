@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +12,7 @@ from elasticsearch import Elasticsearch
 
 from api import hints
 from api.cache import PerIndexCache
+from cli.main import main
 from search import parse
 from search.ast import Count, Label, Op
 from store.schema import PredictionKind
@@ -178,3 +181,43 @@ def test_known_labels_are_none_where_the_answer_lists_not_all() -> None:
         PredictionKind.OBJECT: None,
     }
     assert hints.known_labels({"hits": {}}) == dict.fromkeys(PredictionKind)
+
+
+@pytest.mark.es
+async def test_a_coco_import_then_a_search_for_the_typed_name_hints_at_the_stored_label(
+    tmp_path: Path, es_url: str, es: Elasticsearch, item_index: str, client: httpx.AsyncClient
+) -> None:
+    """What a new user does: import a COCO results file, then search for its category name.
+
+    The import stores `traffic light` as `traffic_light` (labels are normalised at import, not
+    at query time); the search for the typed name is empty and its hint names the stored one.
+    """
+    (tmp_path / "images.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 7, "file_name": "7.jpg", "width": 64, "height": 48}],
+                "categories": [{"id": 10, "name": "traffic light"}],
+            }
+        )
+    )
+    results = [{"image_id": 7, "category_id": 10, "bbox": [4, 4, 10, 20], "score": 0.9}]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    argv = ["import", str(tmp_path / "results.json"), "--coco-images"]
+    argv += [str(tmp_path / "images.json"), "--dataset", "street", "--training-set", "coco_v1"]
+    argv += ["--index", item_index, "--failures-file", str(tmp_path / "failures.jsonl")]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AUTOTAG_ES_URL", es_url)
+        assert main(argv) == 0
+    es.indices.refresh(index=item_index)  # searchable at once, not after the 1 s refresh
+
+    typed = await _read(client, "search", TRAFFIC_LIGHT)
+    assert typed["total"] == 0
+    [hint] = typed["hints"]
+    assert (hint["kind"], hint["typed"], hint["closest"][0]) == (
+        "object",
+        "traffic light",
+        "traffic_light",
+    )
+    stored = await _read(client, "search", f"object_prefix:{hint['closest'][0]}")
+    assert [hit["item"]["item_id"] for hit in stored["hits"]] == ["street/7.jpg"]
+    assert stored["hints"] == []

@@ -57,7 +57,8 @@ def test_tags_every_item_with_both_models(tmp_path: Path) -> None:
     assert {p["model"] for p in entry.image_predictions} == {"stub-clip"}
     (car,) = entry.object_predictions
     assert car["bbox"] == {"x1": 0.0, "y1": 0.0, "x2": 16.0, "y2": 12.0}
-    assert car["score"] == pytest.approx(250 / 255)
+    # The stub detector answers p = 250/255; the index stores it signed, 2p - 1.
+    assert car["score"] == pytest.approx(2 * 250 / 255 - 1)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -354,7 +355,7 @@ def test_boxes_from_a_reduced_decode_are_stored_in_file_pixels(tmp_path: Path) -
     assert (entry.item["width"], entry.item["height"]) == (800, 600)
     (car,) = entry.object_predictions
     assert car["bbox"] == {"x1": 0.0, "y1": 0.0, "x2": 800.0, "y2": 600.0}
-    assert car["score"] == pytest.approx(250 / 255, abs=0.02)
+    assert car["score"] == pytest.approx(2 * 250 / 255 - 1, abs=0.04)
 
     full = MemoryWriter()
     detector.seen.clear()
