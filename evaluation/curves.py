@@ -144,17 +144,18 @@ class LabelCurve:
         self._ignored: list[int] = []
         self._block: list[int] = []
         self._chunks: list[tuple[FloatArray, IntArray, IntArray, IntArray]] = []
+        self._is_sorted = False
         self._exact = True
         # histogram mode: counts of right / wrong (not ignored) detections per bin
         self._tp_hist: IntArray | None = None
         self._fp_hist: IntArray | None = None
         # per block, coarse (only with blocks)
-        self._tp_blocks: IntArray | None = None
-        self._fp_blocks: IntArray | None = None
+        self._tp_blocks: NDArray[np.int32] | None = None
+        self._fp_blocks: NDArray[np.int32] | None = None
         if blocks:
             shape = (blocks, N_THRESHOLDS, block_bins)
-            self._tp_blocks = np.zeros(shape, dtype=np.int64)
-            self._fp_blocks = np.zeros(shape, dtype=np.int64)
+            self._tp_blocks = np.zeros(shape, dtype=np.int32)
+            self._fp_blocks = np.zeros(shape, dtype=np.int32)
         self._block_pending: list[tuple[float, int, int, int]] = []
 
     @property
@@ -194,6 +195,7 @@ class LabelCurve:
             self._fold_blocks(*chunk)
         if self._exact:
             self._chunks.append(chunk)
+            self._is_sorted = False
             if sum(len(c[0]) for c in self._chunks) > self.budget:
                 self._exact = False
                 for old in self._chunks:
@@ -229,12 +231,12 @@ class LabelCurve:
             wrong = (1 - right) * (1 - ((ignored >> t) & 1))
             self._tp_blocks[:, t, :] += (
                 np.bincount(where, weights=right, minlength=size)
-                .astype(np.int64)
+                .astype(np.int32)
                 .reshape(self.blocks, self.block_bins)
             )
             self._fp_blocks[:, t, :] += (
                 np.bincount(where, weights=wrong, minlength=size)
-                .astype(np.int64)
+                .astype(np.int32)
                 .reshape(self.blocks, self.block_bins)
             )
 
@@ -257,6 +259,7 @@ class LabelCurve:
             for scores, tp, ignored, block in other._chunks:
                 if self._exact:
                     self._chunks.append((scores, tp, ignored, block))
+                    self._is_sorted = False
                 else:
                     self._fold(scores, tp, ignored)
             if self._exact and sum(len(c[0]) for c in self._chunks) > self.budget:
@@ -288,17 +291,24 @@ class LabelCurve:
         assert self._fp_hist is not None
         return _from_histogram(self._tp_hist, self._fp_hist, self.bins, float(self.truth))
 
+    def _sorted(self) -> tuple[FloatArray, IntArray, IntArray, IntArray]:
+        """The kept detections, best score first (stable: COCO's mergesort), cached."""
+        if len(self._chunks) != 1 or not self._is_sorted:
+            if self._chunks:
+                scores = np.concatenate([c[0] for c in self._chunks])
+                tp = np.concatenate([c[1] for c in self._chunks])
+                ignored = np.concatenate([c[2] for c in self._chunks])
+                block = np.concatenate([c[3] for c in self._chunks])
+            else:
+                scores = np.zeros(0)
+                tp = ignored = block = np.zeros(0, dtype=np.int64)
+            order = np.argsort(-scores, kind="mergesort")
+            self._chunks = [(scores[order], tp[order], ignored[order], block[order])]
+            self._is_sorted = True
+        return self._chunks[0]
+
     def _exact_cumulative(self, weights: FloatArray | None) -> Cumulative:
-        if self._chunks:
-            scores = np.concatenate([c[0] for c in self._chunks])
-            tp = np.concatenate([c[1] for c in self._chunks])
-            ignored = np.concatenate([c[2] for c in self._chunks])
-            block = np.concatenate([c[3] for c in self._chunks])
-        else:
-            scores = np.zeros(0)
-            tp = ignored = block = np.zeros(0, dtype=np.int64)
-        order = np.argsort(-scores, kind="mergesort")
-        scores, tp, ignored, block = scores[order], tp[order], ignored[order], block[order]
+        scores, tp, ignored, block = self._sorted()
         weight = np.ones(len(scores)) if weights is None else weights[block]
         right = np.empty((N_THRESHOLDS, len(scores)))
         wrong = np.empty((N_THRESHOLDS, len(scores)))
