@@ -16,8 +16,8 @@ a coarse per-group histogram keeps that bounded too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -29,6 +29,8 @@ N_THRESHOLDS: Final = len(IOU_THRESHOLDS)
 DEFAULT_BUDGET: Final = 200_000
 DEFAULT_BINS: Final = 10_000
 BLOCK_BINS: Final = 200
+# Curves with at most this many detections are bootstrapped exactly.
+EXACT_BOOTSTRAP: Final = 5000
 SCORE_LOW: Final = -1.0
 SCORE_HIGH: Final = 1.0
 _EPS: Final = float(np.spacing(1))
@@ -61,6 +63,7 @@ class Cumulative:
     tp: FloatArray
     fp: FloatArray
     truth: float
+    _ap: list[FloatArray | None] = field(default_factory=list, compare=False, repr=False)
 
     def interpolated(self) -> tuple[FloatArray, FloatArray]:
         """COCO's precision at the 101 recall levels per threshold ``(T, 101)``, with the score
@@ -84,11 +87,13 @@ class Cumulative:
 
     def average_precision(self) -> FloatArray | None:
         """AP per IoU threshold (mean of the 101 interpolated precisions); None: no truth."""
-        if self.truth <= 0:
-            return None
-        precision, _ = self.interpolated()
-        result: FloatArray = precision.mean(axis=1)
-        return result
+        if not self._ap:
+            if self.truth <= 0:
+                self._ap.append(None)
+            else:
+                precision, _ = self.interpolated()
+                self._ap.append(precision.mean(axis=1))
+        return self._ap[0]
 
     def final_recall(self) -> FloatArray | None:
         if self.truth <= 0:
@@ -139,9 +144,7 @@ class LabelCurve:
         self.images = 0
         self.truth_per_block = np.zeros(max(blocks, 1), dtype=np.int64)
         # exact mode: growing lists, flushed into arrays
-        self._scores: list[float] = []
-        self._tp: list[int] = []
-        self._ignored: list[int] = []
+        self._pending: list[Matched] = []
         self._block: list[int] = []
         self._chunks: list[tuple[FloatArray, IntArray, IntArray, IntArray]] = []
         self._is_sorted = False
@@ -156,7 +159,6 @@ class LabelCurve:
             shape = (blocks, N_THRESHOLDS, block_bins)
             self._tp_blocks = np.zeros(shape, dtype=np.int32)
             self._fp_blocks = np.zeros(shape, dtype=np.int32)
-        self._block_pending: list[tuple[float, int, int, int]] = []
 
     @property
     def exact(self) -> bool:
@@ -173,24 +175,23 @@ class LabelCurve:
         if not matched:
             return
         self.detections += len(matched)
-        for score, tp, ignored in matched:
-            self._scores.append(score)
-            self._tp.append(tp)
-            self._ignored.append(ignored)
-            self._block.append(block)
-        if len(self._scores) >= min(8192, self.budget + 1):
+        self._pending.extend(matched)
+        self._block.extend([block] * len(matched))
+        if len(self._pending) >= min(8192, self.budget + 1):
             self._flush()
 
     def _flush(self) -> None:
-        if not self._scores:
+        if not self._pending:
             return
+        rows = np.asarray(self._pending, dtype=np.float64).reshape(-1, 3)
         chunk = (
-            np.asarray(self._scores, dtype=np.float64),
-            np.asarray(self._tp, dtype=np.int64),
-            np.asarray(self._ignored, dtype=np.int64),
+            # scores as the index stores and compares them: 32-bit floats
+            rows[:, 0].astype(np.float32).astype(np.float64),
+            rows[:, 1].astype(np.int64),
+            rows[:, 2].astype(np.int64),
             np.asarray(self._block, dtype=np.int64),
         )
-        self._scores, self._tp, self._ignored, self._block = [], [], [], []
+        self._pending, self._block = [], []
         if self.blocks:
             self._fold_blocks(*chunk)
         if self._exact:
@@ -247,8 +248,11 @@ class LabelCurve:
         self.images += other.images
         self.truth += other.truth
         self.detections += other.detections
-        self.truth_per_block += other.truth_per_block
+        if self.blocks == other.blocks:
+            self.truth_per_block += other.truth_per_block
         if self.blocks:
+            if other.blocks != self.blocks:
+                raise ValueError("cannot merge curves with different blocks into blocks")
             assert self._tp_blocks is not None
             assert other._tp_blocks is not None
             assert self._fp_blocks is not None
@@ -320,27 +324,110 @@ class LabelCurve:
         truth = float(self.truth if weights is None else weights @ self.truth_per_block)
         return Cumulative(scores, right, wrong, truth)
 
-    def replicates(self, weights: FloatArray) -> list[Cumulative]:
-        """One :class:`Cumulative` per row of ``weights`` (replicates x blocks)."""
+    def replicates(self, weights: FloatArray, chunk: int = 50) -> Iterator[Replicates]:
+        """The cumulative counts of the replicates (rows of ``weights``, replicates x blocks),
+        a chunk of replicates at a time.
+
+        Small curves resample their exact detections; larger ones (more than
+        ``EXACT_BOOTSTRAP``) the coarse per-block histograms, which costs the same at any size.
+        """
         self._flush()
         if not self.blocks:
             raise ValueError("this curve keeps no blocks")
-        if self._exact:
-            return [self._exact_cumulative(row) for row in weights]
+        truths = weights @ self.truth_per_block
+        if self._exact and self.detections <= EXACT_BOOTSTRAP:
+            scores, tp, ignored, block = self._sorted()
+            right = np.stack([(tp >> t) & 1 for t in range(N_THRESHOLDS)]).astype(np.float64)
+            wrong = np.stack(
+                [(1 - ((tp >> t) & 1)) * (1 - ((ignored >> t) & 1)) for t in range(N_THRESHOLDS)]
+            ).astype(np.float64)
+            for start in range(0, len(weights), chunk):
+                w = weights[start : start + chunk][:, block]  # (C, n)
+                yield Replicates(
+                    scores,
+                    np.cumsum(right[None] * w[:, None, :], axis=-1),
+                    np.cumsum(wrong[None] * w[:, None, :], axis=-1),
+                    truths[start : start + chunk],
+                )
+            return
         assert self._tp_blocks is not None
         assert self._fp_blocks is not None
-        tp_all = np.tensordot(weights, self._tp_blocks, axes=(1, 0))  # (B, T, bins)
-        fp_all = np.tensordot(weights, self._fp_blocks, axes=(1, 0))
-        truths = weights @ self.truth_per_block
-        return [
-            _from_histogram(tp_all[b], fp_all[b], self.block_bins, float(truths[b]))
-            for b in range(len(weights))
-        ]
+        totals = self._tp_blocks.sum(axis=(0, 1)) + self._fp_blocks.sum(axis=(0, 1))
+        used = np.flatnonzero(totals > 0)[::-1]
+        scores = bin_edges(self.block_bins)[used]
+        n = len(used)
+        # (blocks, T * n) as floats once; each chunk is then one matrix product, by einsum
+        # rather than BLAS: a multi-threaded BLAS on a busy small machine is 4x slower here
+        tp_blocks = self._tp_blocks[:, :, used].reshape(self.blocks, -1).astype(np.float64)
+        fp_blocks = self._fp_blocks[:, :, used].reshape(self.blocks, -1).astype(np.float64)
+        for start in range(0, len(weights), chunk):
+            rows = weights[start : start + chunk]
+            shape = (len(rows), N_THRESHOLDS, n)
+            yield Replicates(
+                scores,
+                np.cumsum(np.einsum("ck,kn->cn", rows, tp_blocks).reshape(shape), axis=-1),
+                np.cumsum(np.einsum("ck,kn->cn", rows, fp_blocks).reshape(shape), axis=-1),
+                truths[start : start + chunk],
+            )
 
-    def replicate_base(self) -> Cumulative:
+    def replicate_base(self) -> Replicates:
         """What :meth:`replicates` gives for weight 1 everywhere (the coarse point estimate
         in histogram mode, the exact one otherwise)."""
-        return self.replicates(np.ones((1, self.blocks)))[0]
+        return next(self.replicates(np.ones((1, self.blocks))))
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """Cumulative counts of C bootstrap replicates at shared cut points: ``tp``/``fp`` are
+    ``(C, T, n)``, ``truth`` ``(C,)``. Figures come out as arrays, NaN where undefined."""
+
+    scores: FloatArray
+    tp: FloatArray
+    fp: FloatArray
+    truth: FloatArray
+    _ap: list[FloatArray] = field(default_factory=list, compare=False, repr=False)
+
+    def average_precision(self) -> FloatArray:
+        """``(C, T)``: COCO's 101-point AP of every replicate and threshold, vectorised."""
+        if not self._ap:
+            self._ap.append(self._average_precision())
+        return self._ap[0]
+
+    def _average_precision(self) -> FloatArray:
+        c, n_t, n = self.tp.shape
+        out = np.full((c, n_t), np.nan)
+        has_truth = self.truth > 0
+        if n == 0:
+            out[has_truth] = 0.0
+            return out
+        rows = c * n_t
+        truth = np.where(has_truth, self.truth, 1.0)[:, None, None]
+        recall = (self.tp / truth).reshape(rows, n)
+        precision = self.tp / (self.tp + self.fp + _EPS)
+        envelope = np.flip(np.maximum.accumulate(np.flip(precision, -1), axis=-1), -1)
+        # One search for every row: shift row k by 2k so the rows sort one after another.
+        offset = 2.0 * np.arange(rows)[:, None]
+        found = (
+            np.searchsorted(
+                (recall + offset).ravel(),
+                (RECALL_THRESHOLDS[None, :] + offset).ravel(),
+                side="left",
+            ).reshape(rows, -1)
+            - (np.arange(rows) * n)[:, None]
+        )
+        reached = found < n
+        picked = envelope.reshape(rows, n)[np.arange(rows)[:, None], np.minimum(found, n - 1)]
+        ap = np.where(reached, picked, 0.0).mean(axis=-1).reshape(c, n_t)
+        out[has_truth] = ap[has_truth]
+        return out
+
+    def counts_at(self, score: float, t: int) -> tuple[FloatArray, FloatArray]:
+        """``(C,)`` TP and FP among detections scoring at least ``score``."""
+        cut = int(np.searchsorted(-self.scores, -score, side="right"))
+        if cut == 0:
+            zeros = np.zeros(self.tp.shape[0])
+            return zeros, zeros
+        return self.tp[:, t, cut - 1], self.fp[:, t, cut - 1]
 
 
 def _from_histogram(

@@ -13,7 +13,7 @@ from typing import Final
 
 import numpy as np
 
-from evaluation.curves import Cumulative, LabelCurve
+from evaluation.curves import Cumulative, FloatArray, LabelCurve, Replicates
 from evaluation.matching import RECALL_THRESHOLDS
 from evaluation.report import (
     CalibrationBin,
@@ -192,12 +192,20 @@ def all_ranges(settings: Settings) -> list[tuple[float, float | None]]:
 # --- comparison --------------------------------------------------------------------------------
 
 Metric = Callable[[Cumulative], float | None]
+BatchMetric = Callable[[Replicates], FloatArray]
 PRIMARY_TRUTH: Final = "ap"
 PRIMARY_REVIEWS: Final = "precision"
 
 
-def metrics(settings: Settings) -> dict[str, Metric]:
-    """The compared metrics, each read from a :class:`Cumulative`."""
+def _divide(top: FloatArray, bottom: FloatArray) -> FloatArray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result: FloatArray = np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1), np.nan)
+    return result
+
+
+def metrics(settings: Settings) -> dict[str, tuple[Metric, BatchMetric]]:
+    """The compared metrics: each read from a :class:`Cumulative` (the point estimate) and,
+    vectorised, from bootstrap :class:`Replicates`."""
     t, threshold = settings.iou_index, settings.score_threshold
 
     def precision(c: Cumulative) -> float | None:
@@ -218,9 +226,33 @@ def metrics(settings: Settings) -> dict[str, Metric]:
         values = c.average_precision()
         return None if values is None else float(values.mean())
 
+    def precisions(r: Replicates) -> FloatArray:
+        tp, fp = r.counts_at(threshold, t)
+        return _divide(tp, tp + fp)
+
+    def recalls(r: Replicates) -> FloatArray:
+        return _divide(r.counts_at(threshold, t)[0], r.truth)
+
+    def f1s(r: Replicates) -> FloatArray:
+        p, q = precisions(r), recalls(r)
+        return _divide(2 * p * q, p + q)
+
+    def aps(r: Replicates) -> FloatArray:
+        return r.average_precision()[:, t]
+
+    def aps_50_95(r: Replicates) -> FloatArray:
+        result: FloatArray = r.average_precision().mean(axis=1)
+        return result
+
     if not settings.truth_known:
-        return {"precision": precision}
-    return {"ap": ap, "ap_50_95": ap_50_95, "precision": precision, "recall": recall, "f1": f1}
+        return {"precision": (precision, precisions)}
+    return {
+        "ap": (ap, aps),
+        "ap_50_95": (ap_50_95, aps_50_95),
+        "precision": (precision, precisions),
+        "recall": (recall, recalls),
+        "f1": (f1, f1s),
+    }
 
 
 def compare_pair(
@@ -256,22 +288,22 @@ def compare_pair(
             continue
         point = (a_curve.cumulative(), b_curve.cumulative())
         base = (a_curve.replicate_base(), b_curve.replicate_base())
-        reps = list(zip(a_curve.replicates(weights), b_curve.replicates(weights), strict=True))
+        # per metric, the replicates' differences, a chunk of replicates at a time
+        spreads: dict[str, list[FloatArray]] = {name: [] for name in chosen}
+        for ra, rb in zip(a_curve.replicates(weights), b_curve.replicates(weights), strict=True):
+            for name, (_, batch) in chosen.items():
+                spreads[name].append(batch(rb) - batch(ra))
         differences = []
-        for name, metric in chosen.items():
+        for name, (metric, batch) in chosen.items():
             a_value, b_value = metric(point[0]), metric(point[1])
             difference = None if a_value is None or b_value is None else b_value - a_value
             low = high = None
-            base_a, base_b = metric(base[0]), metric(base[1])
-            if difference is not None and base_a is not None and base_b is not None:
-                spread = [
-                    mb - ma - (base_b - base_a)
-                    for ma, mb in ((metric(ra), metric(rb)) for ra, rb in reps)
-                    if ma is not None and mb is not None
-                ]
-                if len(spread) >= replicates // 2:
-                    q_low, q_high = np.percentile(spread, [2.5, 97.5])
-                    low, high = difference + float(q_low), difference + float(q_high)
+            shift = float((batch(base[1]) - batch(base[0]))[0])
+            spread = np.concatenate(spreads[name])
+            spread = spread[~np.isnan(spread)]
+            if difference is not None and not np.isnan(shift) and len(spread) >= replicates // 2:
+                q_low, q_high = np.percentile(spread - shift, [2.5, 97.5])
+                low, high = difference + float(q_low), difference + float(q_high)
             differences.append(
                 MetricDifference(
                     metric=name,

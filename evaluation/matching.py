@@ -54,44 +54,70 @@ def iou(detection: Box, truth: Box, crowd: bool) -> float:
 Matched = tuple[float, int, int]
 
 
+_STARTS: Final = tuple(min(t, 1 - 1e-10) for t in IOU_THRESHOLDS)
+
+
+def _score(detection: tuple[float, Box]) -> float:
+    return -detection[0]
+
+
+def _crowd(truth: tuple[Box, bool]) -> bool:
+    return truth[1]
+
+
 def match_boxes(
     detections: Sequence[tuple[float, Box]],
     truths: Sequence[tuple[Box, bool]],
 ) -> tuple[list[Matched], int]:
     """COCO's greedy matching of one (image, label); returns the kept detections, best first,
     and the number of ground-truth boxes that count (not crowd)."""
-    ranked = sorted(detections, key=lambda d: -d[0])[:MAX_DETECTIONS]
-    ordered = sorted(truths, key=lambda t: t[1])  # non-crowd first, stable
+    ranked = sorted(detections, key=_score)[:MAX_DETECTIONS]
+    if not truths:
+        return [(score, 0, 0) for score, _ in ranked], 0
+    ordered = sorted(truths, key=_crowd)  # non-crowd first, stable
     crowd = [c for _, c in ordered]
     counted = crowd.count(False)
-    if not ordered:
-        return [(score, 0, 0) for score, _ in ranked], 0
-    overlaps = [[iou(box, g, c) for g, c in ordered] for _, box in ranked]
+    if not ranked:
+        return [], counted
+    # Per detection, the ground truth it overlaps by at least the lowest threshold, in order:
+    # the others are skipped at every threshold (COCO's `continue`), so only these are walked.
+    candidates: list[list[tuple[int, float]]] = []
+    top = 0.0
+    for _, box in ranked:
+        row = []
+        for g, (truth, is_crowd) in enumerate(ordered):
+            overlap = iou(box, truth, is_crowd)
+            if overlap >= _STARTS[0]:
+                row.append((g, overlap))
+                top = max(top, overlap)
+        candidates.append(row)
     tp = [0] * len(ranked)
     ignored = [0] * len(ranked)
-    n = len(ordered)
-    for t, threshold in enumerate(IOU_THRESHOLDS):
-        taken = [False] * n
-        bit = 1 << t
-        for d, row in enumerate(overlaps):
-            best = min(threshold, 1 - 1e-10)
-            m = -1
-            for g in range(n):
-                if taken[g] and not crowd[g]:
+    if top >= _STARTS[0]:
+        for t, start in enumerate(_STARTS):
+            if start > top:
+                break  # nothing overlaps this much: no match at this or higher thresholds
+            taken = [False] * len(ordered)
+            bit = 1 << t
+            for d, row in enumerate(candidates):
+                best = start
+                m = -1
+                for g, overlap in row:
+                    if taken[g] and not crowd[g]:
+                        continue
+                    if m > -1 and not crowd[m] and crowd[g]:
+                        break
+                    if overlap < best:
+                        continue
+                    best = overlap
+                    m = g
+                if m == -1:
                     continue
-                if m > -1 and not crowd[m] and crowd[g]:
-                    break
-                if row[g] < best:
-                    continue
-                best = row[g]
-                m = g
-            if m == -1:
-                continue
-            taken[m] = True
-            if crowd[m]:
-                ignored[d] |= bit
-            else:
-                tp[d] |= bit
+                taken[m] = True
+                if crowd[m]:
+                    ignored[d] |= bit
+                else:
+                    tp[d] |= bit
     return [(score, tp[d], ignored[d]) for d, (score, _) in enumerate(ranked)], counted
 
 

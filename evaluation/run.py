@@ -19,7 +19,6 @@ whatever its review status.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -78,6 +77,16 @@ _PRED_FIELDS: Final = (
 )
 
 
+_OBJECTS: Final = f.OBJECT_PREDICTIONS
+_IMAGES: Final = f.IMAGE_PREDICTIONS
+_SET: Final = f.PRED_TRAINING_SET
+_SCORE: Final = f.PRED_SCORE
+_LABEL: Final = f.PRED_LABEL
+_ORIGINAL_LABEL: Final = f.PRED_ORIGINAL_LABEL
+_BBOX: Final = f.PRED_BBOX
+_ORIGINAL_BBOX: Final = f.PRED_ORIGINAL_BBOX
+
+
 class EvaluationError(Exception):
     """An evaluation that cannot run as asked (e.g. an unknown truth source)."""
 
@@ -88,22 +97,8 @@ class EvaluationError(Exception):
         self.details = details or {}
 
 
-def _f32(value: float) -> float:
-    """Scores as the index compares them: 32-bit floats."""
-    return float(struct.unpack("f", struct.pack("f", value))[0])
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _box(raw: Any) -> Box | None:
-    if not isinstance(raw, Mapping):
-        return None
-    try:
-        return (float(raw["x1"]), float(raw["y1"]), float(raw["x2"]), float(raw["y2"]))
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 Judged = dict[LabelKey, tuple[list[Matched], int]]
@@ -115,36 +110,46 @@ def judge_against_truth(
     """Per training set that tagged ``doc``: every label's matched detections and truth."""
     truth_boxes: dict[str, list[tuple[Box, bool]]] = defaultdict(list)
     for annotation in doc.get(f.TRUTH_OBJECTS) or ():
-        box = _box(annotation.get(f.PRED_BBOX))
-        if annotation.get(f.ANNOTATION_SOURCE) == source and box is not None:
-            crowd = bool(annotation.get(f.ANNOTATION_CROWD, False))
-            truth_boxes[str(annotation.get(f.PRED_LABEL))].append((box, crowd))
+        if annotation.get(f.ANNOTATION_SOURCE) != source:
+            continue
+        raw = annotation.get(_BBOX)
+        try:
+            box = (raw["x1"], raw["y1"], raw["x2"], raw["y2"])
+        except (KeyError, TypeError):
+            continue
+        crowd = annotation.get(f.ANNOTATION_CROWD) is True
+        truth_boxes[annotation.get(_LABEL)].append((box, crowd))
     truth_tags = {
-        str(a.get(f.PRED_LABEL))
-        for a in doc.get(f.TRUTH_IMAGES) or ()
-        if a.get(f.ANNOTATION_SOURCE) == source
+        a.get(_LABEL) for a in doc.get(f.TRUTH_IMAGES) or () if a.get(f.ANNOTATION_SOURCE) == source
     }
     tagged = set(doc.get(f.TAGGED_BY) or ())
-    out: dict[str, Judged] = {}
-    for name in sets:
-        if name not in tagged:
+    wanted = [name for name in sets if name in tagged]
+    boxes_of: dict[str, dict[str, list[tuple[float, Box]]]] = {n: defaultdict(list) for n in wanted}
+    tags_of: dict[str, dict[str, float]] = {n: {} for n in wanted}
+    # The hot loop of a large evaluation: plain lookups, no conversions (scores become
+    # 32-bit floats in bulk, in the curves).
+    for p in doc.get(_OBJECTS) or ():
+        found = boxes_of.get(p.get(_SET))
+        score = p.get(_SCORE)
+        if found is None or (score.__class__ is not float and score.__class__ is not int):
             continue
-        boxes: dict[str, list[tuple[float, Box]]] = defaultdict(list)
-        for p in doc.get(f.OBJECT_PREDICTIONS) or ():
-            score = p.get(f.PRED_SCORE)
-            if p.get(f.PRED_TRAINING_SET) != name or not _number(score):
-                continue
-            box = _box(p.get(f.PRED_ORIGINAL_BBOX) or p.get(f.PRED_BBOX))
-            if box is not None:
-                label = str(p.get(f.PRED_ORIGINAL_LABEL) or p.get(f.PRED_LABEL))
-                boxes[label].append((_f32(score), box))
-        tags: dict[str, float] = {}
-        for p in doc.get(f.IMAGE_PREDICTIONS) or ():
-            score = p.get(f.PRED_SCORE)
-            if p.get(f.PRED_TRAINING_SET) != name or not _number(score):
-                continue
-            label = str(p.get(f.PRED_ORIGINAL_LABEL) or p.get(f.PRED_LABEL))
-            tags[label] = max(tags.get(label, -2.0), _f32(score))
+        raw = p.get(_ORIGINAL_BBOX) or p.get(_BBOX)
+        try:
+            box = (raw["x1"], raw["y1"], raw["x2"], raw["y2"])
+        except (KeyError, TypeError):
+            continue
+        found[p.get(_ORIGINAL_LABEL) or p.get(_LABEL)].append((score, box))
+    for p in doc.get(_IMAGES) or ():
+        best = tags_of.get(p.get(_SET))
+        score = p.get(_SCORE)
+        if best is None or (score.__class__ is not float and score.__class__ is not int):
+            continue
+        label = p.get(_ORIGINAL_LABEL) or p.get(_LABEL)
+        if score > best.get(label, -2.0):
+            best[label] = score
+    out: dict[str, Judged] = {}
+    for name in wanted:
+        boxes, tags = boxes_of[name], tags_of[name]
         judged: Judged = {}
         for label in boxes.keys() | truth_boxes.keys():
             judged[PredictionKind.OBJECT, label] = match_boxes(
@@ -173,7 +178,7 @@ def judge_reviews(doc: Mapping[str, Any], sets: Sequence[str]) -> dict[str, Judg
                     continue
                 label = str(p.get(f.PRED_ORIGINAL_LABEL) or p.get(f.PRED_LABEL))
                 right = ALL_THRESHOLDS if status == PredictionStatus.ACCEPTED else 0
-                judged.setdefault((kind, label), ([], 0))[0].append((_f32(score), right, 0))
+                judged.setdefault((kind, label), ([], 0))[0].append((score, right, 0))
         out[name] = judged
     return out
 
@@ -210,9 +215,15 @@ class Accumulator:
         return curve
 
     def add(self, judged: Mapping[str, Judged]) -> None:
+        # With two training sets, an item both tagged goes into the pair's curves only; they
+        # are merged into each set's own at the end (:meth:`finish`): each detection is added
+        # once.
+        shared = len(self.sets) == 2 and len(judged) == 2
         if self.per_set:
             for name, labels in judged.items():
                 self.items[name] += 1
+                if shared:
+                    continue
                 curves = self.curves[name]
                 for key, (matched, counted) in labels.items():
                     self._curve(curves, key, 0).add(matched, counted)
@@ -224,6 +235,14 @@ class Accumulator:
             for name, curves in zip(pair, sides, strict=True):
                 for key, (matched, counted) in judged[name].items():
                     self._curve(curves, key, BLOCKS).add(matched, counted, block)
+
+    def finish(self) -> None:
+        """Fold the pair's curves into the two sets' own (see :meth:`add`)."""
+        if len(self.sets) != 2 or not self.per_set:
+            return
+        for name, curves in zip(self.sets, next(iter(self.pair_curves.values())), strict=True):
+            for key, curve in curves.items():
+                self._curve(self.curves[name], key, 0).merge(curve)
 
 
 def _source_fields(truth: bool) -> list[str]:
@@ -532,6 +551,7 @@ async def evaluate(
                         accumulator.add(judge_against_truth(doc, sets, source))
 
             await asyncio.to_thread(work)
+        accumulator.finish()
 
     reports = []
     for name in sets:

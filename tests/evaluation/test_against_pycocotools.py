@@ -191,3 +191,32 @@ def test_histogram_mode_stays_within_a_thousandth() -> None:
 def test_iou_thresholds_are_cocos() -> None:
     assert len(IOU_THRESHOLDS) == 10
     np.testing.assert_array_equal(IOU_THRESHOLDS, np.linspace(0.5, 0.95, 10))
+
+
+@pytest.mark.parametrize("budget", [10**9, 50])
+def test_bootstrap_replicates_reproduce_the_point_estimate(budget: int) -> None:
+    """Weight 1 on every block gives back the curve's own AP and counts (exactly while the
+    detections are kept, and from the coarse block histograms past the budget)."""
+    truth, found = _world(4, 90)
+    curves = {label: LabelCurve(budget=budget, blocks=8) for label in LABELS}
+    for image in sorted(truth):
+        for label in LABELS:
+            detections = [(s, b) for name, s, b in found[image] if name == label]
+            boxes = [(b, crowd) for name, b, crowd in truth[image] if name == label]
+            matched, counted = match_boxes(detections, boxes)
+            curves[label].add(matched, counted, block=image % 8)
+    for label in ("car", "pedestrian", "unseen"):
+        curve = curves[label]
+        point = curve.cumulative().average_precision()
+        assert point is not None
+        base = curve.replicate_base()
+        tolerance = 1e-12 if curve.exact else 0.02  # 200 coarse bins past the budget
+        np.testing.assert_allclose(base.average_precision()[0], point, atol=tolerance)
+        tp, fp = curve.cumulative().counts_at(0.5, 0)
+        base_tp, base_fp = base.counts_at(0.5, 0)
+        assert (base_tp[0], base_fp[0]) == (tp, fp)
+        # a replicate that takes block 0 eight times is block 0's own curve, on its images
+        only = np.zeros((1, 8))
+        only[0, 0] = 8
+        (replicate,) = list(curve.replicates(only))
+        assert replicate.truth[0] == 8 * curve.truth_per_block[0]
