@@ -54,30 +54,36 @@ def print_report(report: EvaluationReport, console: Console) -> None:
         f"[bold]{report.query}[/bold]: {report.items} items, truth {report.truth}, "
         f"IoU {report.iou_threshold:.2f}, score >= {report.score_threshold}"
     )
+    reviews = report.truth == REVIEWS  # columns reviews cannot fill are left out
     for ts in report.training_sets:
         table = Table(title=f"{ts.training_set} ({ts.items} items)")
-        for column in ("kind", "label", "truth", "TP", "FP", "FN", "precision", "recall", "F1"):
-            table.add_column(column, justify="left" if column in ("kind", "label") else "right")
-        table.add_column("AP", justify="right")
-        table.add_column("AP@[.5:.95]", justify="right")
-        table.add_column("high band precision", justify="right")
+        columns = ["kind", "label", "truth", "TP", "FP", "FN", "precision", "recall", "F1", "AP"]
+        columns += ["AP@[.5:.95]", "high band precision"]
+        if reviews:
+            columns = [c for c in columns if c not in ("truth", "FN", "recall", "F1", "AP")]
+            columns = [c for c in columns if c != "AP@[.5:.95]"]
+        for column in columns:
+            left = column in ("kind", "label")
+            table.add_column(column, justify="left" if left else "right", no_wrap=left)
         for m in ts.labels:
             high = next((b for b in m.calibration if b.band == "high"), None)
-            table.add_row(
-                m.kind.value,
-                m.label,
-                "-" if m.truth is None else str(m.truth),
-                str(m.tp),
-                str(m.fp),
-                "-" if m.fn is None else str(m.fn),
-                _number(m.precision),
-                _number(m.recall),
-                _number(m.f1),
-                _number(m.ap),
-                _number(m.ap_50_95),
-                "-" if high is None or high.precision is None else
-                f"{high.precision:.3f} ({high.predictions})",
-            )  # fmt: skip
+            cells = {
+                "kind": m.kind.value,
+                "label": m.label,
+                "truth": "-" if m.truth is None else str(m.truth),
+                "TP": str(m.tp),
+                "FP": str(m.fp),
+                "FN": "-" if m.fn is None else str(m.fn),
+                "precision": _number(m.precision),
+                "recall": _number(m.recall),
+                "F1": _number(m.f1),
+                "AP": _number(m.ap),
+                "AP@[.5:.95]": _number(m.ap_50_95),
+                "high band precision": "-"
+                if high is None or high.precision is None
+                else f"{high.precision:.3f} ({high.predictions})",
+            }
+            table.add_row(*(cells[c] for c in columns))
         console.print(table)
         if ts.mean_ap is not None:
             console.print(f"mean AP {ts.mean_ap:.3f}, mean AP@[.5:.95] {_number(ts.mean_ap_50_95)}")
@@ -89,8 +95,10 @@ def print_report(report: EvaluationReport, console: Console) -> None:
     for pair in report.comparisons:
         console.print(
             f"[bold]{pair.training_set_a} vs {pair.training_set_b}[/bold] "
-            f"({pair.items} items both tagged): {pair.verdict}"
+            f"({pair.items} items both tagged, {pair.bootstrap} bootstrap replicates):"
         )
+        for row in pair.labels:
+            console.print(f"  {row.verdict}", highlight=False)
     for line in report.unknown:
         console.print(f"[yellow]unknown:[/yellow] {line}")
     for line in report.notes:

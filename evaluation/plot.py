@@ -41,7 +41,8 @@ def plot_report(report: EvaluationReport, path: Path) -> Path:
                 curves.setdefault(f"{metrics.kind.value}:{metrics.label}", {})[ts.training_set] = (
                     metrics
                 )
-    shown = sorted(curves)[:MAX_PANELS]
+    # boxes first: they are what AP is about
+    shown = sorted(curves, key=lambda name: (not name.startswith("object:"), name))[:MAX_PANELS]
     panels = len(shown) + 1
     columns = min(3, panels)
     rows = (panels + columns - 1) // columns
@@ -69,7 +70,8 @@ def plot_report(report: EvaluationReport, path: Path) -> Path:
                 marker="o",
                 label=ts.training_set,
             )
-    reliability.plot([0, 1], [0, 1], linestyle=":", color="grey", label="p = score")
+    # scores are stored as 2p - 1: a calibrated model sits on p = (score + 1) / 2
+    reliability.plot([-1, 1], [0, 1], linestyle=":", color="grey", label="(score + 1) / 2")
     for ts in report.training_sets[:1]:
         for band in ts.labels[0].calibration if ts.labels else ():
             reliability.axvline(band.low, color="lightgrey", linewidth=0.8)

@@ -517,6 +517,7 @@ async def evaluate(
     review_body = {
         "query": {"bool": {"filter": [query, tagged]}},
         "size": 0,
+        "track_total_hits": True,
         "aggs": _review_aggs(sets, settings),
     }
     if not reviews_only:
