@@ -37,6 +37,7 @@ class EvaluationOptions(BaseModel):
         0.5,
         description="IoU at which a box counts as found, one of COCO's: "
         + ", ".join(f"{t:.2f}" for t in IOU_THRESHOLDS),
+        json_schema_extra={"enum": [round(t, 2) for t in IOU_THRESHOLDS]},
     )
     score_threshold: float = Field(
         0.5, ge=-1.0, le=1.0, description="Predictions scoring at least this count as made."

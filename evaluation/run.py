@@ -624,7 +624,7 @@ async def evaluate(
     return EvaluationReport(
         query=canonical,
         truth=options.truth,
-        iou_threshold=options.iou_threshold,
+        iou_threshold=round(options.iou_threshold, 2),
         score_threshold=options.score_threshold,
         items=evaluated,
         known=KNOWN_REVIEWS if reviews_only else KNOWN_TRUTH,

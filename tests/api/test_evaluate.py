@@ -111,6 +111,10 @@ TRUTH = [
     {"item_id": "t3", "dataset": "d1", "tagged_by": ["v1", "v2"], "truth_source": ["gt"],
      "truth_objects": [{"label": "car", "bbox": CROWD, "source": "gt", "iscrowd": True}],
      "object_predictions": [_p("car", 0.95, "v1", bbox=INSIDE)]},
+    # tagged by v1 only: in v1's figures, not in the comparison
+    {"item_id": "t6", "dataset": "d1", "tagged_by": ["v1"], "truth_source": ["gt"],
+     "truth_objects": [{"label": "car", "bbox": A, "source": "gt"}],
+     "object_predictions": [_car(0.8, "v1", "pending")]},
     # not annotated by gt: left out
     {"item_id": "t4", "dataset": "d1", "tagged_by": ["v1"],
      "object_predictions": [_car(0.99, "v1", "pending")]},
@@ -137,11 +141,12 @@ async def test_imported_truth_gives_every_figure(
     report = response.json()
     assert report["unknown"] == []
     v1 = next(r for r in report["training_sets"] if r["training_set"] == "v1")
-    assert v1["items"] == 3
+    assert v1["items"] == 4
     car = _label(report, "v1", "car")
-    # t1 right at 0.9, t2 wrong at 0.6, t3 ignored (crowd); one car counts (t1)
-    assert (car["truth"], car["tp"], car["fp"], car["fn"]) == (1, 1, 1, 0)
-    assert (car["precision"], car["recall"], car["f1"]) == (0.5, 1.0, pytest.approx(2 / 3))
+    # t1 right at 0.9, t6 right at 0.8, t2 wrong at 0.6, t3 ignored (crowd); two cars count
+    assert (car["truth"], car["tp"], car["fp"], car["fn"]) == (2, 2, 1, 0)
+    assert (car["precision"], car["recall"]) == (pytest.approx(2 / 3), 1.0)
+    assert car["f1"] == pytest.approx(0.8)
     assert (car["ap"], car["ap_50"]) == (pytest.approx(1.0), pytest.approx(1.0))
     assert len(car["pr_curve"]) == 101
     ped = _label(report, "v1", "pedestrian")
@@ -153,8 +158,11 @@ async def test_imported_truth_gives_every_figure(
     assert (v2car["ap"], v2ped["ap"]) == (pytest.approx(1.0), pytest.approx(1.0))
     assert v1["mean_ap"] == pytest.approx(0.5)
     (pair,) = report["comparisons"]
-    assert pair["items"] == 3
+    assert pair["items"] == 3  # t6 was not tagged by v2
     assert "pedestrian" in pair["verdict"]
+    (car_row,) = [r for r in pair["labels"] if r["label"] == "car"]
+    recall = next(d for d in car_row["differences"] if d["metric"] == "recall")
+    assert (recall["a"], recall["b"]) == (1.0, 1.0)  # on t1-t3 only: one car, both found it
     (ped_row,) = [r for r in pair["labels"] if r["label"] == "pedestrian"]
     ap = next(d for d in ped_row["differences"] if d["metric"] == "ap")
     assert ap["difference"] == pytest.approx(1.0)
