@@ -27,6 +27,7 @@ class EvaluationOptions(BaseModel):
         description="Training sets (model versions) to evaluate; with two or more, each pair is"
         " compared on the items both tagged.",
         examples=[["model_v1", "model_v2"]],
+        json_schema_extra={"uniqueItems": True},
     )
     truth: Name = Field(
         REVIEWS,
@@ -48,7 +49,9 @@ class EvaluationOptions(BaseModel):
     bootstrap: int = Field(
         1000, ge=50, le=10_000, description="Bootstrap replicates for the comparison intervals."
     )
-    seed: int = Field(0, description="Seed of the bootstrap (same seed, same intervals).")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed of the bootstrap (same seed, same intervals)."
+    )
 
     @field_validator("training_sets")
     @classmethod
