@@ -476,6 +476,7 @@ def run_import_command(args: argparse.Namespace, settings: StoreSettings) -> int
 
 def run_import_truth_command(args: argparse.Namespace, settings: StoreSettings) -> int:
     """Handler of ``autotag import-truth``."""
+    from evaluation.report import REVIEWS
     from indexer.importer import run_import
     from indexer.report import FailureLog
     from indexer.taxonomy import load_taxonomy
@@ -485,6 +486,13 @@ def run_import_truth_command(args: argparse.Namespace, settings: StoreSettings) 
     from store.truth import TruthWriter
 
     console = _console()
+    if args.source.strip().lower() == REVIEWS:
+        console.print(
+            f'[red]autotag import-truth: "{REVIEWS}" names the review decisions in'
+            " `autotag evaluate --truth`; choose another source name[/red]",
+            highlight=False,
+        )
+        return 2
     try:
         taxonomy = load_taxonomy(args.taxonomy)
         read = read_truth_coco if args.coco else read_truth_jsonl
