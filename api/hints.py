@@ -99,6 +99,8 @@ def hints(ast: Node, known: KnownLabels) -> list[LabelHint]:
     out: list[LabelHint] = []
     seen: set[tuple[PredictionKind, str, bool]] = set()
     for label in required_labels(ast):
+        if label.truth:  # the known labels are the predictions'; truth has its own
+            continue
         key = (label.kind, label.value, label.prefix)
         present = known.get(label.kind)
         if key in seen or present is None or exists(label, present):

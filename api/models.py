@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from api.settings import PAGE_SIZE_CEILING
+from evaluation.report import EvaluationOptions
 from search.fields import BAND_RANGES
 from store.schema import PredictionKind, PredictionStatus
 
@@ -311,6 +312,14 @@ class FacetsResponse(BaseModel):
     kinds: list[KindFacets]
     comparison: Comparison | None = None
     hints: Hints
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+class EvaluateRequest(QueryBody, EvaluationOptions):
+    """The slice (a query), the training sets, the truth and the thresholds. The answer is
+    :class:`evaluation.report.EvaluationReport`."""
 
 
 # --- review ------------------------------------------------------------------------------------

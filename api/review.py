@@ -10,7 +10,8 @@ of times with jittered backoff, then answers 409. A client that passes the revis
 Accepting a prediction that was modified earlier keeps it ``modified`` (the reviewer accepts
 the modified version): ``autotag_status = "accepted"`` stays reserved for items whose
 predictions were all accepted unchanged. ``original_label`` records the model's label the first
-time a prediction is modified and is never overwritten.
+time a prediction is modified and is never overwritten; ``original_bbox`` likewise the model's
+box, the first time a review moves it.
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ def apply_review(
         if label is not None:
             prediction[f.PRED_LABEL] = label
         if bbox is not None:
+            # The model's box, kept once like original_label: evaluation judges the model by it.
+            if prediction.get(f.PRED_ORIGINAL_BBOX) is None and f.PRED_BBOX in prediction:
+                prediction[f.PRED_ORIGINAL_BBOX] = prediction[f.PRED_BBOX]
             prediction[f.PRED_BBOX] = bbox.model_dump()
         prediction[f.PRED_STATUS] = PredictionStatus.MODIFIED.value
     item[kind.path] = predictions

@@ -47,6 +47,13 @@ autotag index: choose the models to tag with ({missing}).
     (on real photos they write confident nonsense; their model names start with "demo:").
 See "Indexing your images" in the README."""
 
+_TRUTH_HELP: Final = """\
+Load ground truth as its own named source, stored beside the predictions (never mixed with
+them). FILE is JSONL (one item per line: item_id, tags [labels], objects [{label, bbox
+[x1, y1, x2, y2], iscrowd?}]) or, with --coco, a COCO instances file. Importing a source again
+replaces its annotations. Labels are normalised like prediction imports.
+"""
+
 _IMPORT_HELP: Final = """\
 Load predictions made elsewhere under a training set, through the same writer as `index`.
 SOURCE is a JSONL file (one item per line: item_id, optional dataset/uri/width/height/metadata,
@@ -164,6 +171,37 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="keep only labels the taxonomy knows (default: keep new labels too)",
     )
     imports.set_defaults(func=run_import_command)
+
+    truth = subparsers.add_parser(
+        "import-truth", help="import ground truth as a named source", description=_TRUTH_HELP
+    )
+    truth.add_argument("file", type=Path, metavar="FILE", help="JSONL or COCO instances file")
+    truth.add_argument("--source", required=True, help='name of this ground truth, e.g. "coco_val"')
+    truth.add_argument(
+        "--coco", action="store_true", help="FILE is a COCO instances file (default: JSONL)"
+    )
+    truth.add_argument(
+        "--dataset", help="dataset of COCO images (item id DATASET/file_name, as `index` names)"
+    )
+    truth.add_argument(
+        "--index", default=None, help="index or alias to write (default: the AUTOTAG_INDEX setting)"
+    )
+    truth.add_argument(
+        "--taxonomy", type=Path, default=None, help="taxonomy TOML (default: the shipped one)"
+    )
+    truth.add_argument(
+        "--taxonomy-only", action="store_true", help="keep only labels the taxonomy knows"
+    )
+    truth.add_argument(
+        "--failures-file",
+        type=Path,
+        default=DEFAULT_FAILURES_FILE,
+        help=f"append failed items here as JSONL (default {DEFAULT_FAILURES_FILE})",
+    )
+    truth.add_argument(
+        "--write-batch-size", type=_positive, default=500, help="items per bulk write"
+    )
+    truth.set_defaults(func=run_import_truth_command)
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -435,6 +473,52 @@ def run_import_command(args: argparse.Namespace, settings: StoreSettings) -> int
     for note in batch.summary_notes():
         console.print(note, highlight=False, markup=False)
     return report(summary, console, failures_file=args.failures_file, title="autotag import")
+
+
+def run_import_truth_command(args: argparse.Namespace, settings: StoreSettings) -> int:
+    """Handler of ``autotag import-truth``."""
+    from evaluation.report import REVIEWS
+    from indexer.importer import run_import
+    from indexer.report import FailureLog
+    from indexer.taxonomy import load_taxonomy
+    from indexer.truth import read_truth_coco, read_truth_jsonl
+    from store.admin import ensure_index, ensure_truth_mapping
+    from store.connection import connect
+    from store.truth import TruthWriter
+
+    console = _console()
+    if args.source.strip().lower() == REVIEWS:
+        console.print(
+            f'[red]autotag import-truth: "{REVIEWS}" names the review decisions in'
+            " `autotag evaluate --truth`; choose another source name[/red]",
+            highlight=False,
+        )
+        return 2
+    try:
+        taxonomy = load_taxonomy(args.taxonomy)
+        read = read_truth_coco if args.coco else read_truth_jsonl
+        batch = read(
+            args.file,
+            source=args.source,
+            dataset=args.dataset,
+            taxonomy=taxonomy,
+            taxonomy_only=args.taxonomy_only,
+        )
+        client = connect(settings=settings, request_timeout=settings.es_bulk_timeout)
+        target = args.index or settings.index
+        if not client.indices.exists(index=target):
+            ensure_index(client, target)
+        elif ensure_truth_mapping(client, target):
+            console.print(f"added the ground-truth fields to the mapping of {target}")
+        writer = TruthWriter(client, target, source=args.source, batch_size=args.write_batch_size)
+    except Exception as error:
+        console.print(f"[red]autotag import-truth: {error}[/red]", highlight=False)
+        return 1
+    with FailureLog(args.failures_file, training_set=args.source) as failure_log:
+        summary = run_import(batch, writer, failure_log=failure_log)
+    for note in batch.summary_notes():
+        console.print(note, highlight=False, markup=False)
+    return report(summary, console, failures_file=args.failures_file, title="autotag import-truth")
 
 
 def report(summary: Any, console: Console, *, failures_file: Path, title: str) -> int:

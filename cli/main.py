@@ -1,7 +1,8 @@
 """The ``autotag`` command: one entry point for the whole product.
 
 ``autotag up`` is the main job (Elasticsearch, index, sample, API); ``autotag es`` manages the
-local cluster; ``index``/``import`` run the indexer; ``serve`` runs the API.
+local cluster; ``index``/``import``/``import-truth`` run the indexer; ``evaluate`` says which
+model version is better; ``serve`` runs the API.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from api.settings import Settings
+from cli.evaluate import add_subcommand as add_evaluate_subcommand
 from cli.indexing import add_subcommands as add_indexer_subcommands
 from store.provision import LocalCluster, ProvisionError
 from store.settings import DEFAULT_CLUSTER_NAME
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     add_indexer_subcommands(commands)
+    add_evaluate_subcommand(commands)
     return parser
 
 

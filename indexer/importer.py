@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from indexer import score_scale
 from indexer.report import Failure, FailureLog, RunSummary, Writer
@@ -410,8 +410,15 @@ def _load_json(path: Path) -> Any:
 # --- writing -----------------------------------------------------------------------------
 
 
+class Batch(Protocol):
+    """What :func:`run_import` writes: predictions (:class:`ImportBatch`) or ground truth."""
+
+    @property
+    def entries(self) -> Iterable[ItemPredictions | Failure]: ...
+
+
 def run_import(
-    batch: ImportBatch,
+    batch: Batch,
     writer: Writer,
     *,
     failure_log: FailureLog | None = None,

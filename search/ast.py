@@ -78,12 +78,17 @@ Value = Number | Text | ScoreBand | Instant
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """``image_prefix:L`` / ``object_prefix:L``; ``prefix`` for a trailing ``*``."""
+    """``image_prefix:L`` / ``object_prefix:L``; ``prefix`` for a trailing ``*``.
+
+    ``truth``: ``truth_image_prefix:L`` / ``truth_object_prefix:L``, a label of the imported
+    ground truth (any source) rather than of a prediction.
+    """
 
     kind: PredictionKind
     value: str
     prefix: bool = False
     span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+    truth: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,9 @@ conditions". The rules (see docs/query-language.md):
   to object labels only (an image label is an error) and, unbound, talks about objects.
 - ``count(condition) op n`` tests ``condition`` on each visible prediction of one kind on its
   own and compares how many pass; every operator is written with "at least n" (``AtLeast``).
+- Ground-truth labels (``truth_object_prefix:L``) match an annotation of the imported truth
+  (any source; nothing there is hidden). Prediction attributes never bind to them: they are
+  skipped when looking for labels to bind to, and a count of truth takes no attributes.
 """
 
 from __future__ import annotations
@@ -103,10 +106,10 @@ def is_attribute_only(node: Node) -> bool:
 
 
 def reaches_label(node: Node) -> bool:
-    """A label term is reachable from ``node`` through AND/OR (not NOT)."""
+    """A prediction label term is reachable from ``node`` through AND/OR (not NOT)."""
     match node:
-        case Label():
-            return True
+        case Label(truth=truth):
+            return not truth
         case Comparison() | Not() | Count():
             return False
         case And(operands) | Or(operands):
@@ -165,17 +168,32 @@ def attribute_paths(conditions: tuple[Node, ...]) -> tuple[str, ...]:
 def check_count(condition: Node) -> tuple[str, ...]:
     """The nested paths a ``count(condition)`` counts on, or a :class:`CountError`.
 
-    The inside may hold labels of one kind and prediction attributes, nothing else.
+    The inside may hold labels of one kind and prediction attributes, nothing else; or labels
+    of the ground truth of one kind, and nothing else.
     """
     kinds: dict[PredictionKind, Label] = {}
+    truth: list[Label] = []
+    attributes: list[Comparison] = []
     stack = [condition]
     while stack:
         node = stack.pop()
         match node:
             case Label(kind=kind):
+                if node.truth:
+                    truth.append(node)
                 other = next((label for k, label in kinds.items() if k is not kind), None)
+                if other is None and kinds and node.truth != next(iter(kinds.values())).truth:
+                    other = next(iter(kinds.values()))
                 if other is not None:
                     second = max(other, node, key=lambda n: n.span.start)
+                    if other.truth != node.truth:
+                        raise CountError(
+                            "a count counts predictions or ground truth, but this mixes them",
+                            second.span.start,
+                            second.span.end,
+                            hint="count each on its own, e.g. `count(truth_object_prefix:car)"
+                            " >= 2 AND count(object_prefix:car) < 2`",
+                        )
                     raise CountError(
                         "a count counts predictions of one kind, but this mixes image and"
                         " object labels",
@@ -194,6 +212,7 @@ def check_count(condition: Node) -> tuple[str, ...]:
                         hint="compare it outside the count, e.g."
                         f" `count(object_prefix:car) >= 2 AND {name} = ...`",
                     )
+                attributes.append(node)
             case Count():
                 raise CountError(
                     "a count cannot contain another count",
@@ -207,6 +226,16 @@ def check_count(condition: Node) -> tuple[str, ...]:
                 stack.extend(operands)
             case _:
                 assert_never(node)
+    if truth:
+        if attributes:
+            first = min(attributes, key=lambda n: n.span.start)
+            raise CountError(
+                f"ground truth has no `{first.field}`: a count of truth takes labels only",
+                first.span.start,
+                first.span.end,
+                hint="count the truth on its own, e.g. `count(truth_object_prefix:car) >= 2`",
+            )
+        return (truth[0].kind.truth_path,)
     if PredictionKind.IMAGE in kinds:
         geometry = object_attribute((condition,))
         if geometry is not None:
@@ -231,7 +260,8 @@ def count_plan(node: Count) -> Plan:
     """``count(...) op n`` written with "at least": ``> n`` is ``>= n+1``, ``< n`` is
     ``NOT >= n``, ``= n`` is ``>= n AND NOT >= n+1``; ``>= 0`` is everything."""
     paths = check_count(node.condition)
-    include_rejected = mentions_status((node.condition,))
+    # Nothing of the ground truth is hidden.
+    include_rejected = paths[0] in f.TRUTH_PATHS or mentions_status((node.condition,))
 
     def at_least(number: int) -> Plan:
         if number <= 0:
@@ -291,6 +321,9 @@ class _Binder:
         if id(node) in self.attribute_only:
             return _unbound((node,))
         match node:
+            case Label(kind=kind, truth=True):
+                # Attributes describe predictions: none binds here; nothing of the truth hides.
+                return Exists((kind.truth_path,), node, (), include_rejected=True)
             case Label(kind=kind):
                 if kind is PredictionKind.IMAGE and (geometry := object_attribute(bound)):
                     raise _image_geometry(geometry, node)

@@ -51,8 +51,9 @@ def _attribute_only(node: Node) -> bool:
 
 
 def _has_label_within_reach(node: Node) -> bool:
+    """A prediction label reachable through AND/OR: truth labels take no attributes."""
     if isinstance(node, Label):
-        return True
+        return not node.truth
     if isinstance(node, And | Or):
         return any(_has_label_within_reach(child) for child in node.operands)
     return False
@@ -95,8 +96,27 @@ def _label_kinds(node: Node) -> set[PredictionKind]:
     return set()
 
 
+def _truth_labels(node: Node) -> list[Label]:
+    if isinstance(node, Label):
+        return [node] if node.truth else []
+    if isinstance(node, Not):
+        return _truth_labels(node.operand)
+    if isinstance(node, And | Or):
+        return [label for child in node.operands for label in _truth_labels(child)]
+    return []
+
+
 def _count(node: Count, document: Document) -> bool:
-    """Each visible prediction of the counted kind is tested on its own, then counted."""
+    """Each visible prediction of the counted kind is tested on its own, then counted; a count
+    of ground truth counts annotations (all visible)."""
+    truth = _truth_labels(node.condition)
+    if truth:
+        found = sum(
+            1
+            for annotation in document.get(truth[0].kind.truth_path) or ()
+            if _prediction_matches(node.condition, annotation)
+        )
+        return _ordered(node.op, found, node.number)
     kinds = _label_kinds(node.condition)
     paths = tuple(kind.path for kind in kinds) if kinds else _group_paths((node.condition,))
     see_rejected = _talks_about_status([node.condition])
@@ -133,6 +153,11 @@ def _matches(node: Node, document: Document, bound: tuple[Node, ...]) -> bool:
         # Not bound to a label: some prediction of either kind satisfies it.
         return _some_prediction(document, _group_paths((node,)), (node,), None)
     match node:
+        case Label(truth=True):
+            return any(
+                _label_matches(node, annotation)
+                for annotation in document.get(node.kind.truth_path) or ()
+            )
         case Label():
             return _some_prediction(document, (node.kind.path,), bound, node)
         case Comparison():

@@ -70,12 +70,15 @@ ITEM_FIELDS: Final = {
         FieldSpec(f.ITEM_ID, False, ValueType.TEXT),
         FieldSpec(f.URI, False, ValueType.TEXT),
         FieldSpec(f.TAGGED_BY, False, ValueType.TEXT),
+        FieldSpec(f.TRUTH_SOURCE, False, ValueType.TEXT),
         FieldSpec(f.UPLOADED_AT, False, ValueType.DATE),
         FieldSpec(f.WIDTH, False, ValueType.INTEGER),
         FieldSpec(f.HEIGHT, False, ValueType.INTEGER),
     )
 }
 PREFIX_FIELDS: Final = {f"{kind.value}_prefix": kind for kind in PredictionKind}
+# Labels of the imported ground truth: ``truth_object_prefix:pedestrian``.
+TRUTH_PREFIX_FIELDS: Final = {f"truth_{kind.value}_prefix": kind for kind in PredictionKind}
 METADATA_PREFIX: Final = f.METADATA + "."
 
 # Score bands, from the product page's table: [low, high), except ``high`` which includes 1.0.
@@ -147,14 +150,16 @@ def lookup_field(name: str, span: Span) -> FieldSpec:
             span.end,
             hint="name a metadata key, e.g. `metadata.camera = front`",
         )
-    if lowered in PREFIX_FIELDS:
+    if lowered in PREFIX_FIELDS or lowered in TRUTH_PREFIX_FIELDS:
         raise UnsupportedOperatorError(
             f"`{lowered}` takes a label after `:`, not an operator",
             span.start,
             span.end,
             hint=f"write `{lowered}:<label>`, e.g. `{lowered}:car`",
         )
-    hint = _did_you_mean(name, [*ATTRIBUTES, *ITEM_FIELDS, *PREFIX_FIELDS, f.METADATA])
+    hint = _did_you_mean(
+        name, [*ATTRIBUTES, *ITEM_FIELDS, *PREFIX_FIELDS, *TRUTH_PREFIX_FIELDS, f.METADATA]
+    )
     raise UnknownFieldError(
         f"unknown field `{name}`",
         span.start,
@@ -163,16 +168,21 @@ def lookup_field(name: str, span: Span) -> FieldSpec:
     )
 
 
-def lookup_prefix(name: str, span: Span) -> PredictionKind:
-    """The prediction kind of ``image_prefix``/``object_prefix``, or an error."""
-    kind = PREFIX_FIELDS.get(name.lower())
-    if kind is not None:
-        return kind
+def lookup_label(name: str, span: Span) -> tuple[PredictionKind, bool]:
+    """The kind of a label prefix and whether it names ground truth, or an error."""
     lowered = name.lower()
+    kind = PREFIX_FIELDS.get(lowered)
+    if kind is not None:
+        return kind, False
+    kind = TRUTH_PREFIX_FIELDS.get(lowered)
+    if kind is not None:
+        return kind, True
     if lowered in ATTRIBUTES or lowered in ITEM_FIELDS or lowered.startswith(METADATA_PREFIX):
         hint = f"`{name}` is compared with an operator, e.g. `{lowered} = ...`"
     else:
-        hint = _did_you_mean(name, list(PREFIX_FIELDS)) or "use `image_prefix:` or `object_prefix:`"
+        hint = _did_you_mean(name, [*PREFIX_FIELDS, *TRUTH_PREFIX_FIELDS]) or (
+            "use `image_prefix:` or `object_prefix:` (ground truth: `truth_object_prefix:`)"
+        )
     raise UnknownPrefixError(f"unknown prefix `{name}:`", span.start, span.end, hint=hint)
 
 

@@ -44,7 +44,7 @@ from search.fields import (
     OBJECT_ONLY_ATTRIBUTES,
     SCORE_EXAMPLE,
     lookup_field,
-    lookup_prefix,
+    lookup_label,
     read_label,
     read_value,
 )
@@ -106,12 +106,13 @@ class _Builder(Transformer[Token, Node]):
 
     def label(self, children: list[Token]) -> Label:
         name, _, value = children
-        kind = lookup_prefix(name.value, _span(name))
+        kind, truth = lookup_label(name.value, _span(name))
         quoted = value.type != "BARE"
         star = value.type == "STRING_STAR"
         raw = unquote(value.value[:-1] if star else value.value) if quoted else value.value
         text, prefix = read_label(raw, quoted, star, _span(value))
-        return Label(kind, text, prefix, Span(name.start_pos or 0, value.end_pos or 0))
+        span = Span(name.start_pos or 0, value.end_pos or 0)
+        return Label(kind, text, prefix, span, truth=truth)
 
     def comparison(self, children: list[Token]) -> Comparison:
         name, operator, value = children

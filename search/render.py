@@ -28,8 +28,9 @@ from search.parser import BARE_RE, KEYWORDS
 
 def render(node: Node) -> str:
     match node:
-        case Label(kind=kind, value=value, prefix=prefix):
-            return f"{kind.value}_prefix:{_text(value)}{'*' if prefix else ''}"
+        case Label(kind=kind, value=value, prefix=prefix, truth=truth):
+            field = f"{'truth_' if truth else ''}{kind.value}_prefix"
+            return f"{field}:{_text(value)}{'*' if prefix else ''}"
         case Comparison(field=field, op=op, value=value):
             return f"{field} {op} {_value(value)}"
         case Count(condition=condition, op=op, number=number):

@@ -52,6 +52,7 @@ def matched_prediction_filters(node: Node) -> dict[str, Query]:
 
     It is the OR of the positive (not negated) nested clauses on that path, meant for
     ``nested.query`` of a sort or of a score lookup. Empty when nothing matched predictions.
+    Ground-truth paths are left out: they hold no predictions.
     """
     found: dict[str, list[Query]] = {}
     _collect(bind(node), positive=True, found=found)
@@ -61,13 +62,13 @@ def matched_prediction_filters(node: Node) -> dict[str, Query]:
 def _collect(plan: Plan, *, positive: bool, found: dict[str, list[Query]]) -> None:
     match plan:
         case Exists(paths=paths):
-            if positive:
+            if positive and paths[0] in f.PREDICTION_PATHS:
                 for path in paths:
                     query = prediction_query(plan, path)
                     if query not in found.setdefault(path, []):
                         found[path].append(query)
         case AtLeast(paths=paths):
-            if positive:
+            if positive and paths[0] in f.PREDICTION_PATHS:
                 for path in paths:
                     query = count_prediction_query(plan, path)
                     if query not in found.setdefault(path, []):
@@ -108,7 +109,8 @@ class _Builder:
 
     def nested(self, plan: Exists, path: str, *, positive: bool) -> Query:
         clause: Query = {"path": path, "query": prediction_query(plan, path)}
-        if self.inner_hits and positive:
+        # Inner hits say which predictions matched; ground truth has none to show.
+        if self.inner_hits and positive and path in f.PREDICTION_PATHS:
             clause["inner_hits"] = {
                 "name": f"{path}_{self.count}",
                 "_source": False,

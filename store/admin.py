@@ -27,3 +27,22 @@ def ensure_index(
     else:
         client.indices.put_alias(index=concrete, name=alias, is_write_index=True)
     return concrete
+
+
+def ensure_truth_mapping(client: Elasticsearch, index: str) -> bool:
+    """Add the ground-truth fields to an index made before they existed (additive, no reindex).
+
+    Returns whether a put-mapping was needed. Mapping new fields into an existing index is
+    allowed; nothing stored changes.
+    """
+    from store import schema as f
+    from store.mapping import truth_mapping
+
+    current = client.indices.get_mapping(index=index)
+    missing = any(
+        f.TRUTH_OBJECTS not in (body.get("mappings", {}).get("properties") or {})
+        for body in current.values()
+    )
+    if missing:
+        client.indices.put_mapping(index=index, properties=truth_mapping())
+    return missing

@@ -45,11 +45,21 @@ def prepare_prediction(prediction: Mapping[str, Any]) -> dict[str, Any]:
     return prepared
 
 
+def prepare_annotation(annotation: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a ground-truth ``annotation`` with its ``label_prefixes``."""
+    prepared = dict(annotation)
+    prepared[f.PRED_LABEL_PREFIXES] = f.label_prefixes(str(prepared[f.PRED_LABEL]))
+    return prepared
+
+
 def prepare_item(item: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``item`` ready to index: derived fields computed, prediction lists present."""
     prepared = dict(item)
     for path in f.PREDICTION_PATHS:
         prepared[path] = [prepare_prediction(p) for p in item.get(path) or ()]
+    for path in f.TRUTH_PATHS:
+        if path in item:
+            prepared[path] = [prepare_annotation(a) for a in item.get(path) or ()]
     return finish_item(prepared)
 
 

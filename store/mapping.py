@@ -43,7 +43,39 @@ def _prediction_properties(*, with_bbox: bool) -> dict[str, Any]:
         # needs a put-mapping adding them (see docs/query-language.md, Box geometry).
         for name in f.BOX_GEOMETRY:
             properties[name] = {"type": "float"}
+        # Kept for evaluation only (see store.schema); an older index needs a put-mapping.
+        properties[f.PRED_ORIGINAL_BBOX] = {"type": "object", "enabled": False}
     return properties
+
+
+def _truth_properties(*, with_bbox: bool) -> dict[str, Any]:
+    """Ground-truth annotations (added after schema version 1: an index created before needs a
+    put-mapping of these, see docs/evaluation.md)."""
+    properties: dict[str, Any] = {
+        f.PRED_ID: {"type": "keyword"},
+        f.PRED_LABEL: {"type": "keyword"},
+        f.PRED_LABEL_PREFIXES: {"type": "keyword"},
+        f.ANNOTATION_SOURCE: {"type": "keyword"},
+    }
+    if with_bbox:
+        properties[f.PRED_BBOX] = {
+            "properties": {side: {"type": "float"} for side in ("x1", "y1", "x2", "y2")}
+        }
+        properties[f.ANNOTATION_CROWD] = {"type": "boolean"}
+    return properties
+
+
+def truth_mapping() -> dict[str, Any]:
+    """The properties ground truth adds: what a put-mapping on an older index sends."""
+    return {
+        f.TRUTH_SOURCE: {"type": "keyword"},
+        f.TRUTH_IMAGES: {"type": "nested", "properties": _truth_properties(with_bbox=False)},
+        f.TRUTH_OBJECTS: {"type": "nested", "properties": _truth_properties(with_bbox=True)},
+        f.OBJECT_PREDICTIONS: {
+            "type": "nested",
+            "properties": {f.PRED_ORIGINAL_BBOX: {"type": "object", "enabled": False}},
+        },
+    }
 
 
 def item_mapping() -> dict[str, Any]:
@@ -76,6 +108,8 @@ def item_mapping() -> dict[str, Any]:
             },
             # Who changed what and when; kept for audit, never searched.
             f.REVIEW_HISTORY: {"type": "object", "enabled": False},
+            # Imported ground truth, beside the predictions (store.schema).
+            **{k: v for k, v in truth_mapping().items() if k != f.OBJECT_PREDICTIONS},
         },
         "dynamic_templates": [
             {

@@ -22,6 +22,11 @@ class PredictionKind(StrEnum):
         """The nested field holding predictions of this kind."""
         return IMAGE_PREDICTIONS if self is PredictionKind.IMAGE else OBJECT_PREDICTIONS
 
+    @property
+    def truth_path(self) -> str:
+        """The nested field holding imported ground truth of this kind."""
+        return TRUTH_IMAGES if self is PredictionKind.IMAGE else TRUTH_OBJECTS
+
 
 class PredictionStatus(StrEnum):
     """Review state of one prediction."""
@@ -81,6 +86,22 @@ PRED_BOX_HEIGHT: Final = "box_height"
 PRED_BOX_AREA: Final = "box_area"
 PRED_RELATIVE_AREA: Final = "relative_area"
 BOX_GEOMETRY: Final = (PRED_BOX_WIDTH, PRED_BOX_HEIGHT, PRED_BOX_AREA, PRED_RELATIVE_AREA)
+
+# For modified object predictions: the model's box, kept the first time a reviewer moves it
+# (stored, not searched), so evaluation can judge what the model said.
+PRED_ORIGINAL_BBOX: Final = "original_bbox"
+
+# Imported ground truth: stored beside the predictions, never mixed with them. One nested list
+# per kind; every annotation names its source ("coco_val"), and the item lists the sources
+# that annotated it (also those that found nothing on it: an empty image is truth too).
+TRUTH_IMAGES: Final = "truth_images"
+TRUTH_OBJECTS: Final = "truth_objects"
+TRUTH_PATHS: Final = (TRUTH_IMAGES, TRUTH_OBJECTS)
+TRUTH_SOURCE: Final = "truth_source"
+# Annotation fields (relative to the nested path); ``id``, ``label``, ``label_prefixes`` and
+# ``bbox`` are named as on predictions.
+ANNOTATION_SOURCE: Final = "source"
+ANNOTATION_CROWD: Final = "iscrowd"
 
 SCORE_MIN: Final = -1.0
 SCORE_MAX: Final = 1.0

@@ -256,6 +256,30 @@ class PredictionWriter:
                     tagged.add(doc["_id"])
         return tagged
 
+    # What varies between writers of the same read-merge-write loop (store.truth's too):
+
+    def _writing(self, entry: ItemPredictions) -> set[str]:
+        """The training sets ``entry`` writes."""
+        return incoming_training_sets(entry, self.training_set)
+
+    def _done(self, source: Mapping[str, Any], writing: set[str]) -> bool:
+        """Whether the stored item already has what ``entry`` writes (skipped unless forced)."""
+        return writing <= set(source.get(f.TAGGED_BY, ()))
+
+    def _merge(
+        self,
+        source: Mapping[str, Any] | None,
+        entry: ItemPredictions,
+        *,
+        now: str,
+        writing: set[str],
+    ) -> dict[str, Any]:
+        return merge_item(source, entry, training_set=self.training_set, now=now, writing=writing)
+
+    def _count(self, merged: Mapping[str, Any], writing: set[str]) -> int:
+        """Predictions (or annotations) a written item counts in the result."""
+        return _count_predictions(merged, writing)
+
     def write(self, batch: Sequence[ItemPredictions]) -> WriteResult:
         """Merge and write ``batch`` (any size; sent in chunks of ``batch_size``)."""
         result = WriteResult()
@@ -338,11 +362,9 @@ class PredictionWriter:
         operations: list[Mapping[str, Any]] = []
         sent: list[_Sent] = []
         for item_id, entry in list(prepared.pending.items()):
-            writing = incoming_training_sets(entry, self.training_set)
+            writing = self._writing(entry)
             try:
-                merged = merge_item(
-                    None, entry, training_set=self.training_set, now=now, writing=writing
-                )
+                merged = self._merge(None, entry, now=now, writing=writing)
             except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
                 prepared.result.failed.append((item_id, str(error)))
                 del prepared.pending[item_id]
@@ -364,14 +386,12 @@ class PredictionWriter:
             entry = pending[item_id]
             found = bool(doc.get("found"))
             source = doc["_source"] if found else None
-            writing = incoming_training_sets(entry, self.training_set)
-            if found and not self.force and writing <= set((source or {}).get(f.TAGGED_BY, ())):
+            writing = self._writing(entry)
+            if found and not self.force and self._done(source or {}, writing):
                 result.skipped += 1
                 continue
             try:
-                merged = merge_item(
-                    source, entry, training_set=self.training_set, now=now, writing=writing
-                )
+                merged = self._merge(source, entry, now=now, writing=writing)
             except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
                 result.failed.append((item_id, str(error)))
                 continue
@@ -414,7 +434,7 @@ class PredictionWriter:
             code = int(status.get("status", 500))
             if code < 300:
                 result.written += 1
-                result.predictions += _count_predictions(merged, writing)
+                result.predictions += self._count(merged, writing)
             elif code == 409 or code in RETRYABLE_STATUSES:
                 retry[item_id] = pending[item_id]
             else:

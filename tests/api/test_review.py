@@ -62,6 +62,7 @@ async def test_review_flow(client: httpx.AsyncClient, seeded: str) -> None:
         "modified",
     )
     assert ped["bbox"] == new_box
+    assert ped["original_bbox"] == BOX  # the model's box, for evaluation
     assert ped["label_prefixes"] == ["cyclist"]
     assert item["autotag_status"] == ["reviewed"]
 
@@ -75,6 +76,11 @@ async def test_review_flow(client: httpx.AsyncClient, seeded: str) -> None:
         "modified",
     )
 
+    # A second box change keeps the model's box as the original.
+    await client.post(_url("i1", "i1-ped", "modify"), headers=ALICE, json={"bbox": BOX})
+    assert (await _item(client, "i1"))["object_predictions"][1]["original_bbox"] == BOX
+    assert (await _item(client, "i1"))["object_predictions"][1]["bbox"] == BOX
+
     # Reject; the history tells the whole story in order.
     await client.post(_url("i1", "i1-car", "reject"), headers=ALICE)
     item = await _item(client, "i1")
@@ -86,6 +92,7 @@ async def test_review_flow(client: httpx.AsyncClient, seeded: str) -> None:
         ("modify", "i1-ped"),
         ("modify", "i1-ped"),
         ("accept", "i1-ped"),
+        ("modify", "i1-ped"),
         ("reject", "i1-car"),
     ]
     assert history[3]["before"] == {"label": "pedestrian", "status": "accepted", "bbox": BOX}

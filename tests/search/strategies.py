@@ -4,6 +4,7 @@ and item documents with the awkward cases the semantics care about."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,6 +55,7 @@ SCORES = [-1.0, -0.5, -0.01, 0.0, 0.2, 0.49, 0.5, 0.65, 0.8, 0.95, 1.0]
 QUERY_SCORES = [*SCORES, 0.3, 0.75, 0.9, -0.2, 0, 1]
 TRAINING_SETS = ["model_v1", "model_v2"]
 TAGGED_BY = [*TRAINING_SETS, "model_v3"]
+TRUTH_SOURCES = ["coco_val", "team"]
 # Box corners on a coarse grid, so that random boxes meet the query thresholds below.
 BOX_COORDINATES = [0, 10, 16, 32, 50, 100]
 GEOMETRY_VALUES: dict[str, list[int | float]] = {
@@ -71,12 +73,18 @@ BASE_DAY = datetime(2024, 1, 1, tzinfo=UTC)
 BASE_MS = int(BASE_DAY.timestamp() * 1000)
 
 
+def _truth_flag() -> st.SearchStrategy[bool]:
+    """A quarter of the labels name ground truth."""
+    return st.integers(0, 3).map(lambda n: n == 0)
+
+
 def small_label() -> st.SearchStrategy[Label]:
     return st.builds(
         Label,
         st.sampled_from(list(PredictionKind)),
         st.sampled_from(QUERY_LABELS),
         st.booleans(),
+        truth=_truth_flag(),
     )
 
 
@@ -95,6 +103,8 @@ def _small_value(field: str, op: Op) -> st.SearchStrategy[Value]:
             return st.sampled_from(GEOMETRY_VALUES[field]).map(Number)
         case f.TAGGED_BY:
             return st.sampled_from(TAGGED_BY).map(Text)
+        case f.TRUTH_SOURCE:
+            return st.sampled_from(TRUTH_SOURCES).map(Text)
         case f.PRED_STATUS:
             return st.sampled_from([s.value for s in PredictionStatus]).map(Text)
         case f.AUTOTAG_STATUS:
@@ -123,6 +133,7 @@ SMALL_FIELDS = [
     f.AUTOTAG_STATUS,
     f.DATASET,
     f.TAGGED_BY,
+    f.TRUTH_SOURCE,
     f.WIDTH,
     f.UPLOADED_AT,
     "metadata.camera",
@@ -184,8 +195,10 @@ def counts(
     leaves: st.SearchStrategy[Node] = attribute
     if kind is PredictionKind.IMAGE:
         leaves = attribute.filter(lambda c: c.field not in OBJECT_ONLY_ATTRIBUTES)
-    if kind is not None:
-        leaves = labels.filter(lambda label: label.kind is kind) | leaves
+    if kind is not None and draw(_truth_flag()):  # a count of truth: its labels only
+        leaves = labels.map(lambda label: replace(label, kind=kind, truth=True))
+    elif kind is not None:
+        leaves = labels.map(lambda label: replace(label, kind=kind, truth=False)) | leaves
     condition = draw(trees(leaves, depth=2))
     return Count(condition, draw(st.sampled_from(ALL_OPS)), draw(numbers))
 
@@ -259,6 +272,7 @@ def any_label() -> st.SearchStrategy[Label]:
         st.sampled_from(list(PredictionKind)),
         st.text(min_size=1, max_size=12),
         st.booleans(),
+        truth=_truth_flag(),
     )
 
 
@@ -307,6 +321,20 @@ def items(draw: st.DrawFn, item_id: str) -> dict[str, Any]:
         item[f.HEIGHT] = draw(st.sampled_from(HEIGHTS))
     if draw(st.booleans()):
         item[f.TAGGED_BY] = draw(st.lists(st.sampled_from(TAGGED_BY), max_size=2, unique=True))
+    if draw(st.booleans()):
+        sources = draw(st.lists(st.sampled_from(TRUTH_SOURCES), max_size=2, unique=True))
+        item[f.TRUTH_SOURCE] = sources
+        for path, labels in ((f.TRUTH_IMAGES, IMAGE_LABELS), (f.TRUTH_OBJECTS, OBJECT_LABELS)):
+            item[path] = [
+                {f.PRED_LABEL: label, f.ANNOTATION_SOURCE: source}
+                for label, source in draw(
+                    st.lists(
+                        st.tuples(st.sampled_from(labels), st.sampled_from(sources)), max_size=3
+                    )
+                    if sources
+                    else st.just([])
+                )
+            ]
     if draw(st.integers(0, 4)) > 0:
         offset = draw(st.integers(0, 5 * DAY_MS // 60_000)) * 60_000
         moment = BASE_DAY + timedelta(milliseconds=offset)
@@ -358,6 +386,14 @@ def random_item(rng: random.Random, item_id: str) -> dict[str, Any]:
         item[f.HEIGHT] = rng.choice(HEIGHTS)
     if rng.random() < 0.5:
         item[f.TAGGED_BY] = rng.sample(TAGGED_BY, rng.randint(0, 2))
+    if rng.random() < 0.6:
+        sources = rng.sample(TRUTH_SOURCES, rng.randint(0, 2))
+        item[f.TRUTH_SOURCE] = sources
+        for path, labels in ((f.TRUTH_IMAGES, IMAGE_LABELS), (f.TRUTH_OBJECTS, OBJECT_LABELS)):
+            item[path] = [
+                {f.PRED_LABEL: rng.choice(labels), f.ANNOTATION_SOURCE: rng.choice(sources)}
+                for _ in range(rng.randint(0, 3) if sources else 0)
+            ]
     if rng.random() < 0.8:
         moment = BASE_DAY + timedelta(minutes=rng.randint(0, 5 * 24 * 60))
         item[f.UPLOADED_AT] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,188 @@
+"""Evaluation benchmark: how long ``/v1/evaluate``'s work takes on a large slice, and how much
+memory it holds, for imported truth (streamed) and for reviews (aggregations).
+
+    .venv/bin/python -m bench.evaluate load --index bench-eval-100k --items 100000
+    .venv/bin/python -m bench.evaluate run --index bench-eval-100k --truth gt
+    .venv/bin/python -m bench.evaluate run --index bench-eval-100k --truth reviews -t v1
+    .venv/bin/python -m bench.evaluate delete --index bench-eval-100k
+
+``load`` writes generated items (two training sets ``v1``/``v2`` of a detector, each item
+tagged by both, ground truth from source ``gt`` with ~3 boxes and one tag, a fifth of the
+predictions reviewed) with raw ``_bulk`` requests. ``run`` evaluates the whole index in this
+process and prints the wall time, items/s and the process's peak RSS (``ru_maxrss``): run
+each measurement as its own process to compare sizes. Uses ``AUTOTAG_ES_URL`` / ``ES_URL``.
+Run loads over 100k items under ``flock /work/wt/bench.lock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+from elasticsearch import AsyncElasticsearch, Elasticsearch
+
+from evaluation.report import EvaluationOptions
+from evaluation.run import evaluate
+from store.connection import connect, serializers
+from store.documents import prepare_item
+from store.mapping import index_settings, item_mapping
+from store.settings import StoreSettings
+
+LABELS = ("car", "pedestrian", "traffic_sign", "cyclist", "truck")
+TAGS = ("weather_clear", "weather_rain", "weather_snow")
+SETS = {"v1": (0.75, 0.12), "v2": (0.85, 0.06)}  # (detection rate, box jitter)
+CHUNK = 2000
+
+
+def _box(rng: random.Random) -> dict[str, float]:
+    x, y = rng.uniform(0, 560), rng.uniform(0, 400)
+    return {"x1": x, "y1": y, "x2": x + rng.uniform(12, 80), "y2": y + rng.uniform(12, 80)}
+
+
+def _jitter(rng: random.Random, box: dict[str, float], amount: float) -> dict[str, float]:
+    w, h = box["x2"] - box["x1"], box["y2"] - box["y1"]
+    dx, dy = rng.gauss(0, amount * w), rng.gauss(0, amount * h)
+    return {"x1": box["x1"] + dx, "y1": box["y1"] + dy, "x2": box["x2"] + dx, "y2": box["y2"] + dy}
+
+
+def item(rng: random.Random, n: int) -> dict[str, Any]:
+    boxes = [(rng.choice(LABELS), _box(rng)) for _ in range(rng.randint(0, 6))]
+    truth = [{"label": label, "bbox": box, "source": "gt"} for label, box in boxes]
+    tag = rng.choice(TAGS)
+    objects: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    for name, (rate, jitter) in SETS.items():
+        found = [(label, _jitter(rng, box, jitter), True) for label, box in boxes
+                 if rng.random() < rate]  # fmt: skip
+        found += [(rng.choice(LABELS), _box(rng), False) for _ in range(rng.randint(0, 2))]
+        for label, box, real in found:
+            score = min(1.0, max(0.0, rng.gauss(0.75 if real else 0.35, 0.2)))
+            status = "pending"
+            if rng.random() < 0.2:
+                status = "accepted" if (real and rng.random() < 0.9) else "rejected"
+            objects.append({"id": f"{name}-{len(objects)}", "label": label, "score": score,
+                            "training_set": name, "status": status, "bbox": box})  # fmt: skip
+        for other in TAGS:
+            score = rng.gauss(0.7 if other == tag else -0.3, 0.3)
+            images.append({"id": f"{name}-t-{other}", "label": other,
+                           "score": min(1.0, max(-1.0, score)), "training_set": name})  # fmt: skip
+    return prepare_item(
+        {
+            "item_id": f"bench-{n:08d}",
+            "tagged_by": list(SETS),
+            "truth_source": ["gt"],
+            "truth_objects": truth,
+            "truth_images": [{"label": tag, "source": "gt"}],
+            "object_predictions": objects,
+            "image_predictions": images,
+        }
+    )
+
+
+def _chunks(index: str, items: int, seed: int) -> Iterator[bytes]:
+    rng = random.Random(seed)
+    lines: list[bytes] = []
+    for n in range(items):
+        doc = item(rng, n)
+        lines.append(orjson.dumps({"index": {"_index": index, "_id": doc["item_id"]}}))
+        lines.append(orjson.dumps(doc))
+        if len(lines) >= 2 * CHUNK:
+            yield b"\n".join(lines) + b"\n"
+            lines = []
+    if lines:
+        yield b"\n".join(lines) + b"\n"
+
+
+def load(es: Elasticsearch, index: str, items: int, seed: int) -> None:
+    started = time.perf_counter()
+    if not es.indices.exists(index=index):
+        settings = {**index_settings(), "refresh_interval": "-1"}
+        es.indices.create(index=index, mappings=item_mapping(), settings=settings)
+    done = 0
+    with ThreadPoolExecutor(max_workers=2) as pool:
+
+        def send(body: bytes) -> int:
+            response = es.perform_request(
+                "POST",
+                "/_bulk",
+                headers={"content-type": "application/x-ndjson", "accept": "application/json"},
+                body=body,
+                params={"filter_path": "errors,items.*.error"},
+            )
+            if response.get("errors"):
+                raise RuntimeError(str(response)[:500])
+            return body.count(b"\n") // 2
+
+        for count in pool.map(send, _chunks(index, items, seed)):
+            done += count
+            if done % 50_000 < CHUNK:
+                rate = done / (time.perf_counter() - started)
+                print(f"  loaded {done} items ({rate:.0f}/s)", flush=True)
+    es.indices.put_settings(index=index, settings={"refresh_interval": "1s"})
+    es.indices.refresh(index=index)
+    es.options(request_timeout=3600).indices.forcemerge(index=index, max_num_segments=1)
+    seconds = time.perf_counter() - started
+    print(f"loaded {items} items into {index} in {seconds:.0f}s")
+
+
+async def run(url: str, index: str, truth: str, sets: list[str], budget: int | None) -> None:
+    client = AsyncElasticsearch(url, request_timeout=120, serializers=serializers())
+    options = EvaluationOptions(training_sets=sets, truth=truth, bootstrap=1000)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    try:
+        report = await evaluate(
+            client, index, {"match_all": {}}, "everything", options, budget=budget
+        )
+    finally:
+        await client.close()
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    items = report.items
+    exact = all(m.exact for ts in report.training_sets for m in ts.labels)
+    print(
+        f"truth={truth} sets={','.join(sets)} items={items} seconds={seconds:.2f}"
+        f" items_per_s={items / seconds:.0f} peak_rss_mib={peak:.0f}"
+        f" (before evaluating {rss_before:.0f}) exact={exact}"
+    )
+    for ts in report.training_sets:
+        print(f"  {ts.training_set}: mean AP {ts.mean_ap} labels {len(ts.labels)}")
+    for pair in report.comparisons:
+        print(f"  {pair.verdict[:300]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__)
+    parser.add_argument("action", choices=("load", "run", "delete"))
+    parser.add_argument("--index", required=True)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--truth", default="gt")
+    parser.add_argument("-t", "--training-set", action="append", dest="sets")
+    parser.add_argument("--budget", type=int, default=None, help="exact detections per curve")
+    args = parser.parse_args(argv)
+    settings = StoreSettings()
+    hosts = settings.es_hosts()
+    if hosts is None:
+        print("set AUTOTAG_ES_URL or ES_URL", file=sys.stderr)
+        return 2
+    es = connect(hosts, settings=settings, request_timeout=600)
+    if args.action == "load":
+        load(es, args.index, args.items, args.seed)
+    elif args.action == "delete":
+        es.indices.delete(index=args.index, ignore_unavailable=True)
+    else:
+        asyncio.run(run(hosts[0], args.index, args.truth, args.sets or list(SETS), args.budget))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

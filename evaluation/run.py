@@ -1,0 +1,658 @@
+"""Run an evaluation against the index: stream the slice, or aggregate the review decisions.
+
+- **Imported truth** streams the slice's items that the source annotated and a requested
+  training set tagged, with a point in time and ``search_after`` (``_shard_doc`` order),
+  reading only the fields needed, one page ahead while the previous page is matched. Every
+  (item, training set, label) is matched once (:mod:`evaluation.matching`) and added to that
+  training set's curves and to the curves of each pair that tagged the item.
+- **Reviews** answer from aggregations (precision and calibration per score range, label
+  confusions): no item is read. Only a comparison streams, over the items both tagged, to
+  bootstrap over items.
+
+Review semantics: accepted is right; rejected is wrong; modified is wrong for the model's
+label (``original_label``) and box, and the new label counts as an object the model saw and
+labelled wrongly (``corrected_to``). Against imported truth, a prediction is judged as the
+model made it: its ``original_label`` and ``original_bbox`` when a reviewer changed them,
+whatever its review status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any, Final
+
+from elasticsearch import AsyncElasticsearch
+
+from evaluation.curves import LabelCurve
+from evaluation.figures import (
+    LabelKey,
+    Settings,
+    all_ranges,
+    compare_pair,
+    label_metrics,
+    range_key,
+    review_metrics,
+)
+from evaluation.matching import (
+    ALL_THRESHOLDS,
+    Box,
+    Matched,
+    iou_threshold_index,
+    match_boxes,
+    match_tags,
+)
+from evaluation.report import (
+    REVIEWS,
+    Confusion,
+    EvaluationOptions,
+    EvaluationReport,
+    LabelMetrics,
+    PairComparison,
+    ReviewCounts,
+    TrainingSetReport,
+)
+from store import schema as f
+from store.schema import PredictionKind, PredictionStatus
+
+PAGE: Final = 2000
+BLOCKS: Final = 64
+MAX_LABELS: Final = 2000
+KEEP_ALIVE: Final = "2m"
+_REVIEWED: Final = (
+    PredictionStatus.ACCEPTED.value,
+    PredictionStatus.REJECTED.value,
+    PredictionStatus.MODIFIED.value,
+)
+_PRED_FIELDS: Final = (
+    f.PRED_LABEL,
+    f.PRED_SCORE,
+    f.PRED_TRAINING_SET,
+    f.PRED_STATUS,
+    f.PRED_ORIGINAL_LABEL,
+)
+
+
+_OBJECTS: Final = f.OBJECT_PREDICTIONS
+_IMAGES: Final = f.IMAGE_PREDICTIONS
+_SET: Final = f.PRED_TRAINING_SET
+_SCORE: Final = f.PRED_SCORE
+_LABEL: Final = f.PRED_LABEL
+_ORIGINAL_LABEL: Final = f.PRED_ORIGINAL_LABEL
+_BBOX: Final = f.PRED_BBOX
+_ORIGINAL_BBOX: Final = f.PRED_ORIGINAL_BBOX
+
+
+class EvaluationError(Exception):
+    """An evaluation that cannot run as asked (e.g. an unknown truth source)."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+Judged = dict[LabelKey, tuple[list[Matched], int]]
+
+
+def judge_against_truth(
+    doc: Mapping[str, Any], sets: Sequence[str], source: str
+) -> dict[str, Judged]:
+    """Per training set that tagged ``doc``: every label's matched detections and truth."""
+    truth_boxes: dict[str, list[tuple[Box, bool]]] = defaultdict(list)
+    for annotation in doc.get(f.TRUTH_OBJECTS) or ():
+        if annotation.get(f.ANNOTATION_SOURCE) != source:
+            continue
+        raw = annotation.get(_BBOX)
+        try:
+            box = (raw["x1"], raw["y1"], raw["x2"], raw["y2"])
+        except (KeyError, TypeError):
+            continue
+        crowd = annotation.get(f.ANNOTATION_CROWD) is True
+        truth_boxes[annotation.get(_LABEL)].append((box, crowd))
+    truth_tags = {
+        a.get(_LABEL) for a in doc.get(f.TRUTH_IMAGES) or () if a.get(f.ANNOTATION_SOURCE) == source
+    }
+    tagged = set(doc.get(f.TAGGED_BY) or ())
+    wanted = [name for name in sets if name in tagged]
+    boxes_of: dict[str, dict[str, list[tuple[float, Box]]]] = {n: defaultdict(list) for n in wanted}
+    tags_of: dict[str, dict[str, float]] = {n: {} for n in wanted}
+    # The hot loop of a large evaluation: plain lookups, no conversions (scores become
+    # 32-bit floats in bulk, in the curves).
+    for p in doc.get(_OBJECTS) or ():
+        found = boxes_of.get(p.get(_SET))
+        score = p.get(_SCORE)
+        if found is None or (score.__class__ is not float and score.__class__ is not int):
+            continue
+        raw = p.get(_ORIGINAL_BBOX) or p.get(_BBOX)
+        try:
+            box = (raw["x1"], raw["y1"], raw["x2"], raw["y2"])
+        except (KeyError, TypeError):
+            continue
+        found[p.get(_ORIGINAL_LABEL) or p.get(_LABEL)].append((score, box))
+    for p in doc.get(_IMAGES) or ():
+        best = tags_of.get(p.get(_SET))
+        score = p.get(_SCORE)
+        if best is None or (score.__class__ is not float and score.__class__ is not int):
+            continue
+        label = p.get(_ORIGINAL_LABEL) or p.get(_LABEL)
+        if score > best.get(label, -2.0):
+            best[label] = score
+    out: dict[str, Judged] = {}
+    for name in wanted:
+        boxes, tags = boxes_of[name], tags_of[name]
+        judged: Judged = {}
+        for label in boxes.keys() | truth_boxes.keys():
+            judged[PredictionKind.OBJECT, label] = match_boxes(
+                boxes.get(label, ()), truth_boxes.get(label, ())
+            )
+        for label in tags.keys() | truth_tags:
+            judged[PredictionKind.IMAGE, label] = match_tags(tags.get(label), label in truth_tags)
+        out[name] = judged
+    return out
+
+
+def judge_reviews(doc: Mapping[str, Any], sets: Sequence[str]) -> dict[str, Judged]:
+    """Per training set that tagged ``doc``: its reviewed predictions, right or wrong."""
+    tagged = set(doc.get(f.TAGGED_BY) or ())
+    out: dict[str, Judged] = {}
+    for name in sets:
+        if name not in tagged:
+            continue
+        judged: Judged = {}
+        for kind in PredictionKind:
+            for p in doc.get(kind.path) or ():
+                score, status = p.get(f.PRED_SCORE), p.get(f.PRED_STATUS)
+                if p.get(f.PRED_TRAINING_SET) != name or status not in _REVIEWED:
+                    continue
+                if not _number(score):
+                    continue
+                label = str(p.get(f.PRED_ORIGINAL_LABEL) or p.get(f.PRED_LABEL))
+                right = ALL_THRESHOLDS if status == PredictionStatus.ACCEPTED else 0
+                judged.setdefault((kind, label), ([], 0))[0].append((score, right, 0))
+        out[name] = judged
+    return out
+
+
+@dataclass
+class Accumulator:
+    """Curves per training set, and per pair of training sets on the items both tagged."""
+
+    sets: Sequence[str]
+    budget: int | None = None
+    items: dict[str, int] = field(default_factory=dict)
+    curves: dict[str, dict[LabelKey, LabelCurve]] = field(default_factory=dict)
+    pair_items: dict[tuple[str, str], int] = field(default_factory=dict)
+    pair_curves: dict[tuple[str, str], tuple[dict[LabelKey, LabelCurve], ...]] = field(
+        default_factory=dict
+    )
+    per_set: bool = True
+
+    def __post_init__(self) -> None:
+        for name in self.sets:
+            self.items[name] = 0
+            self.curves[name] = {}
+        for pair in combinations(self.sets, 2):
+            self.pair_items[pair] = 0
+            self.pair_curves[pair] = ({}, {})
+
+    def _curve(self, curves: dict[LabelKey, LabelCurve], key: LabelKey, blocks: int) -> LabelCurve:
+        curve = curves.get(key)
+        if curve is None:
+            options: dict[str, Any] = {"blocks": blocks}
+            if self.budget is not None:
+                options["budget"] = self.budget
+            curve = curves[key] = LabelCurve(**options)
+        return curve
+
+    def add(self, judged: Mapping[str, Judged]) -> None:
+        # With two training sets, an item both tagged goes into the pair's curves only; they
+        # are merged into each set's own at the end (:meth:`finish`): each detection is added
+        # once.
+        shared = len(self.sets) == 2 and len(judged) == 2
+        if self.per_set:
+            for name, labels in judged.items():
+                self.items[name] += 1
+                if shared:
+                    continue
+                curves = self.curves[name]
+                for key, (matched, counted) in labels.items():
+                    self._curve(curves, key, 0).add(matched, counted)
+        for pair, sides in self.pair_curves.items():
+            if pair[0] not in judged or pair[1] not in judged:
+                continue
+            block = self.pair_items[pair] % BLOCKS
+            self.pair_items[pair] += 1
+            for name, curves in zip(pair, sides, strict=True):
+                for key, (matched, counted) in judged[name].items():
+                    self._curve(curves, key, BLOCKS).add(matched, counted, block)
+
+    def finish(self) -> None:
+        """Fold the pair's curves into the two sets' own (see :meth:`add`)."""
+        if len(self.sets) != 2 or not self.per_set:
+            return
+        for name, curves in zip(self.sets, next(iter(self.pair_curves.values())), strict=True):
+            for key, curve in curves.items():
+                self._curve(self.curves[name], key, 0).merge(curve)
+
+
+def _source_fields(truth: bool) -> list[str]:
+    fields = [f.TAGGED_BY]
+    for path in f.PREDICTION_PATHS:
+        fields += [f"{path}.{name}" for name in _PRED_FIELDS]
+    if truth:
+        fields += [
+            f"{f.OBJECT_PREDICTIONS}.{f.PRED_BBOX}",
+            f"{f.OBJECT_PREDICTIONS}.{f.PRED_ORIGINAL_BBOX}",
+        ]
+        fields += [f"{f.TRUTH_IMAGES}.{n}" for n in (f.PRED_LABEL, f.ANNOTATION_SOURCE)]
+        fields += [
+            f"{f.TRUTH_OBJECTS}.{n}"
+            for n in (f.PRED_LABEL, f.ANNOTATION_SOURCE, f.PRED_BBOX, f.ANNOTATION_CROWD)
+        ]
+    return fields
+
+
+def _check_shards(response: Mapping[str, Any]) -> None:
+    shards = response.get("_shards") or {}
+    if shards.get("failed"):
+        raise EvaluationError(
+            "search_unavailable", "Some shards failed; the evaluation would be partial: retry"
+        )
+
+
+async def stream(
+    es: AsyncElasticsearch,
+    index: str,
+    query: Mapping[str, Any],
+    fields: list[str],
+    *,
+    page: int = PAGE,
+    keep_alive: str = KEEP_ALIVE,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The ``_source`` of every item matching ``query``, page by page, under one point in time
+    (a consistent view), the next page requested while the caller works on this one."""
+    pit = await es.open_point_in_time(index=index, keep_alive=keep_alive)
+    pit_id = str(pit["id"])
+
+    async def fetch(after: list[Any] | None) -> Mapping[str, Any]:
+        body: dict[str, Any] = {
+            "query": query,
+            "size": page,
+            "sort": [{"_shard_doc": "asc"}],
+            "pit": {"id": pit_id, "keep_alive": keep_alive},
+            "_source": fields,
+            "track_total_hits": False,
+        }
+        if after is not None:
+            body["search_after"] = after
+        response: Mapping[str, Any] = (await es.search(body=body)).body
+        _check_shards(response)
+        return response
+
+    try:
+        pending = asyncio.ensure_future(fetch(None))
+        while True:
+            response = await pending
+            pit_id = str(response.get("pit_id", pit_id))
+            hits = response["hits"]["hits"]
+            if not hits:
+                break
+            if len(hits) == page:
+                pending = asyncio.ensure_future(fetch(hits[-1]["sort"]))
+            yield [hit["_source"] for hit in hits]
+            if len(hits) < page:
+                break
+    finally:
+        if not pending.done():
+            pending.cancel()
+        await es.close_point_in_time(id=pit_id)
+
+
+def _review_aggs(sets: Sequence[str], settings: Settings) -> dict[str, Any]:
+    ranges = [
+        {"key": range_key(low, high), "from": low, **({} if high is None else {"to": high})}
+        for low, high in all_ranges(settings)
+    ]
+    aggs: dict[str, Any] = {
+        "items": {"filters": {"filters": {s: {"term": {f.TAGGED_BY: s}} for s in sets}}}
+    }
+    for kind in PredictionKind:
+        path = kind.path
+
+        def ranged(path: str = path) -> dict[str, Any]:
+            return {"range": {"field": f"{path}.{f.PRED_SCORE}", "ranges": ranges, "keyed": True}}
+
+        by_set = {
+            "judged": {
+                "filter": {
+                    "terms": {
+                        f"{path}.{f.PRED_STATUS}": [
+                            PredictionStatus.ACCEPTED.value,
+                            PredictionStatus.REJECTED.value,
+                        ]
+                    }
+                },
+                "aggs": {
+                    "label": {
+                        "terms": {"field": f"{path}.{f.PRED_LABEL}", "size": MAX_LABELS},
+                        "aggs": {
+                            "status": {
+                                "terms": {"field": f"{path}.{f.PRED_STATUS}", "size": 2},
+                                "aggs": {"ranges": ranged()},
+                            }
+                        },
+                    }
+                },
+            },
+            "modified": {
+                "filter": {"term": {f"{path}.{f.PRED_STATUS}": PredictionStatus.MODIFIED.value}},
+                "aggs": {
+                    "label": {
+                        "terms": {"field": f"{path}.{f.PRED_ORIGINAL_LABEL}", "size": MAX_LABELS},
+                        "aggs": {
+                            "ranges": ranged(),
+                            "to": {
+                                "terms": {"field": f"{path}.{f.PRED_LABEL}", "size": MAX_LABELS}
+                            },
+                        },
+                    }
+                },
+            },
+            "pending": {
+                "filter": {"term": {f"{path}.{f.PRED_STATUS}": PredictionStatus.PENDING.value}},
+                "aggs": {
+                    "label": {"terms": {"field": f"{path}.{f.PRED_LABEL}", "size": MAX_LABELS}}
+                },
+            },
+        }
+        aggs[kind.value] = {
+            "nested": {"path": path},
+            "aggs": {
+                "sets": {
+                    "filter": {"terms": {f"{path}.{f.PRED_TRAINING_SET}": list(sets)}},
+                    "aggs": {
+                        "set": {
+                            "terms": {
+                                "field": f"{path}.{f.PRED_TRAINING_SET}",
+                                "size": len(sets),
+                            },
+                            "aggs": by_set,
+                        }
+                    },
+                }
+            },
+        }
+    return aggs
+
+
+@dataclass
+class _ReviewTables:
+    """What the review aggregation says about one training set."""
+
+    correct: dict[LabelKey, dict[str, float]] = field(default_factory=dict)
+    wrong: dict[LabelKey, dict[str, float]] = field(default_factory=dict)
+    counts: dict[LabelKey, dict[str, int]] = field(default_factory=dict)
+    confusions: list[Confusion] = field(default_factory=list)
+
+
+def _ranges(bucket: Mapping[str, Any]) -> dict[str, float]:
+    return {key: float(b["doc_count"]) for key, b in bucket["ranges"]["buckets"].items()}
+
+
+def _read_review_aggs(aggs: Mapping[str, Any], sets: Sequence[str]) -> dict[str, _ReviewTables]:
+    tables = {name: _ReviewTables() for name in sets}
+    for kind in PredictionKind:
+        for set_bucket in aggs[kind.value]["sets"]["set"]["buckets"]:
+            table = tables[str(set_bucket["key"])]
+
+            def count(key: LabelKey, name: str, n: int, table: _ReviewTables = table) -> None:
+                slot = table.counts.setdefault(key, defaultdict(int))
+                slot[name] += n
+
+            for label in set_bucket["judged"]["label"]["buckets"]:
+                key = (kind, str(label["key"]))
+                for status in label["status"]["buckets"]:
+                    right = status["key"] == PredictionStatus.ACCEPTED.value
+                    target = table.correct if right else table.wrong
+                    into = target.setdefault(key, defaultdict(float))
+                    for name, n in _ranges(status).items():
+                        into[name] += n
+                    count(key, "accepted" if right else "rejected", int(status["doc_count"]))
+            for label in set_bucket["modified"]["label"]["buckets"]:
+                key = (kind, str(label["key"]))
+                into = table.wrong.setdefault(key, defaultdict(float))
+                for name, n in _ranges(label).items():
+                    into[name] += n
+                count(key, "modified_away", int(label["doc_count"]))
+                for new in label["to"]["buckets"]:
+                    count((kind, str(new["key"])), "corrected_to", int(new["doc_count"]))
+                    table.confusions.append(
+                        Confusion(
+                            kind=kind,
+                            original_label=str(label["key"]),
+                            label=str(new["key"]),
+                            count=int(new["doc_count"]),
+                        )
+                    )
+            for label in set_bucket["pending"]["label"]["buckets"]:
+                count((kind, str(label["key"])), "pending", int(label["doc_count"]))
+    for table in tables.values():
+        table.confusions.sort(key=lambda c: (-c.count, c.kind.value, c.original_label, c.label))
+    return tables
+
+
+def _review_counts(
+    counts: Mapping[str, int] | None, *, always: bool = False
+) -> ReviewCounts | None:
+    if not counts and not always:
+        return None
+    counts = counts or {}
+    return ReviewCounts(
+        accepted=counts.get("accepted", 0),
+        rejected=counts.get("rejected", 0),
+        modified_away=counts.get("modified_away", 0),
+        corrected_to=counts.get("corrected_to", 0),
+        pending=counts.get("pending", 0),
+    )
+
+
+def _sorted_keys(keys: Iterable[LabelKey]) -> list[LabelKey]:
+    return sorted(keys, key=lambda k: (k[0] is PredictionKind.IMAGE, k[1]))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+KNOWN_REVIEWS: Final = [
+    "precision of reviewed predictions (accepted right; rejected and modified wrong)",
+    "calibration: observed precision per score band and bin",
+    "label confusions from modified reviews",
+]
+UNKNOWN_REVIEWS: Final = [
+    "recall, F1, AP and the precision-recall curve: objects the model missed were never shown"
+    " to a reviewer, so the reviews cannot count them; import ground truth for these",
+]
+KNOWN_TRUTH: Final = [
+    "TP, FP, FN, precision, recall and F1 at the score threshold",
+    "AP at the IoU threshold, AP@0.5 and COCO AP@[.5:.95] (101-point), the PR curve",
+    "calibration: observed precision per score band and bin",
+    "label confusions from modified reviews",
+]
+
+
+async def evaluate(
+    es: AsyncElasticsearch,
+    index: str,
+    query: Mapping[str, Any],
+    canonical: str,
+    options: EvaluationOptions,
+    *,
+    keep_alive: str = KEEP_ALIVE,
+    budget: int | None = None,
+) -> EvaluationReport:
+    """The whole evaluation of the slice ``query`` (a translated query), as one report."""
+    started = time.perf_counter()
+    sets = list(options.training_sets)
+    reviews_only = options.truth == REVIEWS
+    settings = Settings(
+        iou_index=iou_threshold_index(options.iou_threshold),
+        score_threshold=options.score_threshold,
+        calibration_bins=options.calibration_bins,
+        truth_known=not reviews_only,
+    )
+    notes: list[str] = []
+    tagged = {"terms": {f.TAGGED_BY: sets}}
+    review_body = {
+        "query": {"bool": {"filter": [query, tagged]}},
+        "size": 0,
+        "track_total_hits": True,
+        "aggs": _review_aggs(sets, settings),
+    }
+    if not reviews_only:
+        await _check_source(es, index, options.truth)
+    response: Mapping[str, Any] = (await es.search(index=index, body=review_body)).body
+    _check_shards(response)
+    tables = _read_review_aggs(response["aggregations"], sets)
+    item_counts = {
+        name: int(b["doc_count"])
+        for name, b in response["aggregations"]["items"]["buckets"].items()
+    }
+
+    accumulator = Accumulator(sets, budget=budget, per_set=not reviews_only)
+    if not reviews_only or len(sets) > 1:
+        filters: list[Any] = [query, tagged]
+        if not reviews_only:
+            filters.append({"term": {f.TRUTH_SOURCE: options.truth}})
+        source = options.truth
+        async for page in stream(
+            es,
+            index,
+            {"bool": {"filter": filters}},
+            _source_fields(not reviews_only),
+            keep_alive=keep_alive,
+        ):
+
+            def work(page: list[dict[str, Any]] = page) -> None:
+                for doc in page:
+                    if reviews_only:
+                        accumulator.add(judge_reviews(doc, sets))
+                    else:
+                        accumulator.add(judge_against_truth(doc, sets, source))
+
+            await asyncio.to_thread(work)
+        accumulator.finish()
+
+    reports = []
+    for name in sets:
+        table = tables[name]
+        labels: list[LabelMetrics] = []
+        if reviews_only:
+            keys = set(table.correct) | set(table.wrong) | set(table.counts)
+            for key in _sorted_keys(keys):
+                labels.append(
+                    review_metrics(
+                        key,
+                        table.correct.get(key, {}),
+                        table.wrong.get(key, {}),
+                        _review_counts(table.counts.get(key), always=True),
+                        settings,
+                    )
+                )
+            items = item_counts.get(name, 0)
+        else:
+            curves = accumulator.curves[name]
+            image_truth = sum(c.truth for k, c in curves.items() if k[0] is PredictionKind.IMAGE)
+            if not image_truth and any(k[0] is PredictionKind.IMAGE for k in curves):
+                notes.append(
+                    f"{options.truth} has no image-level labels: {name}'s image predictions"
+                    " are not evaluated"
+                )
+            for key in _sorted_keys(curves):
+                if key[0] is PredictionKind.IMAGE and not image_truth:
+                    continue
+                labels.append(
+                    label_metrics(key, curves[key], settings, _review_counts(table.counts.get(key)))
+                )
+            items = accumulator.items[name]
+        objects = [m for m in labels if m.kind is PredictionKind.OBJECT]
+        reports.append(
+            TrainingSetReport(
+                training_set=name,
+                items=items,
+                labels=labels,
+                mean_ap=_mean([m.ap for m in objects if m.truth]),
+                mean_ap_50_95=_mean([m.ap_50_95 for m in objects if m.truth]),
+                confusions=table.confusions,
+            )
+        )
+        if not items:
+            notes.append(f"no item of the slice was tagged by {name}")
+
+    comparisons: list[PairComparison] = []
+    for offset, (pair, sides) in enumerate(accumulator.pair_curves.items()):
+        comparisons.append(
+            await asyncio.to_thread(
+                compare_pair,
+                pair,
+                (sides[0], sides[1]),
+                accumulator.pair_items[pair],
+                settings,
+                replicates=options.bootstrap,
+                seed=options.seed + offset,
+            )
+        )
+    if reviews_only:
+        evaluated = int(response["hits"]["total"]["value"]) if "hits" in response else 0
+    else:
+        evaluated = max(accumulator.items.values(), default=0)
+        notes.append(
+            f"only items that {options.truth} annotated are evaluated; a prediction changed in"
+            " review is judged by the model's own label and box"
+        )
+    return EvaluationReport(
+        query=canonical,
+        truth=options.truth,
+        iou_threshold=round(options.iou_threshold, 2),
+        score_threshold=options.score_threshold,
+        items=evaluated,
+        known=KNOWN_REVIEWS if reviews_only else KNOWN_TRUTH,
+        unknown=UNKNOWN_REVIEWS if reviews_only else [],
+        notes=notes,
+        training_sets=reports,
+        comparisons=comparisons,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+async def _check_source(es: AsyncElasticsearch, index: str, source: str) -> None:
+    body = {
+        "size": 0,
+        "query": {"term": {f.TRUTH_SOURCE: source}},
+        "track_total_hits": 1,
+        "aggs": {"sources": {"terms": {"field": f.TRUTH_SOURCE, "size": 50}}},
+    }
+    found = await es.search(index=index, body=body)
+    if found["hits"]["total"]["value"]:
+        return
+    every = await es.search(
+        index=index,
+        body={"size": 0, "aggs": {"sources": {"terms": {"field": f.TRUTH_SOURCE, "size": 50}}}},
+    )
+    known = [str(b["key"]) for b in every["aggregations"]["sources"]["buckets"]]
+    raise EvaluationError(
+        "unknown_truth_source",
+        f"no item has ground truth from {source!r}",
+        {"truth": source, "known_sources": [REVIEWS, *known]},
+    )

@@ -1,0 +1,237 @@
+"""``autotag import-truth``: ground truth from COCO instances or JSONL, as a named source.
+
+Two formats:
+
+- **JSONL**, one item per line (the synthetic world's ``ground_truth.jsonl`` is one)::
+
+      {"item_id": "cam1/0001.png", "tags": ["weather_rain"],
+       "objects": [{"label": "car", "bbox": [x1, y1, x2, y2], "iscrowd": false}]}
+
+  ``bbox`` may also be ``{x1, y1, x2, y2}``; item fields (``dataset``, ``uri``, ``width``,
+  ``height``, ``metadata``) fill in what the item lacks; ``file`` is accepted and not stored.
+- **COCO instances** (``images``, ``annotations`` with ``bbox: [x, y, w, h]`` and
+  ``iscrowd``, ``categories``). Item ids follow the folder rule of ``index`` and of COCO
+  prediction imports (``DATASET/file_name``). Every listed image is annotated by the source,
+  with or without objects: an image with no objects is truth too (every detection on it is
+  wrong).
+
+Labels are normalised exactly like prediction imports (:class:`indexer.importer.LabelPolicy`:
+the taxonomy's ``object_classes`` first, then :func:`indexer.taxonomy.normalise_label`), so
+COCO's ``person`` is a ``pedestrian`` in the truth as in the predictions. Bad records fail on
+their own; the rest is imported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from indexer.importer import ITEM_FIELDS, LabelPolicy, RecordError, _bbox, _load_json, _text
+from indexer.report import Failure
+from indexer.sources import item_id_for
+from indexer.taxonomy import Taxonomy, load_taxonomy
+from store import schema as f
+from store.writer import ItemPredictions
+
+TAGS: Final = "tags"
+OBJECTS: Final = "objects"
+_IGNORED: Final = frozenset({"file"})
+
+
+@dataclass
+class TruthBatch:
+    """Entries to write (lazily read) and the label counts, complete once consumed."""
+
+    source: str
+    labels: LabelPolicy
+    entries: list[ItemPredictions | Failure] | Iterator[ItemPredictions | Failure] = field(
+        default_factory=list
+    )
+
+    def summary_notes(self) -> list[str]:
+        new = self.labels.new
+        shown = ", ".join(sorted(new)[:10]) + (", ..." if len(new) > 10 else "")
+        lines = [f"ground-truth source: {self.source}"]
+        lines.append(
+            f"new labels (not in the taxonomy): {len(new)}" + (f" ({shown})" if new else "")
+        )
+        if self.labels.dropped:
+            lines.append(f"{self.labels.dropped} annotation(s) dropped: label not in the taxonomy")
+        return lines
+
+
+def _object(raw: Any, labels: LabelPolicy) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        raise RecordError("an object is not a JSON object")
+    unknown = set(raw) - {f.PRED_LABEL, f.PRED_BBOX, f.ANNOTATION_CROWD}
+    if unknown:
+        raise RecordError(f"unknown object field(s): {', '.join(sorted(unknown))}")
+    name = raw.get(f.PRED_LABEL)
+    if not isinstance(name, str):
+        raise RecordError(f"an object's label {name!r} is not text")
+    crowd = raw.get(f.ANNOTATION_CROWD, False)
+    if crowd not in (True, False, 0, 1):
+        raise RecordError(f"iscrowd must be true/false or 0/1, not {crowd!r}")
+    bbox = _bbox(raw.get(f.PRED_BBOX))
+    label = labels.label(name, "object")
+    if label is None:
+        return None
+    return {f.PRED_LABEL: label, f.PRED_BBOX: bbox, f.ANNOTATION_CROWD: bool(crowd)}
+
+
+def parse_truth_record(record: Any, *, dataset: str | None, labels: LabelPolicy) -> ItemPredictions:
+    """One JSONL record -> the truth writer's input; raises :class:`RecordError`."""
+    if not isinstance(record, dict):
+        raise RecordError("not a JSON object")
+    item_id = _text(record.get(f.ITEM_ID))
+    if not item_id:
+        raise RecordError(f"no {f.ITEM_ID}")
+    unknown = set(record) - ITEM_FIELDS - {TAGS, OBJECTS} - _IGNORED
+    if unknown:
+        raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    item = {k: v for k, v in record.items() if k in ITEM_FIELDS}
+    item[f.ITEM_ID] = item_id
+    if dataset is not None:
+        item.setdefault(f.DATASET, dataset)
+    scratch = LabelPolicy(labels.taxonomy, labels.taxonomy_only)
+    tags = record.get(TAGS) or []
+    objects = record.get(OBJECTS) or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise RecordError("tags must be a list of labels")
+    if not isinstance(objects, list):
+        raise RecordError("objects must be a list")
+    images = []
+    for name in dict.fromkeys(tags):
+        label = scratch.label(name, "image")
+        if label is not None:
+            images.append({f.PRED_LABEL: label})
+    boxes = [o for o in (_object(raw, scratch) for raw in objects) if o is not None]
+    labels.merge(scratch)
+    return ItemPredictions(item, images, boxes)
+
+
+def read_truth_jsonl(
+    path: Path,
+    *,
+    source: str,
+    dataset: str | None = None,
+    taxonomy: Taxonomy | None = None,
+    taxonomy_only: bool = False,
+) -> TruthBatch:
+    """Stream the records of a ground-truth JSONL file (see the module docstring)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    batch = TruthBatch(source, LabelPolicy(taxonomy or load_taxonomy(), taxonomy_only))
+    batch.entries = _jsonl(path, dataset, batch)
+    return batch
+
+
+def _jsonl(
+    path: Path, dataset: str | None, batch: TruthBatch
+) -> Iterator[ItemPredictions | Failure]:
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{number}"
+            record: Any = None
+            try:
+                record = json.loads(line)
+                entry = parse_truth_record(record, dataset=dataset, labels=batch.labels)
+            except json.JSONDecodeError as error:
+                yield Failure(None, None, "source", f"{where}: not JSON ({error.msg})")
+                continue
+            except RecordError as error:
+                item_id = record.get(f.ITEM_ID) if isinstance(record, dict) else None
+                yield Failure(_text(item_id), None, "source", f"{where}: {error}")
+                continue
+            if entry.item_id in seen:
+                yield Failure(entry.item_id, None, "source", f"{where}: duplicate item id")
+                continue
+            seen.add(entry.item_id)
+            yield entry
+
+
+def read_truth_coco(
+    instances_path: Path,
+    *,
+    source: str,
+    dataset: str | None = None,
+    taxonomy: Taxonomy | None = None,
+    taxonomy_only: bool = False,
+) -> TruthBatch:
+    """A COCO instances file -> one entry per listed image (see the module docstring)."""
+    data = _load_json(instances_path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{instances_path}: no `images` list (a COCO instances file)")
+    categories = {
+        c["id"]: str(c["name"])
+        for c in data.get("categories") or ()
+        if isinstance(c, dict) and "id" in c and "name" in c
+    }
+    batch = TruthBatch(source, LabelPolicy(taxonomy or load_taxonomy(), taxonomy_only))
+    name = instances_path.name
+    entries: list[ItemPredictions | Failure] = []
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    bad: dict[Any, str] = {}
+    per_image: dict[Any, LabelPolicy] = {}
+    for number, annotation in enumerate(data.get("annotations") or ()):
+        where = f"{name}: annotations[{number}]"
+        try:
+            image_id = annotation["image_id"]
+            category = annotation["category_id"]
+            x, y, w, h = (float(v) for v in annotation["bbox"])
+            crowd = annotation.get("iscrowd", 0)
+        except (KeyError, TypeError, ValueError) as error:
+            entries.append(Failure(None, None, "source", f"{where}: bad annotation {error!r}"))
+            continue
+        label_name = categories.get(category)
+        if label_name is None:
+            bad.setdefault(image_id, f"{where}: category_id {category!r} is not in the categories")
+            continue
+        scratch = per_image.setdefault(image_id, LabelPolicy(batch.labels.taxonomy, taxonomy_only))
+        try:
+            box = _object(
+                {"label": label_name, "bbox": [x, y, x + w, y + h], "iscrowd": crowd}, scratch
+            )
+        except RecordError as error:
+            bad.setdefault(image_id, f"{where}: {error}")
+            continue
+        if box is not None:
+            by_image.setdefault(image_id, []).append(box)
+    seen: set[str] = set()
+    listed: set[Any] = set()
+    for image in data["images"]:
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            entries.append(Failure(None, None, "source", f"{name}: bad image entry"))
+            continue
+        file_name = str(image["file_name"])
+        item_id = item_id_for(dataset, file_name)
+        if item_id in seen:
+            entries.append(Failure(item_id, file_name, "source", "duplicate item id"))
+            continue
+        seen.add(item_id)
+        listed.add(image["id"])
+        if image["id"] in bad:
+            entries.append(Failure(item_id, file_name, "source", bad[image["id"]]))
+            continue
+        item: dict[str, Any] = {f.ITEM_ID: item_id, f.URI: file_name}
+        if dataset is not None:
+            item[f.DATASET] = dataset
+        for side in (f.WIDTH, f.HEIGHT):
+            if isinstance(image.get(side), int):
+                item[side] = image[side]
+        entries.append(ItemPredictions(item, (), by_image.get(image["id"], [])))
+        if image["id"] in per_image:
+            batch.labels.merge(per_image[image["id"]])
+    for image_id in sorted(set(by_image) | set(bad), key=str):
+        if image_id not in listed:
+            count = len(by_image.get(image_id, ()))
+            reason = f"{count} annotation(s) for image id {image_id} not in the image list"
+            entries.append(Failure(None, None, "source", reason))
+    batch.entries = entries
+    return batch
