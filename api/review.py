@@ -61,12 +61,24 @@ def item_not_found(item_id: str) -> ApiError:
     return ApiError(404, "item_not_found", "No such item", {"item_id": item_id})
 
 
-async def load_item(es: AsyncElasticsearch, index: str, item_id: str) -> StoredItem:
-    """The item stored under ``item_id`` (its document id), realtime, with its revision."""
+async def load_item(
+    es: AsyncElasticsearch,
+    index: str,
+    item_id: str,
+    *,
+    source_includes: list[str] | None = None,
+) -> StoredItem:
+    """The item stored under ``item_id`` (its document id), realtime, with its revision.
+
+    ``source_includes``: only these fields of the source (all by default).
+    """
     if not item_id or len(item_id.encode()) > _MAX_ID_BYTES:
         raise item_not_found(item_id)
     try:
-        response = await es.get(index=index, id=item_id)
+        if source_includes is None:
+            response = await es.get(index=index, id=item_id)
+        else:
+            response = await es.get(index=index, id=item_id, source_includes=source_includes)
     except elasticsearch.NotFoundError as exc:
         body = exc.body if isinstance(exc.body, Mapping) else {}
         if "error" in body:  # the index itself is missing: the service is not ready

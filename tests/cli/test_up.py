@@ -25,6 +25,7 @@ from cli.up import (
 )
 from indexer.models import DEMO_MODEL_PREFIX
 from search import parse, translate
+from store.image_roots import roots_in_answer, roots_index_name, roots_search_body
 from store.settings import StoreSettings
 
 pytestmark = pytest.mark.es
@@ -35,6 +36,7 @@ def alias(es: Elasticsearch) -> Iterator[str]:
     name = f"test-up-{uuid.uuid4().hex[:8]}"
     yield name
     es.indices.delete(index=f"{name}-v1", ignore_unavailable=True)
+    es.indices.delete(index=roots_index_name(name), ignore_unavailable=True)
 
 
 def test_the_main_job_loads_and_tags_the_samples_idempotently(
@@ -70,6 +72,10 @@ def test_the_main_job_loads_and_tags_the_samples_idempotently(
     models = {p["model"] for p in predictions}
     assert models
     assert all(model.startswith(DEMO_MODEL_PREFIX) for model in models)
+    # The sample images' folder is recorded on the index: the API (and the page) shows them.
+    images = (tmp_path / "sample-images" / "images").resolve()
+    recorded = es.search(index=roots_index_name(alias), body=roots_search_body()).body
+    assert roots_in_answer(recorded) == [str(images)]
     again = load_sample(settings, [es_url])
     assert (again.written, again.skipped) == (0, 2 * SAMPLE_SIZE)
 
