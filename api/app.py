@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items.router,
         images.router,
         review.router,
+        review.item_router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")

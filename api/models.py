@@ -106,6 +106,7 @@ class ReviewEvent(BaseModel):
     prediction_id: str
     before: dict[str, Any]
     after: dict[str, Any]
+    run_id: str | None = Field(None, description="The review-by-query run that made it.")
 
 
 class Item(BaseModel):
@@ -352,6 +353,65 @@ class ModifyRequest(ReviewRequest):
         if self.label is None and self.bbox is None:
             raise ValueError("give a new label, a new bbox, or both")
         return self
+
+
+class _Decision(_Body):
+    prediction_id: str = Field(min_length=1, max_length=512)
+
+
+class AcceptDecision(_Decision):
+    """Confirm the prediction (a modified one stays modified)."""
+
+    action: Literal[ReviewAction.ACCEPT]
+
+
+class RejectDecision(_Decision):
+    """Reject the prediction: queries no longer see it unless they ask for rejected ones."""
+
+    action: Literal[ReviewAction.REJECT]
+
+
+class ModifyDecision(_Decision):
+    """A new label and/or box; the model's label is kept as ``original_label``."""
+
+    model_config = ConfigDict(json_schema_extra=ModifyRequest.model_config["json_schema_extra"])
+
+    action: Literal[ReviewAction.MODIFY]
+    label: str | None = Field(
+        None, min_length=1, max_length=256, pattern=r"^\S(.*\S)?$", description="New label."
+    )
+    bbox: BBox | None = Field(None, description="New box (object predictions only).")
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ModifyDecision:
+        if self.label is None and self.bbox is None:
+            raise ValueError("give a new label, a new bbox, or both")
+        return self
+
+
+Decision = Annotated[
+    AcceptDecision | RejectDecision | ModifyDecision, Field(discriminator="action")
+]
+
+
+class SaveReviewRequest(_Body):
+    """Every staged decision about one item (one per prediction), applied together or not at
+    all."""
+
+    decisions: list[Decision] = Field(min_length=1, max_length=1000)
+    expected_version: Version = Field(
+        description="The revision the reviewer saw; a 409 (with the item as it is now) "
+        "when it moved on."
+    )
+    reviewer: str | None = Field(
+        None, min_length=1, max_length=256, description="Who reviews; default: the key's name."
+    )
+
+
+class SaveReviewResponse(BaseModel):
+    item: Item
+    version: Version
+    events: list[ReviewEvent] = Field(description="The history entries added, one per decision.")
 
 
 class ReviewResponse(BaseModel):
