@@ -421,6 +421,64 @@ class ReviewResponse(BaseModel):
     attempts: int = Field(description="Writes tried; more than 1 means concurrent reviews.")
 
 
+# --- review by query ---------------------------------------------------------------------------
+
+
+class ReviewByQueryPreviewRequest(QueryBody):
+    pass
+
+
+class ReviewByQueryPreview(BaseModel):
+    """What a review by query would change now: pending predictions the query matched."""
+
+    query: str = Field(description="The canonical form of the query.")
+    items: int = Field(description="Items holding at least one such prediction.")
+    predictions: int = Field(description="Pending predictions the query matched, all kinds.")
+    image_predictions: int
+    object_predictions: int
+    hints: Hints
+
+
+class ReviewByQueryRequest(QueryBody):
+    action: Literal[ReviewAction.ACCEPT, ReviewAction.REJECT]
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Id written into every history entry; pass the id of a run that was cut "
+        "short to finish it under the same id. Default: a new one.",
+    )
+    expected_predictions: int | None = Field(
+        None,
+        ge=0,
+        description="The dry run's count: refuse (409, nothing applied) if it changed since.",
+    )
+    reviewer: str | None = Field(
+        None, min_length=1, max_length=256, description="Who reviews; default: the key's name."
+    )
+
+
+class ReviewByQueryError(BaseModel):
+    item_id: str | None
+    status: int
+    reason: str
+
+
+class ReviewByQueryResponse(BaseModel):
+    """What this call changed (a rerun reports only what it added)."""
+
+    query: str
+    action: ReviewAction
+    run_id: str
+    items: int = Field(description="Items written.")
+    predictions: int = Field(description="Predictions accepted or rejected.")
+    conflicts: int = Field(description="Writes that lost a race to another writer; re-read.")
+    failed: int = Field(description="Writes Elasticsearch refused for another reason.")
+    errors: list[ReviewByQueryError] = Field(description="The first few refusals.")
+    remaining: int = Field(description="Pending matched predictions left when it gave up.")
+    sweeps: int
+    seconds: float
+
+
 # --- health ------------------------------------------------------------------------------------
 
 

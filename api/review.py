@@ -125,6 +125,8 @@ class Change:
     action: ReviewAction
     label: str | None = None
     bbox: BBox | None = None
+    # Where the prediction is, when known (a review by query names it by its nested offset).
+    at: tuple[PredictionKind, int] | None = None
 
 
 def _apply_one(
@@ -132,7 +134,7 @@ def _apply_one(
 ) -> dict[str, Any]:
     """Apply ``change`` to ``item`` (whose prediction lists it replaces); the history entry."""
     prediction_id, action = change.prediction_id, change.action
-    found = _find_prediction(item, prediction_id)
+    found = change.at or _find_prediction(item, prediction_id)
     if found is None:
         raise ApiError(
             404,
