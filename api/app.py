@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.images import ImageService
-from api.routes import docs, facets, health, images, items, review, review_query, search
+from api.routes import docs, facets, health, images, items, page, review, review_query, search
 from api.settings import Settings
 from store.connection import node_urls, serializers
 
@@ -76,4 +76,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")
     docs.install(app)
+    page.install(app)
     return app

@@ -275,11 +275,20 @@ class ValueCount(BaseModel):
     predictions: int
 
 
+class HistogramBin(BaseModel):
+    low: float = Field(description="Scores from this...")
+    high: float = Field(description="...up to this (excluded, but for the top bin's 1.0).")
+    predictions: int
+
+
 class KindFacets(BaseModel):
     kind: PredictionKind
     labels: list[LabelFacet]
     training_sets: list[ValueCount]
     statuses: list[ValueCount] = Field(description="Review states of the predictions.")
+    histogram: list[HistogramBin] = Field(
+        description="Non-rejected predictions per score bin (tenths of the -1..1 scale)."
+    )
 
 
 class ComparisonRow(BaseModel):
@@ -303,6 +312,13 @@ class Comparison(BaseModel):
 class StatusCount(BaseModel):
     status: str
     items: int
+
+
+class LabelsResponse(BaseModel):
+    """The labels in use, per kind, most frequent first (rejected predictions left out)."""
+
+    image: list[str]
+    object: list[str]
 
 
 class FacetsResponse(BaseModel):
