@@ -20,6 +20,7 @@ from cli.up import (
     index_sample_images,
     load_sample,
     local_review_key,
+    page_invitation,
     review_example,
     with_local_review_key,
 )
@@ -120,3 +121,39 @@ def test_the_printed_review_example_accepts_a_prediction(
         "local",
         "accepted",
     )
+
+
+def test_the_page_invitation_names_the_page_and_a_key_that_reviews(
+    es: Elasticsearch, es_url: str, alias: str, tmp_path: Path
+) -> None:
+    settings = Settings(es_url=es_url, index=alias, cache=tmp_path)
+    load_sample(settings, [es_url])
+    secret = local_review_key(settings)
+    said = page_invitation("http://testserver", secret)
+    assert "http://testserver/ " in said
+    key = said.rsplit(": ", 1)[1]
+    assert key == secret
+    app = create_app(with_local_review_key(settings, secret))
+
+    async def use_the_page() -> tuple[httpx.Response, httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                page = await c.get("/")
+                item = (await c.get("/v1/items/sample-00001")).json()
+                pending = next(
+                    p for p in item["item"]["image_predictions"] if p["status"] == "pending"
+                )
+                body = {
+                    "decisions": [{"prediction_id": pending["id"], "action": "accept"}],
+                    "expected_version": item["version"],
+                }
+                saved = await c.post(
+                    "/v1/items/sample-00001/review", json=body, headers={"X-API-Key": key}
+                )
+                return page, saved
+
+    page, saved = asyncio.run(use_the_page())
+    assert page.status_code == 200
+    assert "autotag review" in page.text
+    assert saved.status_code == 200, saved.text
