@@ -159,6 +159,7 @@ def until(page: Page, predicate: str, timeout_ms: float = 15_000) -> None:
 
 
 def search(page: Page, query: str) -> None:
+    page.evaluate("() => { delete document.body.dataset.gridDrawnMs; }")  # the last grid's
     page.fill("#q", query)
     page.press("#q", "Enter")
     until(page, "() => document.body.dataset.gridDrawnMs !== undefined")
@@ -392,6 +393,90 @@ def test_a_conflicting_save_from_a_second_tab_shows_the_conflict(
     context.close()
     for watched in seen:
         watched.check()
+
+
+def test_facets_sort_high_confidence_pages_keys_and_relabel(
+    page: Page, server: str, es: Elasticsearch, world: str
+) -> None:
+    page.goto(server + "/#" + urlencode({"q": "object_prefix:car"}))
+    until(page, "() => document.body.dataset.gridDrawnMs !== undefined")
+    until(page, "() => document.querySelectorAll('#facets li').length > 0")
+    # A facet narrows the query by editing its text.
+    page.click('#facets li[data-label="pedestrian"] > button')
+    until(page, "() => document.getElementById('q').value.includes('pedestrian')")
+    assert page.input_value("#q") == '(object_prefix:car) AND object_prefix:"pedestrian"'
+    until(page, "() => !location.hash.includes('q=object_prefix%3Acar&')")
+
+    def shown() -> list[str]:
+        cards = page.locator("a.card")
+        return [cards.nth(n).get_attribute("data-item-id") or "" for n in range(cards.count())]
+
+    def api_order(query: str, order: str) -> list[str]:
+        body = {"query": query, "size": 50, "sort": "score", "order": order}
+        return [h["item"]["item_id"] for h in api(server, "POST", "/v1/search", json=body)["hits"]]
+
+    # Matched score, both ways.
+    search(page, "object_prefix:car")
+    assert shown() == api_order("object_prefix:car", "desc")
+    page.select_option("#sort", "score:asc")
+    until(
+        page,
+        f"() => document.querySelector('a.card').dataset.itemId === "
+        f"'{api_order('object_prefix:car', 'asc')[0]}'",
+    )
+    assert shown() == api_order("object_prefix:car", "asc")
+    # High confidence first: one click.
+    page.click("#high-confidence")
+    high = "(object_prefix:car) AND (score = high AND status = pending)"
+    until(
+        page,
+        f"() => document.getElementById('canonical').textContent !== '' && "
+        f"document.getElementById('q').value === '{high}'",
+    )
+    until(
+        page,
+        f"() => document.querySelector('a.card').dataset.itemId === '{api_order(high, 'desc')[0]}'",
+    )
+    assert page.input_value("#sort") == "score:desc"
+    assert shown() == api_order(high, "desc")
+    # Cursor pages: 61 pending items, 50 a page.
+    search(page, 'autotag_status = "pending"')
+    first_page = shown()
+    page.click("#next-page")
+    until(page, "() => document.getElementById('page-no').textContent === 'page 2'")
+    until(page, "() => document.querySelectorAll('a.card').length === 11")
+    assert not set(shown()) & set(first_page)
+    page.click("#prev-page")
+    until(page, "() => document.getElementById('page-no').textContent === 'page 1'")
+    assert shown() == first_page
+    # Keys move between items.
+    use_key(page)
+    page.click("a.card >> nth=0")
+    until(page, f"() => document.getElementById('item-title').textContent === '{first_page[0]}'")
+    page.keyboard.press("ArrowRight")
+    until(page, f"() => document.getElementById('item-title').textContent === '{first_page[1]}'")
+    page.keyboard.press("k")
+    until(page, f"() => document.getElementById('item-title').textContent === '{first_page[0]}'")
+    # Relabel from the labels in use: m, choose, Enter, s.
+    item = es.get(index=world, id=first_page[0])["_source"]
+    key = "image:0"
+    page.click(f'#predictions li[data-key="{key}"]')
+    page.keyboard.press("m")
+    until(page, "() => !document.getElementById('relabel').hidden")
+    offered = page.locator("#relabel-select option").all_inner_texts()
+    labels = api(server, "GET", "/v1/labels")["image"]
+    assert set(offered) == set(labels) | {item["image_predictions"][0]["label"]}
+    new_label = next(label for label in labels if label != item["image_predictions"][0]["label"])
+    page.select_option("#relabel-select", new_label)
+    page.press("#relabel-select", "Enter")
+    page.keyboard.press("s")
+    until(page, "() => document.getElementById('save-state').textContent.startsWith('saved')")
+    stored = es.get(index=world, id=first_page[0])["_source"]["image_predictions"][0]
+    assert (stored["label"], stored["original_label"], stored["status"]) == (
+        new_label,
+        item["image_predictions"][0]["label"],
+        "modified",
+    )
 
 
 def test_a_hostile_label_renders_as_text(page: Page, server: str) -> None:

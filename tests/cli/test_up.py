@@ -77,6 +77,17 @@ def test_the_main_job_loads_and_tags_the_samples_idempotently(
     images = (tmp_path / "sample-images" / "images").resolve()
     recorded = es.search(index=roots_index_name(alias), body=roots_search_body()).body
     assert roots_in_answer(recorded) == [str(images)]
+    app = create_app(Settings(es_url=es_url, index=alias, cache=tmp_path))
+
+    async def thumbnail() -> httpx.Response:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return await client.get(f"/v1/items/{tagged['item_id']}/thumbnail")
+
+    shown = asyncio.run(thumbnail())
+    assert shown.status_code == 200, shown.text
+    assert shown.headers["content-type"] == "image/jpeg"
     again = load_sample(settings, [es_url])
     assert (again.written, again.skipped) == (0, 2 * SAMPLE_SIZE)
 
