@@ -452,11 +452,11 @@ def test_facets_sort_high_confidence_pages_keys_and_relabel(
     # Keys move between items.
     use_key(page)
     page.click("a.card >> nth=0")
-    until(page, f"() => document.getElementById('item-title').textContent === '{first_page[0]}'")
+    until(page, f"() => document.body.dataset.itemLoaded === '{first_page[0]}'")
     page.keyboard.press("ArrowRight")
-    until(page, f"() => document.getElementById('item-title').textContent === '{first_page[1]}'")
+    until(page, f"() => document.body.dataset.itemLoaded === '{first_page[1]}'")
     page.keyboard.press("k")
-    until(page, f"() => document.getElementById('item-title').textContent === '{first_page[0]}'")
+    until(page, f"() => document.body.dataset.itemLoaded === '{first_page[0]}'")
     # Relabel from the labels in use: m, choose, Enter, s.
     item = es.get(index=world, id=first_page[0])["_source"]
     key = "image:0"

@@ -519,6 +519,7 @@
 
   function visibleKeys() {
     const keys = [];
+    if (!state.item) return keys;
     for (const kind of KINDS) {
       predictionsOf(state.item, kind).forEach((prediction, offset) => {
         const key = keyOf(kind, offset);
@@ -532,7 +533,9 @@
   async function openItem(itemId) {
     if (state.itemId !== itemId) state.staged = new Map();
     state.itemId = itemId;
+    state.item = null;
     state.conflict = null;
+    delete document.body.dataset.itemLoaded;
     show($("search-view"), false);
     show($("item-view"), true);
     $("item-title").textContent = itemId;
@@ -552,6 +555,7 @@
     const pending = keys.find((key) => effective(key).status === "pending");
     state.selected = pending || keys[0] || null;
     renderItem({ newImage: true });
+    document.body.dataset.itemLoaded = itemId;
     if (!state.labels) loadLabels();
   }
 
@@ -1051,6 +1055,7 @@
     }
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
     const inItem = !$("item-view").hidden;
+    if (inItem && !state.item) return;  // still loading
     if (!inItem) {
       if (event.key === "/") { event.preventDefault(); $("q").focus(); }
       return;
