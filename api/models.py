@@ -15,6 +15,10 @@ from api.settings import PAGE_SIZE_CEILING
 from search.fields import BAND_RANGES
 from store.schema import PredictionKind, PredictionStatus
 
+# A label: no whitespace at either end. Spelled out so that Python (pydantic) and JSON Schema
+# (ECMAScript) regexes agree: their `\s` differ on U+0085 and U+FEFF, their `.` on line breaks.
+LABEL_PATTERN = r"^[^\s\u0085\ufeff]([\s\S]*[^\s\u0085\ufeff])?$"
+
 QueryText = Annotated[
     str,
     Field(
@@ -360,7 +364,7 @@ class ModifyRequest(ReviewRequest):
     )
 
     label: str | None = Field(
-        None, min_length=1, max_length=256, pattern=r"^\S(.*\S)?$", description="New label."
+        None, min_length=1, max_length=256, pattern=LABEL_PATTERN, description="New label."
     )
     bbox: BBox | None = Field(None, description="New box (object predictions only).")
 
@@ -394,7 +398,7 @@ class ModifyDecision(_Decision):
 
     action: Literal[ReviewAction.MODIFY]
     label: str | None = Field(
-        None, min_length=1, max_length=256, pattern=r"^\S(.*\S)?$", description="New label."
+        None, min_length=1, max_length=256, pattern=LABEL_PATTERN, description="New label."
     )
     bbox: BBox | None = Field(None, description="New box (object predictions only).")
 

@@ -728,8 +728,9 @@
     renderItem();
   }
 
-  function openRelabel(key) {
+  async function openRelabel(key) {
     if (!key || !reviewable(key)) return;
+    if (!state.labels) await loadLabels();
     const { kind } = predictionAt(key);
     const current = effective(key).label;
     const choices = new Set([current, ...((state.labels && state.labels[kind]) || [])]);
@@ -745,6 +746,7 @@
   function closeRelabel(apply) {
     const select = $("relabel-select");
     const key = select.dataset.key;
+    select.blur();  // the keys go back to the item view
     show($("relabel"), false);
     if (apply && key) {
       const { prediction } = predictionAt(key);
