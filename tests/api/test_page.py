@@ -490,7 +490,18 @@ def test_a_hostile_label_renders_as_text(page: Page, server: str) -> None:
     assert XSS_LABEL in page.inner_text("#predictions")
     assert page.locator("#stage svg text", has_text=XSS_LABEL).count() == 1
     assert "<script>alert(2)</script>" in page.inner_text("#metadata")
-    # No element was made from it: the only images are the page's own.
+    # The query is echoed as text too: canonical form, hints, the review-by-query panel.
+    page.keyboard.press("Escape")
+    until(page, "() => !document.getElementById('search-view').hidden")
+    hostile_query = 'object_prefix:"<img src=x onerror=alert(3)>"'
+    search(page, hostile_query)
+    until(page, "() => !document.getElementById('hints').hidden")
+    assert page.inner_text("#canonical") == hostile_query
+    assert "<img src=x onerror=alert(3)>" in page.inner_text("#hints")
+    page.click("#bulk-open")
+    until(page, "() => document.getElementById('bulk-count').dataset.predictions !== undefined")
+    assert page.inner_text("#bulk-query") == hostile_query
+    # No element was made from any of it: the only images are the page's own.
     assert page.locator('img[src="x"]').count() == 0
     assert page.locator("#predictions img, #metadata script, #facets img").count() == 0
 
