@@ -162,7 +162,13 @@ def search(page: Page, query: str) -> None:
     page.evaluate("() => { delete document.body.dataset.gridDrawnMs; }")  # the last grid's
     page.fill("#q", query)
     page.press("#q", "Enter")
-    until(page, "() => document.body.dataset.gridDrawnMs !== undefined")
+    # This query's grid, drawn (not one a facet click or an earlier search was drawing).
+    page.wait_for_function(
+        """query => document.body.dataset.gridQuery === query
+            && document.body.dataset.gridDrawnMs !== undefined""",
+        arg=query,
+        timeout=15_000,
+    )
 
 
 def use_key(page: Page, key: str = KEY) -> None:

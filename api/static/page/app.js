@@ -267,6 +267,7 @@
     revokeBlobs();
     grid.replaceChildren();
     document.body.removeAttribute("data-grid-drawn-ms");
+    document.body.dataset.gridQuery = state.query;
     if (!state.hits.length) {
       grid.append(el("p", { class: "muted" }, "No items match."));
       document.body.dataset.gridDrawnMs = (performance.now() - started).toFixed(1);
