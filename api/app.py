@@ -14,7 +14,19 @@ from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import docs, evaluate, facets, health, items, review, search
+from api.images import ImageService
+from api.routes import (
+    docs,
+    evaluate,
+    facets,
+    health,
+    images,
+    items,
+    page,
+    review,
+    review_query,
+    search,
+)
 from api.settings import Settings
 from store.connection import node_urls, serializers
 
@@ -58,11 +70,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.es = None
+    app.state.images = ImageService.create(
+        settings.cache_dir() / "thumbnails", settings.thumbnail_cache_mb * 1024 * 1024
+    )
     errors.install(app)
     # Search's routes are built for these settings: its page-size bound is configuration.
-    routers = (search.router(settings), facets.router, evaluate.router, items.router, review.router)
-    for router in routers:
+    for router in (
+        search.router(settings),
+        facets.router,
+        evaluate.router,
+        items.router,
+        images.router,
+        review.router,
+        review.item_router,
+        review_query.router,
+    ):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")
     docs.install(app)
+    page.install(app)
     return app

@@ -16,6 +16,10 @@ from evaluation.report import EvaluationOptions
 from search.fields import BAND_RANGES
 from store.schema import PredictionKind, PredictionStatus
 
+# A label: no whitespace at either end. Spelled out so that Python (pydantic) and JSON Schema
+# (ECMAScript) regexes agree: their `\s` differ on U+0085 and U+FEFF, their `.` on line breaks.
+LABEL_PATTERN = r"^[^\s\u0085\ufeff]([\s\S]*[^\s\u0085\ufeff])?$"
+
 QueryText = Annotated[
     str,
     Field(
@@ -107,6 +111,7 @@ class ReviewEvent(BaseModel):
     prediction_id: str
     before: dict[str, Any]
     after: dict[str, Any]
+    run_id: str | None = Field(None, description="The review-by-query run that made it.")
 
 
 class Item(BaseModel):
@@ -275,11 +280,20 @@ class ValueCount(BaseModel):
     predictions: int
 
 
+class HistogramBin(BaseModel):
+    low: float = Field(description="Scores from this...")
+    high: float = Field(description="...up to this (excluded, but for the top bin's 1.0).")
+    predictions: int
+
+
 class KindFacets(BaseModel):
     kind: PredictionKind
     labels: list[LabelFacet]
     training_sets: list[ValueCount]
     statuses: list[ValueCount] = Field(description="Review states of the predictions.")
+    histogram: list[HistogramBin] = Field(
+        description="Non-rejected predictions per score bin (tenths of the -1..1 scale)."
+    )
 
 
 class ComparisonRow(BaseModel):
@@ -303,6 +317,13 @@ class Comparison(BaseModel):
 class StatusCount(BaseModel):
     status: str
     items: int
+
+
+class LabelsResponse(BaseModel):
+    """The labels in use, per kind, most frequent first (rejected predictions left out)."""
+
+    image: list[str]
+    object: list[str]
 
 
 class FacetsResponse(BaseModel):
@@ -352,7 +373,7 @@ class ModifyRequest(ReviewRequest):
     )
 
     label: str | None = Field(
-        None, min_length=1, max_length=256, pattern=r"^\S(.*\S)?$", description="New label."
+        None, min_length=1, max_length=256, pattern=LABEL_PATTERN, description="New label."
     )
     bbox: BBox | None = Field(None, description="New box (object predictions only).")
 
@@ -363,11 +384,128 @@ class ModifyRequest(ReviewRequest):
         return self
 
 
+class _Decision(_Body):
+    prediction_id: str = Field(min_length=1, max_length=512)
+
+
+class AcceptDecision(_Decision):
+    """Confirm the prediction (a modified one stays modified)."""
+
+    action: Literal[ReviewAction.ACCEPT]
+
+
+class RejectDecision(_Decision):
+    """Reject the prediction: queries no longer see it unless they ask for rejected ones."""
+
+    action: Literal[ReviewAction.REJECT]
+
+
+class ModifyDecision(_Decision):
+    """A new label and/or box; the model's label is kept as ``original_label``."""
+
+    model_config = ConfigDict(json_schema_extra=ModifyRequest.model_config["json_schema_extra"])
+
+    action: Literal[ReviewAction.MODIFY]
+    label: str | None = Field(
+        None, min_length=1, max_length=256, pattern=LABEL_PATTERN, description="New label."
+    )
+    bbox: BBox | None = Field(None, description="New box (object predictions only).")
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ModifyDecision:
+        if self.label is None and self.bbox is None:
+            raise ValueError("give a new label, a new bbox, or both")
+        return self
+
+
+Decision = Annotated[
+    AcceptDecision | RejectDecision | ModifyDecision, Field(discriminator="action")
+]
+
+
+class SaveReviewRequest(_Body):
+    """Every staged decision about one item (one per prediction), applied together or not at
+    all."""
+
+    decisions: list[Decision] = Field(min_length=1, max_length=1000)
+    expected_version: Version = Field(
+        description="The revision the reviewer saw; a 409 (with the item as it is now) "
+        "when it moved on."
+    )
+    reviewer: str | None = Field(
+        None, min_length=1, max_length=256, description="Who reviews; default: the key's name."
+    )
+
+
+class SaveReviewResponse(BaseModel):
+    item: Item
+    version: Version
+    events: list[ReviewEvent] = Field(description="The history entries added, one per decision.")
+
+
 class ReviewResponse(BaseModel):
     item: Item
     version: Version
     event: ReviewEvent
     attempts: int = Field(description="Writes tried; more than 1 means concurrent reviews.")
+
+
+# --- review by query ---------------------------------------------------------------------------
+
+
+class ReviewByQueryPreviewRequest(QueryBody):
+    pass
+
+
+class ReviewByQueryPreview(BaseModel):
+    """What a review by query would change now: pending predictions the query matched."""
+
+    query: str = Field(description="The canonical form of the query.")
+    items: int = Field(description="Items holding at least one such prediction.")
+    predictions: int = Field(description="Pending predictions the query matched, all kinds.")
+    image_predictions: int
+    object_predictions: int
+    hints: Hints
+
+
+class ReviewByQueryRequest(QueryBody):
+    action: Literal[ReviewAction.ACCEPT, ReviewAction.REJECT]
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Id written into every history entry; pass the id of a run that was cut "
+        "short to finish it under the same id. Default: a new one.",
+    )
+    expected_predictions: int | None = Field(
+        None,
+        ge=0,
+        description="The dry run's count: refuse (409, nothing applied) if it changed since.",
+    )
+    reviewer: str | None = Field(
+        None, min_length=1, max_length=256, description="Who reviews; default: the key's name."
+    )
+
+
+class ReviewByQueryError(BaseModel):
+    item_id: str | None
+    status: int
+    reason: str
+
+
+class ReviewByQueryResponse(BaseModel):
+    """What this call changed (a rerun reports only what it added)."""
+
+    query: str
+    action: ReviewAction
+    run_id: str
+    items: int = Field(description="Items written.")
+    predictions: int = Field(description="Predictions accepted or rejected.")
+    conflicts: int = Field(description="Writes that lost a race to another writer; re-read.")
+    failed: int = Field(description="Writes Elasticsearch refused for another reason.")
+    errors: list[ReviewByQueryError] = Field(description="The first few refusals.")
+    remaining: int = Field(description="Pending matched predictions left when it gave up.")
+    sweeps: int
+    seconds: float
 
 
 # --- health ------------------------------------------------------------------------------------

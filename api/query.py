@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -218,6 +219,29 @@ def _band_range(band: Band) -> dict[str, Any]:
 # The score bands of ``search.fields.BAND_RANGES``, as a ``range`` aggregation's ranges.
 SCORE_BANDS: Final = tuple(_band_range(band) for band in BAND_RANGES)
 
+# The score histogram's bins: HISTOGRAM_BINS equal steps over SCORE_MIN..SCORE_MAX.
+HISTOGRAM_BINS: Final = 20
+
+
+def histogram_edges() -> list[float]:
+    """The bins' edges as written in queries (``-1.0, -0.9, ..., 1.0``)."""
+    step = (f.SCORE_MAX - f.SCORE_MIN) / HISTOGRAM_BINS
+    return [round(f.SCORE_MIN + i * step, 6) for i in range(HISTOGRAM_BINS + 1)]
+
+
+def _histogram_ranges() -> list[dict[str, Any]]:
+    """Bins that count a score exactly where ``score >= low AND score < high`` finds it
+    (tested on the edges, where float32 rounding could disagree)."""
+    edges = histogram_edges()
+    ranges = []
+    for low, high in itertools.pairwise(edges):
+        entry: dict[str, Any] = {"key": f"{low}", "from": low}
+        if high < f.SCORE_MAX:
+            entry["to"] = high
+        ranges.append(entry)  # the top bin includes SCORE_MAX, like the `high` band
+    return ranges
+
+
 _ITEMS: Final[dict[str, Any]] = {"items": {"reverse_nested": {}}}
 
 
@@ -246,6 +270,13 @@ def _kind_aggs(path: str, labels: int) -> dict[str, Any]:
                         "terms": {"field": field(f.PRED_TRAINING_SET), "size": 100},
                         "aggs": _ITEMS,
                     },
+                    "histogram": {
+                        "range": {
+                            "field": field(f.PRED_SCORE),
+                            "keyed": True,
+                            "ranges": _histogram_ranges(),
+                        }
+                    },
                 },
             },
             "statuses": {
@@ -254,6 +285,25 @@ def _kind_aggs(path: str, labels: int) -> dict[str, Any]:
             },
         },
     }
+
+
+def labels_in_use_body(size: int) -> dict[str, Any]:
+    """Every kind's most frequent labels over the whole index (rejected predictions left out)."""
+    aggs = {
+        kind.value: {
+            "nested": {"path": kind.path},
+            "aggs": {
+                "visible": {
+                    "filter": visible_predictions_filter(kind.path),
+                    "aggs": {
+                        "labels": {"terms": {"field": f"{kind.path}.{f.PRED_LABEL}", "size": size}}
+                    },
+                }
+            },
+        }
+        for kind in PredictionKind
+    }
+    return {"size": 0, "track_total_hits": False, "aggs": aggs}
 
 
 def _compare_aggs(path: str, labels: int, a: str, b: str, threshold: float) -> dict[str, Any]:

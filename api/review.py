@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -27,7 +27,15 @@ import elasticsearch
 from elasticsearch import AsyncElasticsearch
 
 from api.errors import ApiError
-from api.models import BBox, ModifyRequest, ReviewAction, ReviewRequest
+from api.models import (
+    BBox,
+    Decision,
+    ModifyDecision,
+    ModifyRequest,
+    ReviewAction,
+    ReviewRequest,
+    SaveReviewRequest,
+)
 from api.settings import ApiKey, Settings
 from store import schema as f
 from store.clock import utc_iso
@@ -62,12 +70,24 @@ def item_not_found(item_id: str) -> ApiError:
     return ApiError(404, "item_not_found", "No such item", {"item_id": item_id})
 
 
-async def load_item(es: AsyncElasticsearch, index: str, item_id: str) -> StoredItem:
-    """The item stored under ``item_id`` (its document id), realtime, with its revision."""
+async def load_item(
+    es: AsyncElasticsearch,
+    index: str,
+    item_id: str,
+    *,
+    source_includes: list[str] | None = None,
+) -> StoredItem:
+    """The item stored under ``item_id`` (its document id), realtime, with its revision.
+
+    ``source_includes``: only these fields of the source (all by default).
+    """
     if not item_id or len(item_id.encode()) > _MAX_ID_BYTES:
         raise item_not_found(item_id)
     try:
-        response = await es.get(index=index, id=item_id)
+        if source_includes is None:
+            response = await es.get(index=index, id=item_id)
+        else:
+            response = await es.get(index=index, id=item_id, source_includes=source_includes)
     except elasticsearch.NotFoundError as exc:
         body = exc.body if isinstance(exc.body, Mapping) else {}
         if "error" in body:  # the index itself is missing: the service is not ready
@@ -98,24 +118,24 @@ def _find_prediction(
     return None
 
 
-def apply_review(
-    source: Mapping[str, Any],
-    prediction_id: str,
-    action: ReviewAction,
-    *,
-    who: str,
-    api_key: str,
-    label: str | None = None,
-    bbox: BBox | None = None,
-    now: datetime | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The item after the review (derived fields recomputed) and the history entry.
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One decision about one prediction: accept, reject, or modify (new label and/or box)."""
 
-    Pure: raises :class:`ApiError` 404 for an unknown prediction, 422 for a box on an
-    image-level prediction.
-    """
-    item = dict(source)
-    found = _find_prediction(item, prediction_id)
+    prediction_id: str
+    action: ReviewAction
+    label: str | None = None
+    bbox: BBox | None = None
+    # Where the prediction is, when known (a review by query names it by its nested offset).
+    at: tuple[PredictionKind, int] | None = None
+
+
+def _apply_one(
+    item: dict[str, Any], change: Change, *, who: str, api_key: str, at: str
+) -> dict[str, Any]:
+    """Apply ``change`` to ``item`` (whose prediction lists it replaces); the history entry."""
+    prediction_id, action = change.prediction_id, change.action
+    found = change.at or _find_prediction(item, prediction_id)
     if found is None:
         raise ApiError(
             404,
@@ -135,27 +155,28 @@ def apply_review(
     elif action is ReviewAction.REJECT:
         prediction[f.PRED_STATUS] = PredictionStatus.REJECTED.value
     else:
-        if bbox is not None and kind is PredictionKind.IMAGE:
+        if change.bbox is not None and kind is PredictionKind.IMAGE:
             raise ApiError(
                 422,
                 "bbox_not_allowed",
                 "Image-level predictions have no box",
-                {"errors": [{"loc": ["body", "bbox"], "msg": "image predictions have no box"}]},
+                {
+                    "errors": [{"loc": ["body", "bbox"], "msg": "image predictions have no box"}],
+                    "prediction_id": prediction_id,
+                },
             )
         if prediction.get(f.PRED_ORIGINAL_LABEL) is None:
             prediction[f.PRED_ORIGINAL_LABEL] = prediction.get(f.PRED_LABEL)
-        if label is not None:
-            prediction[f.PRED_LABEL] = label
-        if bbox is not None:
+        if change.label is not None:
+            prediction[f.PRED_LABEL] = change.label
+        if change.bbox is not None:
             # The model's box, kept once like original_label: evaluation judges the model by it.
             if prediction.get(f.PRED_ORIGINAL_BBOX) is None and f.PRED_BBOX in prediction:
                 prediction[f.PRED_ORIGINAL_BBOX] = prediction[f.PRED_BBOX]
-            prediction[f.PRED_BBOX] = bbox.model_dump()
+            prediction[f.PRED_BBOX] = change.bbox.model_dump()
         prediction[f.PRED_STATUS] = PredictionStatus.MODIFIED.value
     item[kind.path] = predictions
-
-    at = utc_iso(now)
-    event = {
+    return {
         "at": at,
         "who": who,
         "api_key": api_key,
@@ -165,9 +186,53 @@ def apply_review(
         "before": before,
         "after": _snapshot(prediction),
     }
-    item[f.REVIEW_HISTORY] = [*(item.get(f.REVIEW_HISTORY) or ()), event]
+
+
+def apply_changes(
+    source: Mapping[str, Any],
+    changes: Sequence[Change],
+    *,
+    who: str,
+    api_key: str,
+    now: datetime | None = None,
+    note: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The item after every change (derived fields recomputed) and one history entry each.
+
+    Pure: all or nothing, raising :class:`ApiError` 404 for an unknown prediction, 422 for a
+    box on an image-level prediction. ``note`` goes into every entry (a bulk run's id).
+    """
+    item = dict(source)
+    at = utc_iso(now)
+    events = []
+    for change in changes:
+        event = _apply_one(item, change, who=who, api_key=api_key, at=at)
+        events.append({**event, **(note or {})})
+    item[f.REVIEW_HISTORY] = [*(item.get(f.REVIEW_HISTORY) or ()), *events]
     item[f.UPDATED_AT] = at
-    return prepare_item(item), event
+    return prepare_item(item), events
+
+
+def apply_review(
+    source: Mapping[str, Any],
+    prediction_id: str,
+    action: ReviewAction,
+    *,
+    who: str,
+    api_key: str,
+    label: str | None = None,
+    bbox: BBox | None = None,
+    now: datetime | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The item after one review (derived fields recomputed) and its history entry."""
+    item, events = apply_changes(
+        source,
+        [Change(prediction_id, action, label, bbox)],
+        who=who,
+        api_key=api_key,
+        now=now,
+    )
+    return item, events[0]
 
 
 async def review(
@@ -224,10 +289,80 @@ async def review(
     raise _conflict(item_id, settings.review_max_attempts, None)
 
 
-def _conflict(item_id: str, attempts: int, stored: StoredItem | None) -> ApiError:
+def _change(decision: Decision) -> Change:
+    if isinstance(decision, ModifyDecision):
+        return Change(decision.prediction_id, decision.action, decision.label, decision.bbox)
+    return Change(decision.prediction_id, decision.action)
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    item: dict[str, Any]
+    seq_no: int
+    primary_term: int
+    events: list[dict[str, Any]]
+
+
+async def save_review(
+    es: AsyncElasticsearch,
+    settings: Settings,
+    *,
+    item_id: str,
+    request: SaveReviewRequest,
+    key: ApiKey,
+) -> Saved:
+    """Apply every decision of ``request`` to the item in one conditional write.
+
+    The item must still be at ``request.expected_version``: otherwise nothing is written and
+    the 409 carries the item as it is now, so the reviewer sees what changed.
+    """
+    ids = [decision.prediction_id for decision in request.decisions]
+    if len(set(ids)) != len(ids):
+        twice = sorted({pid for pid in ids if ids.count(pid) > 1})
+        raise ApiError(
+            422,
+            "duplicate_decision",
+            "One decision per prediction",
+            {"item_id": item_id, "prediction_ids": twice},
+        )
+    pinned = request.expected_version
+    stored = await load_item(es, settings.index, item_id)
+    if (stored.seq_no, stored.primary_term) != (pinned.seq_no, pinned.primary_term):
+        raise _conflict(item_id, 1, stored, with_item=True)
+    item, events = apply_changes(
+        stored.source,
+        [_change(decision) for decision in request.decisions],
+        who=request.reviewer or key.name,
+        api_key=key.name,
+    )
+    try:
+        written = await es.index(
+            index=stored.index,
+            id=item_id,
+            document=item,
+            if_seq_no=stored.seq_no,
+            if_primary_term=stored.primary_term,
+            refresh=settings.review_refresh,
+        )
+    except elasticsearch.ConflictError:
+        now = await load_item(es, settings.index, item_id)
+        raise _conflict(item_id, 1, now, with_item=True) from None
+    return Saved(
+        item=item,
+        seq_no=int(written["_seq_no"]),
+        primary_term=int(written["_primary_term"]),
+        events=events,
+    )
+
+
+def _conflict(
+    item_id: str, attempts: int, stored: StoredItem | None, *, with_item: bool = False
+) -> ApiError:
     details: dict[str, Any] = {"item_id": item_id, "attempts": attempts}
     if stored is not None:
         details["current_version"] = {"seq_no": stored.seq_no, "primary_term": stored.primary_term}
+        if with_item:
+            details["current_item"] = stored.source
     return ApiError(
         409, "conflict", "The item was changed by another review; read it again and retry", details
     )

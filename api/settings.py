@@ -82,6 +82,16 @@ class Settings(StoreSettings):
         "wait_for", description="Refresh after a review so searches see it at once."
     )
 
+    # --- images and the review page ----------------------------------------------------------
+    image_roots: str | None = Field(
+        None,
+        description="Folders whose images the API serves, separated by `:`, besides those "
+        "`autotag index` recorded for the index.",
+    )
+    thumbnail_cache_mb: Annotated[int, Field(ge=0)] = Field(
+        256, description="Most disk space for cached thumbnails (`<cache>/thumbnails`), in MiB."
+    )
+
     @model_validator(mode="after")
     def _page_sizes_agree(self) -> Settings:
         if self.default_page_size > self.max_page_size:
@@ -93,3 +103,9 @@ class Settings(StoreSettings):
 
     def read_keys(self) -> tuple[ApiKey, ...]:
         return parse_api_keys(self.read_api_keys)
+
+    def configured_image_roots(self) -> list[str]:
+        """The folders of ``AUTOTAG_IMAGE_ROOTS``, as given (resolved where they are used)."""
+        if not self.image_roots:
+            return []
+        return [part.strip() for part in self.image_roots.split(":") if part.strip()]

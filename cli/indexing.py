@@ -399,6 +399,7 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
     except Exception as error:  # a clear one-line message, not a traceback
         console.print(f"[red]autotag index: {error}[/red]", highlight=False)
         return 1
+    record_roots(writer, job.source, source, console)
     options = IndexOptions(
         batch_size=job.batch_size,
         workers=default_workers() if job.workers is None else job.workers,
@@ -426,6 +427,28 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
             )
             return 1
     return report(summary, console, failures_file=job.failures_file, title="autotag index")
+
+
+def record_roots(writer: Any, location: Path, source: Any, console: Console) -> None:
+    """Record the folders of this run's images on the index, so the API may serve them.
+
+    A folder source is recorded itself; a manifest, by the folders holding its images. Failing
+    to record is reported and the run goes on: tagging does not need it.
+    """
+    from store.image_roots import folders_of_images, record_image_roots
+
+    if location.is_dir():
+        folders = [str(location)]
+    else:
+        folders = folders_of_images(item.path for item in source.items if item.path is not None)
+    try:
+        record_image_roots(writer.client, writer.index, folders)
+    except Exception as error:
+        console.print(
+            f"[yellow]autotag index: the image folders could not be recorded ({error}); "
+            "the API will not show these images unless AUTOTAG_IMAGE_ROOTS names them[/yellow]",
+            highlight=False,
+        )
 
 
 def run_import_command(args: argparse.Namespace, settings: StoreSettings) -> int:

@@ -2,9 +2,10 @@
 
 Starts (or finds) Elasticsearch, creates the index behind its alias, loads the sample
 predictions through the product's writer, tags a small synthetic image dataset with the shipped
-tiny CLIP model and detector, prints the cluster health, then serves the API and prints example
-queries to try with curl, and a review that works: the main job makes a local review key on its
-first run (kept in the cache, readable by its owner only) and serves with it.
+tiny CLIP model and detector (recording their folder, so the review page shows them), prints the
+cluster health, then serves the API and the review page and prints example queries to try with
+curl, and a review that works: the main job makes a local review key on its first run (kept in
+the cache, readable by its owner only), serves with it, and prints it for the page.
 """
 
 from __future__ import annotations
@@ -131,6 +132,14 @@ def review_example(settings: StoreSettings, urls: list[str], base: str, secret: 
     )
 
 
+def page_invitation(base: str, secret: str) -> str:
+    """Where the review page is, and the key to paste into it (the demo's local review key)."""
+    return (
+        f"autotag: the review page is at {base}/ (search, see and review the predictions);\n"
+        f"  paste this review key into its 'Review key' box to review: {secret}"
+    )
+
+
 def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: int = 8000) -> int:
     started = time.monotonic()
     print("autotag: finding or starting Elasticsearch ...", flush=True)
@@ -161,6 +170,7 @@ def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: 
         f"  curl -s '{urls[0]}/{settings.index}/_count'"
     )
     print(f"autotag: your local review key is in {settings.cache_dir() / REVIEW_KEY_FILE}")
+    print(page_invitation(base, secret))
     example = review_example(settings, urls, base, secret)
     if example:
         print("autotag: accept a suggested box (while the API is served):\n" + example)
@@ -169,7 +179,8 @@ def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: 
         for query in EXAMPLE_QUERIES:
             body = json.dumps({"query": query, "size": 3})
             print(f"  curl -s {base}/v1/search -H 'content-type: application/json' -d '{body}'")
-        print(f"  curl -s {base}/v1/items/sample-00001\n  open {base}/docs")
+        print(f"  curl -s {base}/v1/items/sample-00001\n  open {base}/ (the review page)")
+        print(f"  open {base}/docs (the API)")
         served = with_local_review_key(settings, secret)
         run_api(served.model_copy(update={"es_url": ",".join(urls)}), host=host, port=port)
     return 0

@@ -16,6 +16,7 @@ from elasticsearch import Elasticsearch
 
 from harness.elastic_node import provide_node
 from store.connection import connect
+from store.image_roots import roots_index_name
 from store.mapping import index_settings, item_mapping
 from store.provision import ProvisionError
 
@@ -59,6 +60,8 @@ def item_index(es: Elasticsearch) -> Iterator[str]:
     es.indices.create(index=name, mappings=item_mapping(), settings=index_settings())
     yield name
     es.indices.delete(index=name, ignore_unavailable=True)
+    # What `autotag index` records beside it (store/image_roots.py).
+    es.indices.delete(index=roots_index_name(name), ignore_unavailable=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

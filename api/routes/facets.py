@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import itertools
+from typing import Annotated, Any, Final
 
 from elasticsearch import AsyncElasticsearch
 from fastapi import APIRouter, Depends
 
-from api.deps import QueryRead, read_query
+from api.deps import QueryRead, ReadDep, read_query
 from api.errors import whole_answer
 from api.hints import label_hints
 from api.models import (
@@ -16,13 +17,15 @@ from api.models import (
     ComparisonRow,
     FacetsRequest,
     FacetsResponse,
+    HistogramBin,
     KindFacets,
     LabelFacet,
+    LabelsResponse,
     ScoreBands,
     StatusCount,
     ValueCount,
 )
-from api.query import both_predict, facets_body
+from api.query import both_predict, facets_body, histogram_edges, labels_in_use_body
 from api.routes import error_responses
 from search.fields import BAND_RANGES
 from store.schema import PredictionKind
@@ -82,11 +85,17 @@ def _kind_facets(kind: PredictionKind, agg: dict[str, Any]) -> KindFacets:
                 scores=ScoreBands(**counts),
             )
         )
+    edges = histogram_edges()
+    bins = agg["visible"]["histogram"]["buckets"]
     return KindFacets(
         kind=kind,
         labels=labels,
         training_sets=_values(agg["visible"]["training_sets"]["buckets"]),
         statuses=_values(agg["statuses"]["buckets"]),
+        histogram=[
+            HistogramBin(low=low, high=high, predictions=bins[f"{low}"]["doc_count"])
+            for low, high in itertools.pairwise(edges)
+        ],
     )
 
 
@@ -132,3 +141,22 @@ async def _comparison(
             )
         )
     return Comparison(training_set_a=a, training_set_b=b, threshold=threshold, labels=out)
+
+
+LABELS_IN_USE: Final = 1000
+
+
+@router.get(
+    "/labels",
+    response_model=LabelsResponse,
+    responses=error_responses(401),
+    summary="The labels in use, per kind (what a reviewer may relabel a prediction to)",
+)
+async def labels(read: ReadDep) -> LabelsResponse:
+    body = labels_in_use_body(LABELS_IN_USE)
+    aggs = whole_answer(await read.es.search(index=read.settings.index, body=body))["aggregations"]
+    found = {
+        kind: [str(b["key"]) for b in aggs[kind.value]["visible"]["labels"]["buckets"]]
+        for kind in PredictionKind
+    }
+    return LabelsResponse(image=found[PredictionKind.IMAGE], object=found[PredictionKind.OBJECT])

@@ -1,6 +1,7 @@
-"""Review endpoints: accept, reject or modify one prediction (API key required).
+"""Review endpoints (API key required): accept, reject or modify one prediction, or save every
+staged decision about one item at once ("Save your review").
 
-One handler serves the three actions; each action has its own operation, with its own body.
+One handler serves the three single actions; each has its own operation, with its own body.
 (No ``from __future__ import annotations`` here: FastAPI reads the handler's annotations,
 which name the action's body dependency.)
 """
@@ -11,12 +12,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from api.deps import EsDep, ReviewerDep, SettingsDep
-from api.models import ModifyRequest, ReviewAction, ReviewRequest, ReviewResponse
+from api.models import (
+    ModifyRequest,
+    ReviewAction,
+    ReviewRequest,
+    ReviewResponse,
+    SaveReviewRequest,
+    SaveReviewResponse,
+)
 from api.responses import OrjsonResponse
-from api.review import review
+from api.review import review, save_review
 from api.routes import error_responses
 
 router = APIRouter(prefix="/items/{item_id}/predictions/{prediction_id}", tags=["review"])
+item_router = APIRouter(prefix="/items/{item_id}", tags=["review"])
 _RESPONSES = error_responses(401, 403, 404, 409)
 
 
@@ -80,3 +89,28 @@ _route(
     _modify_body,
     "Change a prediction's label and/or box; the model's label is kept",
 )
+
+
+@item_router.post(
+    "/review",
+    response_model=SaveReviewResponse,
+    responses=_RESPONSES,
+    summary="Save your review: every decision about one item, in one write, or none",
+)
+async def save(
+    item_id: str,
+    request: SaveReviewRequest,
+    es: EsDep,
+    settings: SettingsDep,
+    key: ReviewerDep,
+) -> OrjsonResponse:
+    """Applied atomically with the item's version: a 409 when the item changed since
+    `expected_version`, with `current_item` and `current_version` in its details."""
+    done = await save_review(es, settings, item_id=item_id, request=request, key=key)
+    return OrjsonResponse(
+        {
+            "item": done.item,
+            "version": {"seq_no": done.seq_no, "primary_term": done.primary_term},
+            "events": done.events,
+        }
+    )

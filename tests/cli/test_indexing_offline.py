@@ -17,6 +17,7 @@ from indexer.clip_tagger import LOCAL_DIR_PREFIX  # importing it registers autot
 from indexer.model_weights import file_sha256
 from indexer.models import DEMO_MODEL_PREFIX, TINY_CLIP_MODEL
 from indexer.taxonomy import load_taxonomy
+from store.image_roots import roots_in_answer, roots_index_name, roots_search_body
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg")
 
@@ -104,6 +105,9 @@ def test_index_with_a_local_open_clip_checkpoint_file(
     expected = f"open_clip:{TINY_CLIP_MODEL}@{file_sha256(checkpoint)[:8]}"
     assert {p["model"] for p in doc["image_predictions"]} == {expected}  # no demo prefix
     assert doc.get("object_predictions", []) == []
+    # The folder is recorded on the index, so the API serves its images.
+    recorded = es.search(index=roots_index_name(item_index), body=roots_search_body()).body
+    assert roots_in_answer(recorded) == [str(photos.resolve())]
 
 
 @pytest.mark.es

@@ -20,11 +20,13 @@ from cli.up import (
     index_sample_images,
     load_sample,
     local_review_key,
+    page_invitation,
     review_example,
     with_local_review_key,
 )
 from indexer.models import DEMO_MODEL_PREFIX
 from search import parse, translate
+from store.image_roots import roots_in_answer, roots_index_name, roots_search_body
 from store.settings import StoreSettings
 
 pytestmark = pytest.mark.es
@@ -35,6 +37,7 @@ def alias(es: Elasticsearch) -> Iterator[str]:
     name = f"test-up-{uuid.uuid4().hex[:8]}"
     yield name
     es.indices.delete(index=f"{name}-v1", ignore_unavailable=True)
+    es.indices.delete(index=roots_index_name(name), ignore_unavailable=True)
 
 
 def test_the_main_job_loads_and_tags_the_samples_idempotently(
@@ -70,6 +73,21 @@ def test_the_main_job_loads_and_tags_the_samples_idempotently(
     models = {p["model"] for p in predictions}
     assert models
     assert all(model.startswith(DEMO_MODEL_PREFIX) for model in models)
+    # The sample images' folder is recorded on the index: the API (and the page) shows them.
+    images = (tmp_path / "sample-images" / "images").resolve()
+    recorded = es.search(index=roots_index_name(alias), body=roots_search_body()).body
+    assert roots_in_answer(recorded) == [str(images)]
+    app = create_app(Settings(es_url=es_url, index=alias, cache=tmp_path))
+
+    async def thumbnail() -> httpx.Response:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return await client.get(f"/v1/items/{tagged['item_id']}/thumbnail")
+
+    shown = asyncio.run(thumbnail())
+    assert shown.status_code == 200, shown.text
+    assert shown.headers["content-type"] == "image/jpeg"
     again = load_sample(settings, [es_url])
     assert (again.written, again.skipped) == (0, 2 * SAMPLE_SIZE)
 
@@ -114,3 +132,39 @@ def test_the_printed_review_example_accepts_a_prediction(
         "local",
         "accepted",
     )
+
+
+def test_the_page_invitation_names_the_page_and_a_key_that_reviews(
+    es: Elasticsearch, es_url: str, alias: str, tmp_path: Path
+) -> None:
+    settings = Settings(es_url=es_url, index=alias, cache=tmp_path)
+    load_sample(settings, [es_url])
+    secret = local_review_key(settings)
+    said = page_invitation("http://testserver", secret)
+    assert "http://testserver/ " in said
+    key = said.rsplit(": ", 1)[1]
+    assert key == secret
+    app = create_app(with_local_review_key(settings, secret))
+
+    async def use_the_page() -> tuple[httpx.Response, httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                page = await c.get("/")
+                item = (await c.get("/v1/items/sample-00001")).json()
+                pending = next(
+                    p for p in item["item"]["image_predictions"] if p["status"] == "pending"
+                )
+                body = {
+                    "decisions": [{"prediction_id": pending["id"], "action": "accept"}],
+                    "expected_version": item["version"],
+                }
+                saved = await c.post(
+                    "/v1/items/sample-00001/review", json=body, headers={"X-API-Key": key}
+                )
+                return page, saved
+
+    page, saved = asyncio.run(use_the_page())
+    assert page.status_code == 200
+    assert "autotag review" in page.text
+    assert saved.status_code == 200, saved.text
