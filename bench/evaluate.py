@@ -11,7 +11,7 @@ tagged by both, ground truth from source ``gt`` with ~3 boxes and one tag, a fif
 predictions reviewed) with raw ``_bulk`` requests. ``run`` evaluates the whole index in this
 process and prints the wall time, items/s and the process's peak RSS (``ru_maxrss``): run
 each measurement as its own process to compare sizes. Uses ``AUTOTAG_ES_URL`` / ``ES_URL``.
-Run loads over 100k items under ``flock /work/wt/bench.lock``.
+Loads over 100k items take minutes: run them when nothing else loads the machine.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     ES_URL=http://127.0.0.1:9200 .venv/bin/python -m bench.review_page --browser
     ES_URL=... .venv/bin/python -m bench.review_page --thumbnails 200
-    ES_URL=... flock /work/wt/bench.lock .venv/bin/python -m bench.review_page --bulk 100000
+    ES_URL=... .venv/bin/python -m bench.review_page --bulk 100000
 
 ``--browser``: the review page in Debian's Chromium against the real app (served in this
 process) and a world of 60 synthetic scenes (``harness.review_world``); submits a 50-hit query
