@@ -1,7 +1,7 @@
 """Fuzz the query language and the query endpoints with hostile text.
 
-    .venv/bin/python bench/fuzz_queries.py                      # 100,000 direct + 10,000 HTTP
-    ES_URL=http://127.0.0.1:9200 .venv/bin/python bench/fuzz_queries.py --cases 200000
+    .venv/bin/python -m bench.fuzz_queries                      # 100,000 direct + 10,000 HTTP
+    ES_URL=http://127.0.0.1:9200 .venv/bin/python -m bench.fuzz_queries --cases 200000
 
 Direct layer: every case goes through ``search.parse`` + ``translate`` and the API's
 ``parse_query`` (inner hits, sorts); long and deep cases also through ``parse`` with no length

@@ -2,13 +2,18 @@
 
     .venv/bin/python bench/scale.py --items 1000000          # the full run (issue 6)
     .venv/bin/python bench/scale.py --items 20000 --queries  # a quick look
+    .venv/bin/python bench/scale.py --items 1000000 --writer-only       # load what queries use
+    .venv/bin/python bench/scale.py --skip-load --queries --repeats 100  # then time them
 
 Loads the same generated items twice in one run: through the product's writer
 (``PredictionWriter``: mget, merge, bulk with optimistic concurrency) into one index, and as a
 raw ``_bulk`` of the same documents serialized beforehand into another (the ceiling). Prints
 items/s, Lucene docs/s (nested predictions are documents too) and size on disk for both, then
 (with ``--queries``) p50/p99 latency of the query set, cold and warm, against a plain term
-filter on an item keyword field (the floor). Uses ``ES_URL`` or starts a local node.
+filter on an item keyword field (the floor), and then each ``count(...)`` query next to the
+existence query it counts (runs alternate between the two, so a busy machine slows both alike),
+once as they come and once with the query cache cleared before each search.
+Uses ``ES_URL`` or starts a local node.
 
 With ``--pin``, the local Elasticsearch node gets every CPU but the last and this process (the
 loader: raw or writer alike) the last one, for the duration of the load. That is the deployed
@@ -57,7 +62,28 @@ QUERIES: tuple[str, ...] = (
     'dataset = "drives_3" AND object_prefix:traffic_sign AND score >= 0.8',
     'uploaded_at >= "2025-01-01" AND image_prefix:time_of_day_night',
     'metadata.city = "Oslo" AND object_prefix:cyclist',
+    # Coverage and box geometry (the generator's boxes are 10-120 x 10-80 px on 1920 x 1080).
+    'NOT tagged_by = "model_v3"',
+    "object_prefix:pedestrian AND box_area < 1024 AND score < 0.5",
+    "object_prefix:car AND relative_area > 0.004",
 )
+# Each count query and the plain existence query over the same predictions; target: the
+# count's p50 at most 3x the existence query's.
+COUNT_QUERIES: tuple[tuple[str, str], ...] = (
+    ("count(object_prefix:car AND score >= 0.8) >= 3", "object_prefix:car AND score >= 0.8"),
+    (
+        "count(object_prefix:pedestrian OR object_prefix:cyclist) >= 2",
+        "object_prefix:pedestrian OR object_prefix:cyclist",
+    ),
+    (
+        'count(image_prefix:weather AND training_set = "model_v2") > 1',
+        'image_prefix:weather AND training_set = "model_v2"',
+    ),
+    ("count(object_prefix:traffic_sign) = 2", "object_prefix:traffic_sign"),
+    ("count(object_prefix:pedestrian) = 0", "NOT object_prefix:pedestrian"),
+    ("count(object_prefix:car) < 3", "NOT object_prefix:car"),
+)
+COUNT_TARGET = 3.0
 T = TypeVar("T")
 FLOOR_QUERY: dict[str, Any] = {"bool": {"filter": [{"term": {"dataset": "drives_3"}}]}}
 
@@ -174,6 +200,16 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _timed(client: Elasticsearch, index: str, body: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    client.search(index=index, **body)
+    return (time.perf_counter() - started) * 1000
+
+
+def _body(query: dict[str, Any]) -> dict[str, Any]:
+    return {"query": query, "size": 20, "track_total_hits": True}
+
+
 def time_queries(client: Elasticsearch, index: str, repeats: int) -> None:
     from search import parse, translate
 
@@ -181,20 +217,65 @@ def time_queries(client: Elasticsearch, index: str, repeats: int) -> None:
     cases += [(text, translate(parse(text))) for text in QUERIES]
     client.indices.clear_cache(index=index)
     print(f"\n{'query':<72} {'hits':>8} {'cold ms':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    floor_p50 = 0.0
     for text, query in cases:
-        body: dict[str, Any] = {"query": query, "size": 20, "track_total_hits": True}
+        body = _body(query)
         started = time.perf_counter()
         hits = client.search(index=index, **body)["hits"]["total"]["value"]
         cold = (time.perf_counter() - started) * 1000
-        samples = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            client.search(index=index, **body)
-            samples.append((time.perf_counter() - started) * 1000)
+        samples = [_timed(client, index, body) for _ in range(repeats)]
+        floor_p50 = floor_p50 or statistics.median(samples)
         print(
             f"{text[:72]:<72} {hits:>8} {cold:>8.1f} {statistics.median(samples):>7.1f} "
             f"{percentile(samples, 0.99):>7.1f}"
         )
+    time_counts(client, index, repeats, floor_p50, uncached=False)
+    time_counts(client, index, repeats, floor_p50, uncached=True)
+
+
+def time_counts(
+    client: Elasticsearch, index: str, repeats: int, floor_p50: float, *, uncached: bool
+) -> None:
+    """Each count query against its existence query, runs alternating, and the floor.
+
+    Elasticsearch's node query cache keeps the matches of filter clauses it sees often, such
+    as the existence query's ``nested`` filter, but never a ``function_score`` with
+    ``min_score`` (its matches depend on scores), so a count is computed on every run. With
+    ``uncached``, the query cache of the index is cleared before each timed search, so both
+    sides are computed; it shows what each costs when the filter cache does not have it (a
+    query seen for the first time, new segments).
+    """
+    from search import parse, translate
+
+    print(
+        f"\n{'count query / existence query':<64} {'hits':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'/exist':>7} {'/floor':>7}"
+        + ("   (query cache cleared before each search)" if uncached else "")
+    )
+    worst = 0.0
+    for count_text, exists_text in COUNT_QUERIES:
+        pair = [_body(translate(parse(text))) for text in (count_text, exists_text)]
+        hits = [client.search(index=index, **body)["hits"]["total"]["value"] for body in pair]
+        samples: list[list[float]] = [[], []]
+        for _ in range(repeats):
+            for side, body in enumerate(pair):
+                if uncached:
+                    client.indices.clear_cache(index=index, query=True)
+                samples[side].append(_timed(client, index, body))
+        p50 = [statistics.median(side) for side in samples]
+        ratio = p50[0] / p50[1]
+        worst = max(worst, ratio)
+        for side, text in enumerate((count_text, exists_text)):
+            extra = f"{ratio:>6.2f}x" if side == 0 else f"{'':>7}"
+            print(
+                f"{text[:64]:<64} {hits[side]:>8} {p50[side]:>7.1f} "
+                f"{percentile(samples[side], 0.99):>7.1f} {extra} {p50[side] / floor_p50:>6.2f}x"
+            )
+    verdict = "met" if worst <= COUNT_TARGET else "NOT met"
+    print(
+        f"worst count p50 / existence p50{' (uncached)' if uncached else ''}: {worst:.2f}x"
+        f" (target <= {COUNT_TARGET}x: {verdict})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,6 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries", action="store_true", help="also time the query set")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--skip-load", action="store_true", help="query the existing index")
+    parser.add_argument(
+        "--writer-only",
+        action="store_true",
+        help="load only the writer's index (the one --queries times), not the raw ceiling",
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -217,31 +303,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = connect(urls, request_timeout=300)
     writer_index, raw_index = "bench-scale-writer", "bench-scale-raw"
     if not args.skip_load:
-        fresh_index(client, writer_index)
-        fresh_index(client, raw_index)
+        loads: list[tuple[str, float, tuple[int, int]]] = []
         # Each load is followed by its refresh and force-merge, so the next one starts on a
         # node that is no longer merging the previous index in the background.
-        with pinned(urls) if args.pin else contextlib.nullcontext():
-            raw_s = load_raw(client, raw_index, args.items, args.batch, args.in_flight)
-        raw_stats = index_stats(client, raw_index)
+        if not args.writer_only:
+            fresh_index(client, raw_index)
+            with pinned(urls) if args.pin else contextlib.nullcontext():
+                raw_s = load_raw(client, raw_index, args.items, args.batch, args.in_flight)
+            loads.append(("raw", raw_s, index_stats(client, raw_index)))
+        fresh_index(client, writer_index)
         with pinned(urls) if args.pin else contextlib.nullcontext():
             writer_s = load_with_writer(
                 client, writer_index, args.items, args.batch, args.in_flight
             )
-        writer_stats = index_stats(client, writer_index)
+        loads.append(("writer", writer_s, index_stats(client, writer_index)))
         print(
             f"{'loader':<8} {'items':>9} {'seconds':>8} {'items/s':>9} {'docs/s':>9} "
             f"{'lucene docs':>12} {'MiB':>8}"
         )
-        for name, seconds, (docs, size) in (
-            ("raw", raw_s, raw_stats),
-            ("writer", writer_s, writer_stats),
-        ):
+        for name, seconds, (docs, size) in loads:
             print(
                 f"{name:<8} {args.items:>9} {seconds:>8.1f} {args.items / seconds:>9.0f} "
                 f"{docs / seconds:>9.0f} {docs:>12} {size / 2**20:>8.1f}"
             )
-        print(f"writer / raw throughput: {raw_s / writer_s:.2f}x")
+        if not args.writer_only:
+            print(f"writer / raw throughput: {loads[0][1] / loads[1][1]:.2f}x")
     if args.queries:
         time_queries(client, writer_index, args.repeats)
     return 0

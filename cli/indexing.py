@@ -505,7 +505,7 @@ def run_import_truth_command(args: argparse.Namespace, settings: StoreSettings) 
     from indexer.report import FailureLog
     from indexer.taxonomy import load_taxonomy
     from indexer.truth import read_truth_coco, read_truth_jsonl
-    from store.admin import ensure_index, ensure_truth_mapping
+    from store.admin import ensure_index, update_mapping
     from store.connection import connect
     from store.truth import TruthWriter
 
@@ -531,8 +531,10 @@ def run_import_truth_command(args: argparse.Namespace, settings: StoreSettings) 
         target = args.index or settings.index
         if not client.indices.exists(index=target):
             ensure_index(client, target)
-        elif ensure_truth_mapping(client, target):
-            console.print(f"added the ground-truth fields to the mapping of {target}")
+        elif added := sorted(
+            {name for names in update_mapping(client, target).values() for name in names}
+        ):
+            console.print(f"added to the mapping of {target}: {', '.join(added)}", highlight=False)
         writer = TruthWriter(client, target, source=args.source, batch_size=args.write_batch_size)
     except Exception as error:
         console.print(f"[red]autotag import-truth: {error}[/red]", highlight=False)

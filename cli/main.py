@@ -2,7 +2,8 @@
 
 ``autotag up`` is the main job (Elasticsearch, index, sample, API); ``autotag es`` manages the
 local cluster; ``index``/``import``/``import-truth`` run the indexer; ``evaluate`` says which
-model version is better; ``serve`` runs the API.
+model version is better; ``serve`` runs the API; ``update-mapping`` adds a later version's
+fields to an existing index.
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _update_mapping(args: argparse.Namespace, settings: Settings) -> int:
+    from store.admin import update_mapping
+    from store.connection import connect, ensure_elasticsearch
+
+    index = args.index or settings.index
+    client = connect(ensure_elasticsearch(settings), settings=settings)
+    if not client.indices.exists(index=index):
+        print(f"autotag: no index or alias {index!r}", file=sys.stderr)
+        return 1
+    for concrete, added in update_mapping(client, index).items():
+        print(f"{concrete}: " + (f"added {', '.join(added)}" if added else "nothing to add"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autotag", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=_serve)
+
+    mapping = commands.add_parser(
+        "update-mapping",
+        help="add this version's new fields (e.g. box geometry) to an existing items index",
+        description="Add the fields of the current mapping that an existing index lacks (a"
+        " put-mapping: existing fields are left as they are). Documents written before get"
+        " values for new derived fields when they are written again.",
+    )
+    mapping.add_argument("--index", help="index or alias (default: AUTOTAG_INDEX, autotag-items)")
+    mapping.set_defaults(func=_update_mapping)
 
     add_indexer_subcommands(commands)
     add_evaluate_subcommand(commands)

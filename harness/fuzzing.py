@@ -28,8 +28,9 @@ import httpx
 from api.models import SortKey
 from api.query import parse_query
 from search import QueryError, parse, render, translate
+from store import schema as f
 
-REPO: Final = Path(__file__).resolve().parents[2]
+REPO: Final = Path(__file__).resolve().parents[1]
 MAX_LENGTH: Final = 4096  # the API's default ``query_max_length``
 
 # Query types (and their parameters) the translator may emit; anything else is a finding.
@@ -40,6 +41,8 @@ ALLOWED_KEYS: Final = frozenset(
         "nested", "path", "query", "score_mode", "ignore_unmapped",
         "term", "terms", "prefix", "range", "exists", "match_all", "match_none",
         "value", "field", "boost", "case_insensitive",
+        # counts: "at least n" is a summed nested score kept from min_score on
+        "function_score", "constant_score", "min_score",
         "gt", "gte", "lt", "lte", "format", "time_zone",
         # inner hits and sorts (the API's additions)
         "inner_hits", "name", "_source", "size", "order", "mode", "missing", "unmapped_type",
@@ -50,7 +53,8 @@ FORBIDDEN_KEYS: Final = frozenset(
     {
         "script", "script_score", "script_fields", "runtime_mappings", "regexp",
         "query_string", "simple_query_string", "wildcard", "fuzzy", "more_like_this",
-        "percolate", "function_score", "intervals", "span_multi", "terms_set", "match",
+        "percolate", "functions", "field_value_factor", "intervals", "span_multi", "terms_set",
+        "match",
         "match_phrase", "match_phrase_prefix", "combined_fields", "multi_match", "params",
         "stored_fields", "docvalue_fields",
     }
@@ -58,11 +62,19 @@ FORBIDDEN_KEYS: Final = frozenset(
 # Keys whose children are field names (user text may reach a field name only as metadata.*).
 _FIELD_KEYED: Final = frozenset({"term", "terms", "prefix", "range"})
 _SURROGATE = re.compile("[\ud800-\udfff]")  # echoed back as U+FFFD (not encodable)
+_PREDICTION_FIELDS = (
+    f.PRED_LABEL, f.PRED_LABEL_PREFIXES, f.PRED_SCORE, f.PRED_TRAINING_SET, f.PRED_STATUS,
+    f.PRED_MODEL, f.PRED_ORIGINAL_LABEL, f.PRED_ID,
+)  # fmt: skip
+_ITEM_FIELDS = (
+    f.ITEM_ID, f.DATASET, f.URI, f.WIDTH, f.HEIGHT, f.UPLOADED_AT, f.UPDATED_AT,
+    f.AUTOTAG_STATUS, f.TAGGED_BY,
+)  # fmt: skip
 _KNOWN_FIELD = re.compile(
-    r"^(item_id|dataset|uri|width|height|uploaded_at|updated_at|autotag_status|tagged_by"
-    r"|metadata\.[^\W\d][\w.\-]*"
-    r"|(image|object)_predictions\.(label|label_prefixes|score|training_set|status|model"
-    r"|original_label|id))$"
+    rf"^({'|'.join(_ITEM_FIELDS)}"
+    rf"|{f.METADATA}\.[^\W\d][\w.\-]*"
+    rf"|({'|'.join(f.PREDICTION_PATHS)})\.({'|'.join(_PREDICTION_FIELDS)})"
+    rf"|{f.OBJECT_PREDICTIONS}\.({'|'.join(f.BOX_GEOMETRY)}))$"
 )
 
 
@@ -79,6 +91,11 @@ FALLBACK_SEEDS: Final = (
     "autotag_status = reviewed AND NOT object_prefix:pedestrian",
     'object_prefix:"traffic light" dataset = train',
     "NOT (object_prefix:car OR object_prefix:truck) AND image_prefix:scene",
+    "count(object_prefix:car AND score >= 0.8) >= 3 AND dataset = drives",
+    "count(object_prefix:pedestrian) = 0 OR count(image_prefix:weather) != 2",
+    'NOT tagged_by = "model_v3" AND tagged_by = model_v2',
+    "object_prefix:pedestrian AND box_area < 1024 AND score < 0.5",
+    "relative_area > 0.05 OR box_width >= 100 AND box_height < 32",
 )
 FRAGMENTS: Final = (
     "image_prefix:", "object_prefix:", "score", "status", "dataset", "uploaded_at", "item_id",
@@ -89,7 +106,9 @@ FRAGMENTS: Final = (
     "2024-01-31", "2024-02-30", "2024-01-31T10:00:00Z", "2024-01-31T25:00", "99999-01-01",
     " ", "  ", "\t", "\n", "\r\n", "'", "&&", "||", "!", "#", "/", "/.*/", "~", "^2", "?", "[",
     "]", "{", "}", "TO", "_exists_:", "*:*", "script", "regexp", "query_string", "@", "$",
-    "%", ";", ",", "\x00", "\x1b[31m", "\u200b", "\u202e", "\ufeff", "é", "ß", "İ", "ǅ",
+    "%", ";", ",", "count(", "COUNT", "count()", ") >= 2", ") = 0", "tagged_by", "box_area",
+    "box_width", "box_height", "relative_area", "1024", "0.05", "1.5", "-3", "\x00",
+    "\x1b[31m", "\u200b", "\u202e", "\ufeff", "é", "ß", "İ", "ǅ",
     "車", "🚗", "\U0001f600\u200d", "\uff41\uff4e\uff44", "\uff21\uff2e\uff24", "\u0301", "\ud800",
 )  # fmt: skip
 _UNICODE_BLOCKS: Final = (
@@ -105,8 +124,11 @@ def seed_queries() -> list[str]:
     seeds = set(FALLBACK_SEEDS)
     docs = REPO / "docs" / "query-language.md"
     if docs.exists():
-        for block in re.findall(r"```query\n(.*?)```", docs.read_text(encoding="utf-8"), re.S):
-            seeds.update(line for line in block.splitlines() if line and not line.startswith("#"))
+        # A block holds one query (over one or more lines) and its `# matches:` line.
+        text = docs.read_text(encoding="utf-8")
+        for block in re.findall(r"```query(?: \w+)?\n(.*?)```", text, re.S):
+            lines = [line for line in block.splitlines() if line and not line.startswith("#")]
+            seeds.add("\n".join(lines))
     for golden in sorted((REPO / "tests" / "search" / "golden").glob("*.txt")):
         for line in golden.read_text(encoding="utf-8").splitlines():
             if line.startswith("query: "):

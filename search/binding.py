@@ -29,7 +29,7 @@ from typing import Final, assert_never
 
 from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or
 from search.errors import CountError, ObjectAttributeError
-from search.fields import ATTRIBUTES, OBJECT_ONLY_ATTRIBUTES
+from search.fields import ATTRIBUTES, OBJECT_ONLY_ATTRIBUTES, geometry_example
 from store import schema as f
 from store.schema import PredictionKind
 
@@ -87,7 +87,9 @@ class NoneOf:
 
 
 Plan = Exists | AtLeast | ItemTest | AllOf | AnyOf | NoneOf
+# What ``count(x) >= 0`` and ``count(x) < 0`` come to: every item, no item.
 EVERYTHING: Final = AllOf(())
+NOTHING: Final = AnyOf(())
 
 
 def is_attribute_only(node: Node) -> bool:
@@ -239,7 +241,15 @@ def check_count(condition: Node) -> tuple[str, ...]:
     if PredictionKind.IMAGE in kinds:
         geometry = object_attribute((condition,))
         if geometry is not None:
-            raise _image_geometry(geometry, kinds[PredictionKind.IMAGE])
+            label = kinds[PredictionKind.IMAGE]
+            raise ObjectAttributeError(
+                f"`{geometry.field}` describes object boxes, but this count counts image"
+                f" predictions (`{label.kind.value}_prefix:{label.value}`), which have none",
+                geometry.span.start,
+                geometry.span.end,
+                hint="count object predictions, e.g."
+                f" `count(object_prefix:car AND {geometry_example(geometry.field)}) >= 2`",
+            )
         return (f.IMAGE_PREDICTIONS,)
     if PredictionKind.OBJECT in kinds:
         return (f.OBJECT_PREDICTIONS,)
@@ -252,13 +262,18 @@ def _image_geometry(geometry: Comparison, label: Label) -> ObjectAttributeError:
         f" `{label.kind.value}_prefix:{label.value}`",
         geometry.span.start,
         geometry.span.end,
-        hint=f"use it with an object label, e.g. `object_prefix:car AND {geometry.field} < 1024`",
+        hint="use it with an object label, e.g."
+        f" `object_prefix:car AND {geometry_example(geometry.field)}`",
     )
 
 
 def count_plan(node: Count) -> Plan:
     """``count(...) op n`` written with "at least": ``> n`` is ``>= n+1``, ``< n`` is
-    ``NOT >= n``, ``= n`` is ``>= n AND NOT >= n+1``; ``>= 0`` is everything."""
+    ``NOT >= n``, ``= n`` is ``>= n AND NOT >= n+1``, ``!= n`` is ``< n OR > n``.
+
+    "At least 0" holds for every item, so ``= 0`` is ``NOT >= 1`` (items with no prediction at
+    all included), ``!= 0`` is ``>= 1``, ``>= 0`` is everything and ``< 0`` nothing.
+    """
     paths = check_count(node.condition)
     # Nothing of the ground truth is hidden.
     include_rejected = paths[0] in f.TRUTH_PATHS or mentions_status((node.condition,))
@@ -268,6 +283,16 @@ def count_plan(node: Count) -> Plan:
             return EVERYTHING
         return AtLeast(paths, node.condition, number, include_rejected)
 
+    def fewer_than(number: int) -> Plan:
+        if number <= 0:
+            return NOTHING
+        return NoneOf(at_least(number))
+
+    def exactly(number: int) -> Plan:
+        if number == 0:
+            return fewer_than(1)
+        return AllOf((at_least(number), fewer_than(number + 1)))
+
     n = node.number
     match node.op:
         case Op.GE:
@@ -275,13 +300,15 @@ def count_plan(node: Count) -> Plan:
         case Op.GT:
             return at_least(n + 1)
         case Op.LT:
-            return NoneOf(at_least(n))
+            return fewer_than(n)
         case Op.LE:
-            return NoneOf(at_least(n + 1))
+            return fewer_than(n + 1)
         case Op.EQ:
-            return AllOf((at_least(n), NoneOf(at_least(n + 1))))
+            return exactly(n)
         case Op.NE:
-            return NoneOf(AllOf((at_least(n), NoneOf(at_least(n + 1)))))
+            if n == 0:
+                return at_least(1)
+            return AnyOf((fewer_than(n), at_least(n + 1)))
         case _:
             assert_never(node.op)
 

@@ -8,6 +8,7 @@ evaluator ask it where a field lives and what a score band covers.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -47,6 +48,9 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     # Attributes only object predictions have (box geometry): they bind to object labels only.
     objects_only: bool = False
+    # The values a stored field can take (inclusive); a comparison with a value outside them
+    # could never hold (``box_area < -1``) or is a unit mistake (``relative_area > 5``).
+    bounds: tuple[float, float] | None = None
 
 
 ATTRIBUTES: Final = {
@@ -56,7 +60,10 @@ ATTRIBUTES: Final = {
         FieldSpec(f.PRED_TRAINING_SET, True, ValueType.TEXT),
         FieldSpec(f.PRED_STATUS, True, ValueType.ENUM, tuple(s.value for s in PredictionStatus)),
         FieldSpec(f.PRED_MODEL, True, ValueType.TEXT),
-        *(FieldSpec(name, True, ValueType.NUMBER, objects_only=True) for name in f.BOX_GEOMETRY),
+        *(
+            FieldSpec(name, True, ValueType.NUMBER, objects_only=True, bounds=bounds)
+            for name, bounds in f.BOX_GEOMETRY_BOUNDS.items()
+        ),
     )
 }
 OBJECT_ONLY_ATTRIBUTES: Final = frozenset(n for n, spec in ATTRIBUTES.items() if spec.objects_only)
@@ -284,7 +291,9 @@ def read_value(spec: FieldSpec, op: Op, raw: str, quoted: bool, span: Span) -> V
         case ValueType.NUMBER:
             number = None if quoted else _number(raw, span)
             if number is None:
-                raise _mismatch(spec, raw, quoted, span, example=f"{spec.name} < 1024")
+                raise _mismatch(spec, raw, quoted, span, example=_example(spec))
+            if spec.bounds is not None and not spec.bounds[0] <= number.value <= spec.bounds[1]:
+                raise _out_of_bounds(spec, op, number.value, raw, span)
             return number
         case ValueType.INTEGER:
             number = None if quoted else _number(raw, span)
@@ -346,6 +355,37 @@ def _read_score(spec: FieldSpec, op: Op, raw: str, quoted: bool, span: Span) -> 
             hint=f"compare with a number instead, e.g. `score {op} {low}`",
         )
     return ScoreBand(band)
+
+
+def _example(spec: FieldSpec) -> str:
+    if spec.bounds is not None and spec.bounds[1] <= 1:
+        return f"{spec.name} < 0.01"
+    return f"{spec.name} < 1024"
+
+
+def geometry_example(name: str) -> str:
+    """A comparison of the box-geometry attribute ``name`` worth showing in a hint."""
+    return _example(ATTRIBUTES[name])
+
+
+def _out_of_bounds(
+    spec: FieldSpec, op: Op, value: float, raw: str, span: Span
+) -> InvalidValueError:
+    """A geometry value no box can have; for a share above 1, suggest it was a percentage."""
+    assert spec.bounds is not None
+    low, high = spec.bounds
+    if high == math.inf:
+        message = f"no box has a `{spec.name}` of {raw}: sizes are never below {low:g}"
+        hint = f"sizes are in file pixels, e.g. `{_example(spec)}`"
+    else:
+        message = (
+            f"no box has a `{spec.name}` of {raw}: it is the box's share of the image,"
+            f" from {low:g} to {high:g}"
+        )
+        hint = f"e.g. `{_example(spec)}`"
+        if high < value <= 100 * high:
+            hint = f"for {raw}% write `{spec.name} {op} {value / 100:g}`"
+    return InvalidValueError(message, span.start, span.end, hint=hint)
 
 
 def _no_ordering(spec: FieldSpec, op: Op, span: Span) -> None:

@@ -155,26 +155,30 @@ COUNT: Final = "count"
 
 
 def _count_number(token: Token) -> int:
-    """The whole number a count is compared with."""
+    """The whole number, zero or more, that a count is compared with."""
     span = _span(token)
+    text = token.value
     hint = f"compare a count with a whole number, e.g. `{COUNT}(object_prefix:car) >= 2`"
-    if token.type != "BARE" or not NUMBER_RE.fullmatch(token.value):
+    if token.type != "BARE" or not NUMBER_RE.fullmatch(text):
+        if token.type != "BARE" and NUMBER_RE.fullmatch(unquote(text)):
+            hint = f"remove the quotes: {unquote(text)}"
+        shown = f"`{text}`" if token.type == "BARE" else text
         raise TypeMismatchError(
-            f"a count is compared with a whole number, not {token.value}",
+            f"a count is compared with a whole number, not {shown}",
             span.start,
             span.end,
             hint=hint,
         )
-    if not token.value.isdigit():
-        raise InvalidValueError(
-            f"a count is a whole number of zero or more, not `{token.value}`",
-            span.start,
-            span.end,
-            hint=hint,
-        )
-    if len(token.value) > 10 or int(token.value) > INT32[1]:
-        raise InvalidValueError(f"count `{token.value}` is out of range", span.start, span.end)
-    return int(token.value)
+    if float(text) < 0:
+        problem = f"a count is never negative, not `{text}`"
+    elif any(c in text for c in ".eE"):
+        problem = f"a count is a whole number written in digits, not `{text}`"
+    elif len(text.lstrip("+-")) > 10 or int(text) > INT32[1]:
+        problem = f"count `{text}` is out of range"
+        hint = f"counts go up to {INT32[1]}"
+    else:
+        return int(text)
+    raise InvalidValueError(problem, span.start, span.end, hint=hint)
 
 
 def _keywords(terminals: Iterable[TerminalDef]) -> dict[str, str]:
@@ -529,6 +533,12 @@ _MESSAGES: Final = (
     ),
     _Message(
         QuerySyntaxError,
+        "a count needs a comparison after its `)`, got {s.got}",
+        f"compare it with a whole number, e.g. `{COUNT}(object_prefix:car) >= 2`",
+        expects_only=frozenset({"OPERATOR"}),
+    ),
+    _Message(
+        QuerySyntaxError,
         "expected an operator or `:` after `{s.previous}`, got {s.got}",
         "e.g. {s.comparison_examples}",
         expects="OPERATOR",
@@ -571,10 +581,16 @@ def _unexpected_token(error: UnexpectedToken, text: str) -> QueryError:
 _OPERATOR_AT_END: Final = re.compile(
     rf"([^\s()]+)\s*({_parser().get_terminal('OPERATOR').pattern.to_regexp()})$"
 )
+# After `count(...)`: the operator follows a `)`.
+_COUNT_OPERATOR_AT_END: Final = re.compile(
+    rf"\)\s*({_parser().get_terminal('OPERATOR').pattern.to_regexp()})$"
+)
 
 
 def _example_for(text: str, position: int) -> str:
     before = text[:position].rstrip()
+    if count := _COUNT_OPERATOR_AT_END.search(before):
+        return f"{COUNT}(object_prefix:car) {count.group(1)} 2"
     match = _OPERATOR_AT_END.search(before)
     if match is None:
         return 'dataset = "train"'
@@ -584,6 +600,7 @@ def _example_for(text: str, position: int) -> str:
         f.UPLOADED_AT: "2024-01-31",
         f.WIDTH: "640",
         f.HEIGHT: "480",
+        f.TAGGED_BY: '"model_v2"',
     }
     value = examples.get(field, '"value"')
     return f"{match.group(1)} {match.group(2)} {value}"

@@ -291,12 +291,20 @@ def _splice(query: Query, filters: list[Query], must_not: list[Query]) -> None:
         filters.append(query)
 
 
+MATCH_ALL: Query = {"match_all": {}}
+MATCH_NONE: Query = {"match_none": {}}
+
+
 def _all(queries: list[Query]) -> Query:
-    """AND: plain filters and negations are spliced into one ``bool``."""
+    """AND: plain filters and negations are spliced into one ``bool``; ``match_all`` drops out
+    and an empty AND is ``match_all``."""
     filters: list[Query] = []
     must_not: list[Query] = []
     for query in queries:
-        _splice(query, filters, must_not)
+        if query != MATCH_ALL:
+            _splice(query, filters, must_not)
+    if not filters and not must_not:
+        return MATCH_ALL
     if len(filters) == 1 and not must_not:
         return filters[0]
     body: dict[str, list[Query]] = {"filter": filters} if filters else {}
@@ -306,13 +314,16 @@ def _all(queries: list[Query]) -> Query:
 
 
 def _any(queries: list[Query]) -> Query:
-    """OR: nested ORs are spliced into one ``should``."""
+    """OR: nested ORs are spliced into one ``should``; ``match_none`` drops out and an empty
+    OR is ``match_none``."""
     should: list[Query] = []
     for query in queries:
         if _only(query, _SHOULD):
             should.extend(query["bool"]["should"])
-        else:
+        elif query != MATCH_NONE:
             should.append(query)
+    if not should:
+        return MATCH_NONE
     if len(should) == 1:
         return should[0]
     return {"bool": {"should": should, "minimum_should_match": 1}}

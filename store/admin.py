@@ -1,6 +1,10 @@
-"""Create the items index behind its alias, so later schema versions can replace it."""
+"""Create the items index behind its alias, so later schema versions can replace it, and add
+to an existing index the fields a later version of the mapping has."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from elasticsearch import Elasticsearch
 
@@ -29,20 +33,46 @@ def ensure_index(
     return concrete
 
 
-def ensure_truth_mapping(client: Elasticsearch, index: str) -> bool:
-    """Add the ground-truth fields to an index made before they existed (additive, no reindex).
+def missing_properties(
+    wanted: Mapping[str, Any], present: Mapping[str, Any], prefix: str = ""
+) -> tuple[dict[str, Any], list[str]]:
+    """The part of the ``wanted`` properties that ``present`` lacks, as a put-mapping body's
+    ``properties``, and the dotted names of the fields it adds.
 
-    Returns whether a put-mapping was needed. Mapping new fields into an existing index is
-    allowed; nothing stored changes.
+    An object or nested field that exists but lacks sub-fields is repeated with its type, so
+    Elasticsearch merges into it instead of reading it as a plain object.
     """
-    from store import schema as f
-    from store.mapping import truth_mapping
+    body: dict[str, Any] = {}
+    added: list[str] = []
+    for name, definition in wanted.items():
+        path = f"{prefix}{name}"
+        if name not in present:
+            body[name] = definition
+            added.append(path)
+        elif "properties" in definition:
+            inner, inner_added = missing_properties(
+                definition["properties"], present[name].get("properties", {}), f"{path}."
+            )
+            if inner:
+                outer = {key: value for key, value in definition.items() if key != "properties"}
+                body[name] = {**outer, "properties": inner}
+                added += inner_added
+    return body, added
 
-    current = client.indices.get_mapping(index=index)
-    missing = any(
-        f.TRUTH_OBJECTS not in (body.get("mappings", {}).get("properties") or {})
-        for body in current.values()
-    )
-    if missing:
-        client.indices.put_mapping(index=index, properties=truth_mapping())
-    return missing
+
+def update_mapping(client: Elasticsearch, index: str = INDEX_ALIAS) -> dict[str, list[str]]:
+    """Add the current mapping's fields that ``index`` (an index or alias) lacks, e.g. the box
+    geometry of an index created before it existed; fields already there are left alone.
+
+    Returns, per concrete index, the dotted names of the fields added. Documents written
+    before get values for derived fields when they are written again.
+    """
+    wanted = item_mapping()["properties"]
+    added: dict[str, list[str]] = {}
+    for concrete, found in client.indices.get_mapping(index=index).items():
+        present = found.get("mappings", {}).get("properties", {})
+        body, names = missing_properties(wanted, present)
+        if body:
+            client.indices.put_mapping(index=concrete, properties=body)
+        added[concrete] = names
+    return added

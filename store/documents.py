@@ -67,7 +67,8 @@ def box_geometry(bbox: Any, width: Any, height: Any) -> dict[str, float]:
     """``box_width``, ``box_height``, ``box_area`` and (with the image size) ``relative_area``.
 
     ``bbox`` is ``{x1, y1, x2, y2}`` in file pixels; nothing is derived from a missing or
-    incomplete box, and ``relative_area`` is left out unless the image size is known.
+    incomplete box, and ``relative_area`` is left out unless the image size is known (and is
+    at most 1: a box reaching past the image's edges covers all of it).
     """
     if not isinstance(bbox, Mapping):
         return {}
@@ -83,7 +84,9 @@ def box_geometry(bbox: Any, width: Any, height: Any) -> dict[str, float]:
         f.PRED_BOX_AREA: box_width * box_height,
     }
     if _is_number(width) and _is_number(height) and width > 0 and height > 0:
-        geometry[f.PRED_RELATIVE_AREA] = geometry[f.PRED_BOX_AREA] / (width * height)
+        # A box reaching past the image's edges still covers at most all of it.
+        share = geometry[f.PRED_BOX_AREA] / (width * height)
+        geometry[f.PRED_RELATIVE_AREA] = min(share, f.BOX_GEOMETRY_BOUNDS[f.PRED_RELATIVE_AREA][1])
     return geometry
 
 

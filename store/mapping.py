@@ -66,7 +66,8 @@ def _truth_properties(*, with_bbox: bool) -> dict[str, Any]:
 
 
 def truth_mapping() -> dict[str, Any]:
-    """The properties ground truth adds: what a put-mapping on an older index sends."""
+    """The properties ground truth adds (an older index gets them from ``autotag update-mapping``
+    or ``autotag import-truth``)."""
     return {
         f.TRUTH_SOURCE: {"type": "keyword"},
         f.TRUTH_IMAGES: {"type": "nested", "properties": _truth_properties(with_bbox=False)},

@@ -6,6 +6,7 @@ refer to fields through these names, so a rename happens in exactly one place.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from functools import lru_cache
 from typing import Final
@@ -86,6 +87,13 @@ PRED_BOX_HEIGHT: Final = "box_height"
 PRED_BOX_AREA: Final = "box_area"
 PRED_RELATIVE_AREA: Final = "relative_area"
 BOX_GEOMETRY: Final = (PRED_BOX_WIDTH, PRED_BOX_HEIGHT, PRED_BOX_AREA, PRED_RELATIVE_AREA)
+# The values each can take: sizes are never negative, the share of the image is capped at 1.
+BOX_GEOMETRY_BOUNDS: Final = {
+    PRED_BOX_WIDTH: (0.0, math.inf),
+    PRED_BOX_HEIGHT: (0.0, math.inf),
+    PRED_BOX_AREA: (0.0, math.inf),
+    PRED_RELATIVE_AREA: (0.0, 1.0),
+}
 
 # For modified object predictions: the model's box, kept the first time a reviewer moves it
 # (stored, not searched), so evaluation can judge what the model said.

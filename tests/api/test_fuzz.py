@@ -21,9 +21,10 @@ from harness.fuzzing import (
     check_direct,
     dsl_violations,
     run_http,
+    seed_queries,
 )
 from indexer.prediction_generator import generate
-from search import QueryError, QuerySyntaxError, parse
+from search import QueryError, QuerySyntaxError, parse, translate
 from store.writer import PredictionWriter
 from tests.api.conftest import client_for
 
@@ -78,6 +79,19 @@ def test_dsl_check_catches_forbidden_queries() -> None:
     assert dsl_violations({"query_string": {"query": "x"}})
     assert dsl_violations({"term": {"_index": "x"}})
     assert not dsl_violations({"term": {"dataset": "x"}})
+    # Counts use function_score, but never with functions (scripts, field values).
+    assert dsl_violations({"function_score": {"functions": [{"script_score": {}}]}})
+    assert dsl_violations({"function_score": {"field_value_factor": {"field": "score"}}})
+    assert dsl_violations({"range": {"image_predictions.box_area": {"lt": 1}}})
+    count = "count(object_prefix:car AND box_area < 1024) >= 2 AND NOT tagged_by = v3"
+    assert not dsl_violations(translate(parse(count)))
+
+
+def test_the_generator_starts_from_the_documented_and_golden_queries() -> None:
+    seeds = seed_queries()
+    assert len(seeds) > 150
+    assert "count(object_prefix:car AND score >= 0.8) >= 3" in seeds
+    assert any("\n" in seed and "tagged_by" in seed for seed in seeds)  # multi-line recipes
 
 
 def test_harness_counts_a_query_error_as_a_rejection() -> None:

@@ -14,7 +14,7 @@ from indexer.importer import run_import
 from indexer.report import Failure
 from indexer.truth import read_truth_coco, read_truth_jsonl
 from store import schema as f
-from store.admin import ensure_truth_mapping
+from store.admin import update_mapping
 from store.mapping import index_settings, item_mapping
 from store.truth import TruthWriter
 from store.writer import ItemPredictions, PredictionWriter
@@ -150,8 +150,16 @@ def test_an_index_made_before_truth_gets_the_fields(es: Elasticsearch, item_inde
     del old["properties"][f.OBJECT_PREDICTIONS]["properties"][f.PRED_ORIGINAL_BBOX]
     es.indices.delete(index=item_index)
     es.indices.create(index=item_index, mappings=old, settings=index_settings())
-    assert ensure_truth_mapping(es, item_index) is True
-    assert ensure_truth_mapping(es, item_index) is False
+    added = update_mapping(es, item_index)[item_index]
+    assert sorted(added) == sorted(
+        [
+            f.TRUTH_SOURCE,
+            f.TRUTH_IMAGES,
+            f.TRUTH_OBJECTS,
+            f"{f.OBJECT_PREDICTIONS}.{f.PRED_ORIGINAL_BBOX}",
+        ]
+    )
+    assert update_mapping(es, item_index) == {item_index: []}
     props = es.indices.get_mapping(index=item_index)[item_index]["mappings"]["properties"]
     assert props[f.TRUTH_OBJECTS]["type"] == "nested"
     assert props[f.TRUTH_SOURCE]["type"] == "keyword"

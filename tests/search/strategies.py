@@ -62,10 +62,12 @@ GEOMETRY_VALUES: dict[str, list[int | float]] = {
     f.PRED_BOX_WIDTH: [0, 10, 16, 22, 32, 50, 90],
     f.PRED_BOX_HEIGHT: [0, 10, 16, 22, 32, 50, 90],
     f.PRED_BOX_AREA: [0, 100, 256, 1024, 1600, 2500, 9000],
-    f.PRED_RELATIVE_AREA: [0, 0.0001, 0.001, 0.005, 0.01, 0.05],
+    f.PRED_RELATIVE_AREA: [0, 0.0001, 0.001, 0.005, 0.01, 0.05, 0.5, 1],
 }
-WIDTHS = [320, 640, 1000, 1024, 1920]
-HEIGHTS = [240, 480, 1080]
+# The small sizes make boxes that reach past the image (relative_area capped at 1).
+WIDTHS = [64, 320, 640, 1000, 1024, 1920]
+HEIGHTS = [48, 240, 480, 1080]
+THUMBNAIL = (64, 48)
 MODELS = ["clip", "yolo"]
 DATASETS = ["train", "val", "test"]
 CAMERAS = ["front", "rear", "rear left"]
@@ -112,7 +114,7 @@ def _small_value(field: str, op: Op) -> st.SearchStrategy[Value]:
         case f.DATASET:
             return st.sampled_from(DATASETS).map(Text)
         case f.WIDTH | f.HEIGHT:
-            return st.sampled_from([320, 640, 1000, 1024, 1920]).map(Number)
+            return st.sampled_from([64, 320, 640, 1000, 1024, 1920]).map(Number)
         case f.UPLOADED_AT:
             days = st.integers(0, 4).map(lambda d: Instant(BASE_MS + d * DAY_MS, True))
             moments = st.integers(0, 4 * DAY_MS).map(
@@ -209,7 +211,10 @@ def small_counts() -> st.SearchStrategy[Count]:
 
 def small_trees() -> st.SearchStrategy[Node]:
     """Queries over the small world; attributes are frequent so binding is exercised."""
-    leaves = st.one_of(small_label(), small_attribute(), small_comparison(), small_counts())
+    round_two = small_comparison([f.TAGGED_BY, *f.BOX_GEOMETRY])  # coverage and geometry
+    leaves = st.one_of(
+        small_label(), small_attribute(), small_comparison(), small_counts(), round_two
+    )
     return trees(leaves, depth=3).filter(binds)
 
 
@@ -219,7 +224,13 @@ _TEXT = st.text(min_size=0, max_size=12)
 _FLOATS = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 
 
-def _any_value(kind: ValueType, op: Op) -> st.SearchStrategy[Value]:
+def _any_value(
+    kind: ValueType, op: Op, bounds: tuple[float, float] | None
+) -> st.SearchStrategy[Value]:
+    if bounds is not None:  # box geometry: the values a box can have
+        low, high = bounds[0], min(bounds[1], 1e6)
+        whole = st.integers(int(low), int(high))
+        return (whole | st.floats(low, high, allow_nan=False)).map(Number)
     match kind:
         case ValueType.SCORE:
             numbers = (st.integers(-1000, 1000) | _FLOATS).map(Number)
@@ -248,11 +259,12 @@ def _any_value(kind: ValueType, op: Op) -> st.SearchStrategy[Value]:
 def any_comparison(draw: st.DrawFn) -> Comparison:
     specs = {**ATTRIBUTES, **ITEM_FIELDS}
     name = draw(st.sampled_from([*specs, "metadata"]))
+    bounds = None
     if name == "metadata":
         key = draw(st.lists(_KEY, min_size=1, max_size=2).map(".".join))
         field, kind = f"metadata.{key}", ValueType.DYNAMIC
     else:
-        field, kind = name, specs[name].type
+        field, kind, bounds = name, specs[name].type, specs[name].bounds
     ordered = kind in (
         ValueType.SCORE,
         ValueType.NUMBER,
@@ -263,7 +275,7 @@ def any_comparison(draw: st.DrawFn) -> Comparison:
     op = draw(st.sampled_from(ALL_OPS if ordered else EQUALITY))
     if kind is ValueType.ENUM:
         return Comparison(field, op, Text(draw(st.sampled_from(specs[name].choices))))
-    return Comparison(field, op, draw(_any_value(kind, op)))
+    return Comparison(field, op, draw(_any_value(kind, op, bounds)))
 
 
 def any_label() -> st.SearchStrategy[Label]:
@@ -286,6 +298,23 @@ def any_trees() -> st.SearchStrategy[Node]:
 
 
 # --- documents -------------------------------------------------------------------------------
+def coverage(item: dict[str, Any], extra: list[str]) -> list[str]:
+    """``tagged_by``: the training sets that predicted something, and ``extra`` ones, which may
+    have predicted nothing (``model_v3`` never predicts)."""
+    predicted = {p[f.PRED_TRAINING_SET] for path in f.PREDICTION_PATHS for p in item[path]}
+    return sorted(predicted | set(extra))
+
+
+def stored(document: dict[str, Any], drop_empty: bool) -> dict[str, Any]:
+    """A prepared document, with its empty prediction lists left out when ``drop_empty``: an
+    item written without predictions has no list at all, one whose list emptied has ``[]``."""
+    if drop_empty:
+        for path in f.PREDICTION_PATHS:
+            if not document.get(path):
+                document.pop(path, None)
+    return document
+
+
 @st.composite
 def predictions(draw: st.DrawFn, labels: list[str], with_box: bool) -> dict[str, Any]:
     prediction: dict[str, Any] = {
@@ -307,20 +336,24 @@ def predictions(draw: st.DrawFn, labels: list[str], with_box: bool) -> dict[str,
 @st.composite
 def items(draw: st.DrawFn, item_id: str) -> dict[str, Any]:
     item: dict[str, Any] = {f.ITEM_ID: item_id}
+    bare = draw(st.integers(0, 7)) == 0  # no predictions at all
     for path, labels, most in (
         (f.IMAGE_PREDICTIONS, IMAGE_LABELS, 3),
         (f.OBJECT_PREDICTIONS, OBJECT_LABELS, 5),
     ):
         with_box = path == f.OBJECT_PREDICTIONS
-        item[path] = draw(st.lists(predictions(labels, with_box), max_size=most))
+        item[path] = [] if bare else draw(st.lists(predictions(labels, with_box), max_size=most))
     if draw(st.booleans()):
         item[f.DATASET] = draw(st.sampled_from(DATASETS))
     if draw(st.booleans()):
         item[f.WIDTH] = draw(st.sampled_from(WIDTHS))
     if draw(st.booleans()):
         item[f.HEIGHT] = draw(st.sampled_from(HEIGHTS))
-    if draw(st.booleans()):
-        item[f.TAGGED_BY] = draw(st.lists(st.sampled_from(TAGGED_BY), max_size=2, unique=True))
+    if draw(st.integers(0, 9)) == 0:
+        item[f.WIDTH], item[f.HEIGHT] = THUMBNAIL
+    if draw(st.integers(0, 4)) > 0:
+        extra = draw(st.lists(st.sampled_from(TAGGED_BY), max_size=2, unique=True))
+        item[f.TAGGED_BY] = coverage(item, extra)
     if draw(st.booleans()):
         sources = draw(st.lists(st.sampled_from(TRUTH_SOURCES), max_size=2, unique=True))
         item[f.TRUTH_SOURCE] = sources
@@ -371,11 +404,15 @@ def random_item(rng: random.Random, item_id: str) -> dict[str, Any]:
             result[f.PRED_BBOX] = dict(zip(("x1", "y1", "x2", "y2"), corners, strict=True))
         return result
 
+    bare = rng.random() < 0.125  # no predictions at all
     item: dict[str, Any] = {
         f.ITEM_ID: item_id,
-        f.IMAGE_PREDICTIONS: [prediction(IMAGE_LABELS) for _ in range(rng.randint(0, 3))],
+        f.IMAGE_PREDICTIONS: [
+            prediction(IMAGE_LABELS) for _ in range(0 if bare else rng.randint(0, 3))
+        ],
         f.OBJECT_PREDICTIONS: [
-            prediction(OBJECT_LABELS, with_box=True) for _ in range(rng.randint(0, 5))
+            prediction(OBJECT_LABELS, with_box=True)
+            for _ in range(0 if bare else rng.randint(0, 5))
         ],
     }
     if rng.random() < 0.5:
@@ -384,8 +421,10 @@ def random_item(rng: random.Random, item_id: str) -> dict[str, Any]:
         item[f.WIDTH] = rng.choice(WIDTHS)
     if rng.random() < 0.5:
         item[f.HEIGHT] = rng.choice(HEIGHTS)
-    if rng.random() < 0.5:
-        item[f.TAGGED_BY] = rng.sample(TAGGED_BY, rng.randint(0, 2))
+    if rng.random() < 0.1:
+        item[f.WIDTH], item[f.HEIGHT] = THUMBNAIL
+    if rng.random() < 0.8:
+        item[f.TAGGED_BY] = coverage(item, rng.sample(TAGGED_BY, rng.randint(0, 2)))
     if rng.random() < 0.6:
         sources = rng.sample(TRUTH_SOURCES, rng.randint(0, 2))
         item[f.TRUTH_SOURCE] = sources

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from search import parse, render
 from search.binding import (
+    EVERYTHING,
+    NOTHING,
     AllOf,
     AnyOf,
     AtLeast,
@@ -143,3 +145,91 @@ def test_is_attribute_only() -> None:
     assert is_attribute_only(parse("score > 1 OR NOT (status = pending AND model = m)"))
     assert not is_attribute_only(parse("score > 1 OR dataset = d"))
     assert not is_attribute_only(parse("image_prefix:a"))
+
+
+def _count(text: str) -> Plan:
+    return bind(parse(text))
+
+
+def _at_least(plan: Plan) -> tuple[tuple[str, ...], int, bool]:
+    assert isinstance(plan, AtLeast), plan
+    return plan.paths, plan.number, plan.include_rejected
+
+
+def test_count_operators_are_written_with_at_least() -> None:
+    cars = "count(object_prefix:car)"
+    objects = (OBJECT_PREDICTIONS,)
+    assert _at_least(_count(f"{cars} >= 3")) == (objects, 3, False)
+    assert _at_least(_count(f"{cars} > 3")) == (objects, 4, False)
+    below = _count(f"{cars} < 3")
+    assert isinstance(below, NoneOf)
+    assert _at_least(below.part) == (objects, 3, False)
+    at_most = _count(f"{cars} <= 3")
+    assert isinstance(at_most, NoneOf)
+    assert _at_least(at_most.part) == (objects, 4, False)
+    exactly = _count(f"{cars} = 3")
+    assert isinstance(exactly, AllOf)
+    low, high = exactly.parts
+    assert _at_least(low) == (objects, 3, False)
+    assert isinstance(high, NoneOf)
+    assert _at_least(high.part) == (objects, 4, False)
+    other = _count(f"{cars} != 3")
+    assert isinstance(other, AnyOf)
+    fewer, more = other.parts
+    assert isinstance(fewer, NoneOf)
+    assert _at_least(fewer.part) == (objects, 3, False)
+    assert _at_least(more) == (objects, 4, False)
+
+
+def test_counts_of_zero_need_no_always_true_clause() -> None:
+    cars = "count(object_prefix:car)"
+    none = _count(f"{cars} = 0")
+    assert isinstance(none, NoneOf)
+    assert _at_least(none.part)[1] == 1
+    assert _at_least(_count(f"{cars} != 0"))[1] == 1
+    assert _at_least(_count(f"{cars} > 0"))[1] == 1
+    assert _count(f"{cars} >= 0") == EVERYTHING
+    assert _count(f"{cars} < 0") == NOTHING
+    assert _count(f"{cars} <= 0") == _count(f"{cars} = 0")
+
+
+def test_count_paths_follow_the_labels_inside() -> None:
+    assert _at_least(_count("count(image_prefix:weather) > 1"))[0] == (IMAGE_PREDICTIONS,)
+    assert _at_least(_count("count(NOT object_prefix:car) > 1"))[0] == (OBJECT_PREDICTIONS,)
+    assert _at_least(_count("count(score > 0.5) > 1"))[0] == PREDICTION_PATHS
+    assert _at_least(_count("count(box_area < 9) > 1"))[0] == (OBJECT_PREDICTIONS,)
+    assert _at_least(_count("count(score > 0.5 OR box_area < 9) > 1"))[0] == (OBJECT_PREDICTIONS,)
+
+
+def test_counts_see_rejected_predictions_only_when_the_inside_mentions_status() -> None:
+    assert not _at_least(_count("count(object_prefix:car) > 1"))[2]
+    assert _at_least(_count("count(object_prefix:car AND NOT status = pending) > 1"))[2]
+    # status outside the count is another condition; it does not reach inside.
+    plan = _count("count(object_prefix:car) > 1 AND status = rejected")
+    assert isinstance(plan, AllOf)
+    assert not _at_least(plan.parts[0])[2]
+
+
+def test_attributes_outside_a_count_do_not_bind_into_it() -> None:
+    assert _summary("count(object_prefix:car) > 1 AND score > 0.5") == [(None, ["score > 0.5"])]
+
+
+def test_tagged_by_never_binds() -> None:
+    plan = bind(parse("object_prefix:car AND tagged_by = model_v3 AND score > 0.5"))
+    assert isinstance(plan, AllOf)
+    assert [type(part) for part in plan.parts] == [Exists, ItemTest]
+    assert _summary("object_prefix:car AND tagged_by = model_v3 AND score > 0.5") == [
+        ("object_prefix:car", ["score > 0.5"])
+    ]
+
+
+def test_box_geometry_binds_to_object_labels_and_unbound_looks_at_objects() -> None:
+    assert _summary("object_prefix:car AND box_area < 1024") == [
+        ("object_prefix:car", ["box_area < 1024"])
+    ]
+    [leaf] = _exists(bind(parse("NOT box_area < 10")))
+    assert leaf.paths == (OBJECT_PREDICTIONS,)
+    [leaf] = _exists(bind(parse("score > 0.5 AND relative_area < 0.01")))
+    assert leaf.paths == (OBJECT_PREDICTIONS,)
+    [leaf] = _exists(bind(parse("score > 0.5")))
+    assert leaf.paths == PREDICTION_PATHS

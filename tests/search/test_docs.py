@@ -17,27 +17,38 @@ from search import QueryError, evaluate, parse, translate
 from store.documents import prepare_item
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "query-language.md"
-_BLOCK = re.compile(r"^```(query|query-error|json)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+# A block's info string may name the sample set it runs on: ```query fleet
+_BLOCK = re.compile(
+    r"^```(query|query-error|json)(?: (\w+))?\n(.*?)^```$", re.MULTILINE | re.DOTALL
+)
+_SAMPLES = re.compile(r"^<!-- sample-items(?:: (\w+))? -->\n```json\n(.*?)^```$", re.M | re.S)
+DEFAULT_SET = "sample"
 
 
-def _blocks(kind: str) -> list[str]:
+def _blocks(kind: str) -> list[tuple[str, str]]:
+    """(sample set, body) of every block of ``kind``."""
     text = DOC.read_text(encoding="utf-8")
-    return [body for found, body in _BLOCK.findall(text) if found == kind]
+    return [
+        (name or DEFAULT_SET, body) for found, name, body in _BLOCK.findall(text) if found == kind
+    ]
 
 
-def _examples() -> list[tuple[str, set[str]]]:
+def _examples() -> list[tuple[str, str, set[str]]]:
     examples = []
-    for body in _blocks("query"):
+    for sample_set, body in _blocks("query"):
         query, marker = body.rstrip("\n").rsplit("\n", 1)
         assert marker.startswith("# matches:"), body
-        examples.append((query, set(marker.removeprefix("# matches:").split())))
+        examples.append((sample_set, query, set(marker.removeprefix("# matches:").split())))
     return examples
 
 
-def _sample_items() -> list[dict[str, Any]]:
+def _sample_items() -> dict[str, list[dict[str, Any]]]:
+    """Each sample set's items, prepared as every writer prepares them."""
     text = DOC.read_text(encoding="utf-8")
-    body = text.split("<!-- sample-items -->\n```json\n", 1)[1].split("```", 1)[0]
-    return [prepare_item(item) for item in json.loads(body)]
+    return {
+        name or DEFAULT_SET: [prepare_item(item) for item in json.loads(body)]
+        for name, body in _SAMPLES.findall(text)
+    }
 
 
 EXAMPLES = _examples()
@@ -45,17 +56,22 @@ ITEMS = _sample_items()
 
 
 def test_the_reference_has_examples() -> None:
-    assert len(EXAMPLES) >= 40
-    assert len(ITEMS) == 6
+    assert len(EXAMPLES) >= 70
+    assert {name: len(items) for name, items in ITEMS.items()} == {"sample": 6, "fleet": 7}
+    assert {sample_set for sample_set, _, _ in EXAMPLES} == set(ITEMS)
+    ids = [item["item_id"] for items in ITEMS.values() for item in items]
+    assert len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize(("query", "expected"), EXAMPLES, ids=[q for q, _ in EXAMPLES])
-def test_example_with_evaluator(query: str, expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("sample_set", "query", "expected"), EXAMPLES, ids=[q for _, q, _ in EXAMPLES]
+)
+def test_example_with_evaluator(sample_set: str, query: str, expected: set[str]) -> None:
     tree = parse(query)
-    assert {item["item_id"] for item in ITEMS if evaluate(tree, item)} == expected
+    assert {item["item_id"] for item in ITEMS[sample_set] if evaluate(tree, item)} == expected
 
 
-@pytest.mark.parametrize("body", _blocks("query-error"))
+@pytest.mark.parametrize("body", [body for _, body in _blocks("query-error")])
 def test_error_example(body: str) -> None:
     query, marker = body.rstrip("\n").rsplit("\n", 1)
     expected = getattr(search, marker.removeprefix("# error:").strip())
@@ -86,9 +102,13 @@ def test_score_band_table_matches_the_bands() -> None:
 @pytest.mark.es
 def test_examples_on_elasticsearch(es: Elasticsearch, item_index: str) -> None:
     operations: list[dict[str, Any]] = []
-    for item in ITEMS:
-        operations += [{"index": {"_index": item_index, "_id": item["item_id"]}}, item]
+    for items in ITEMS.values():
+        for item in items:
+            operations += [{"index": {"_index": item_index, "_id": item["item_id"]}}, item]
     assert not es.bulk(operations=operations, refresh=True)["errors"]
-    for query, expected in EXAMPLES:
-        response = es.search(index=item_index, query=translate(parse(query)), size=100)
+    for sample_set, query, expected in EXAMPLES:
+        # The sets share the index; each example looks at its own set's items only.
+        ids = {"ids": {"values": [item["item_id"] for item in ITEMS[sample_set]]}}
+        body = {"bool": {"filter": [translate(parse(query)), ids]}}
+        response = es.search(index=item_index, query=body, size=100)
         assert {hit["_id"] for hit in response["hits"]["hits"]} == expected, query

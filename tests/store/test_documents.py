@@ -100,3 +100,12 @@ def test_a_changed_box_replaces_stale_geometry() -> None:
     assert prepared["object_predictions"][0]["box_area"] == 4
     dropped = prepare_item({"item_id": "i", "object_predictions": [{"label": "c", "box_area": 9}]})
     assert "box_area" not in dropped["object_predictions"][0]
+
+
+def test_relative_area_is_capped_at_the_whole_image() -> None:
+    past_the_edges = {"x1": -10, "y1": -10, "x2": 30, "y2": 30}
+    item = {"item_id": "i", "width": 20, "height": 20, "object_predictions": [
+        {"label": "car", "bbox": past_the_edges}]}  # fmt: skip
+    prepared = prepare_item(item)["object_predictions"][0]
+    assert prepared["box_area"] == 1600
+    assert prepared["relative_area"] == 1
