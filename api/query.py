@@ -202,6 +202,16 @@ def matched_predictions(hit: Mapping[str, Any]) -> list[dict[str, Any]]:
     return matched
 
 
+def answer_hits(hits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A page's hits as ``/v1/search`` answers them: the stored item and what it matched."""
+    out = []
+    for hit in hits:
+        source = hit["_source"]
+        source.setdefault(f.ITEM_ID, hit["_id"])
+        out.append({"item": source, "matched_predictions": matched_predictions(hit)})
+    return out
+
+
 # --- facets ------------------------------------------------------------------------------------
 
 

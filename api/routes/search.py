@@ -27,17 +27,16 @@ from api.models import (
 )
 from api.query import (
     Cursor,
+    answer_hits,
     decode_cursor,
     default_order,
     encode_cursor,
     fingerprint,
-    matched_predictions,
     search_body,
 )
 from api.responses import OrjsonResponse
 from api.routes import error_responses
 from api.settings import Settings
-from store import schema as f
 
 CountQuery = Annotated[QueryRead[CountRequest], Depends(read_query(CountRequest))]
 TranslateQuery = Annotated[QueryRead[TranslateRequest], Depends(read_query(TranslateRequest))]
@@ -133,11 +132,6 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
 
     total = response["hits"]["total"]
     hints = [] if total["value"] else dump(await label_hints(es, settings.index, parsed.ast))
-    out_hits = []
-    for hit in hits:
-        source = hit["_source"]
-        source.setdefault(f.ITEM_ID, hit["_id"])
-        out_hits.append({"item": source, "matched_predictions": matched_predictions(hit)})
     # Built as plain data and serialised by orjson: validating every stored item against the
     # response model would cost more than the search itself. Tests check conformance.
     return OrjsonResponse(
@@ -145,7 +139,7 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
             "query": canonical,
             "total": total["value"],
             "total_relation": total["relation"],
-            "hits": out_hits,
+            "hits": answer_hits(hits),
             "next_cursor": next_cursor,
             "hints": hints,
         }

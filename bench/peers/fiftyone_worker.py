@@ -1,0 +1,298 @@
+"""The FiftyOne side of the peer benchmark; runs in FiftyOne's own virtualenv, not the product's.
+
+Started by ``bench/peers/run.py`` with the virtualenv's Python and ``FIFTYONE_DATABASE_URI``
+pointing at a ``mongod`` that the benchmark runs. It imports nothing of autotag: commands come
+as JSON lines on stdin, answers go as JSON lines to stdout, logs to stderr.
+
+The five product-page queries are written here the way a FiftyOne user writes them: ViewField
+expressions in ``match`` (``viewfield``), and, to give MongoDB its best indexes, the same
+conditions as a query-language ``$elemMatch`` through ``Dataset.mongo`` (``elemmatch``), which
+a multikey index on the label can serve. Autotag's semantics are followed exactly: a prefix
+``p`` is the label ``p`` or a label starting ``p_``; rejected predictions are invisible.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import fiftyone as fo  # type: ignore[import-not-found,unused-ignore]
+from fiftyone import ViewField as F  # type: ignore[import-not-found,unused-ignore]
+
+IMAGES = "image_predictions"
+OBJECTS = "object_predictions"
+IMAGE_LIST = f"{IMAGES}.classifications"
+OBJECT_LIST = f"{OBJECTS}.detections"
+
+
+# --- the queries, FiftyOne's way -----------------------------------------------------------------
+
+
+def _prefix(p: str) -> Any:
+    return (F("label") == p) | F("label").starts_with(p + "_")
+
+
+def _visible() -> Any:
+    return F("status") != "rejected"
+
+
+def _some(path: str, condition: Any) -> Any:
+    return F(path).filter(condition & _visible()).length() > 0
+
+
+def _mql_prefix(p: str) -> dict[str, Any]:
+    return {"$or": [{"label": p}, {"label": {"$regex": f"^{p}_"}}]}
+
+
+def _mql_some(path: str, *conditions: dict[str, Any]) -> dict[str, Any]:
+    return {path: {"$elemMatch": {"$and": [*conditions, {"status": {"$ne": "rejected"}}]}}}
+
+
+VIEWFIELD: dict[str, Callable[[], Any]] = {
+    "image_prefix:weather_clear AND score >= 0.8": lambda: _some(
+        IMAGE_LIST, _prefix("weather_clear") & (F("confidence") >= 0.8)
+    ),
+    "object_prefix:car AND score < 0.5": lambda: _some(
+        OBJECT_LIST, _prefix("car") & (F("confidence") < 0.5)
+    ),
+    'training_set = "model_v2"': lambda: (
+        _some(IMAGE_LIST, F("training_set") == "model_v2")
+        | _some(OBJECT_LIST, F("training_set") == "model_v2")
+    ),
+    # autotag stores the item's status as a list of keywords (``reviewed`` + ``accepted``).
+    'autotag_status = "pending"': lambda: F("autotag_status").contains("pending"),
+    'object_prefix:pedestrian AND score >= 0.8 AND training_set = "model_v2"': lambda: _some(
+        OBJECT_LIST,
+        _prefix("pedestrian") & (F("confidence") >= 0.8) & (F("training_set") == "model_v2"),
+    ),
+}
+ELEMMATCH: dict[str, Callable[[], dict[str, Any]]] = {
+    "image_prefix:weather_clear AND score >= 0.8": lambda: _mql_some(
+        IMAGE_LIST, _mql_prefix("weather_clear"), {"confidence": {"$gte": 0.8}}
+    ),
+    "object_prefix:car AND score < 0.5": lambda: _mql_some(
+        OBJECT_LIST, _mql_prefix("car"), {"confidence": {"$lt": 0.5}}
+    ),
+    'training_set = "model_v2"': lambda: {
+        "$or": [
+            _mql_some(IMAGE_LIST, {"training_set": "model_v2"}),
+            _mql_some(OBJECT_LIST, {"training_set": "model_v2"}),
+        ]
+    },
+    'autotag_status = "pending"': lambda: {"autotag_status": "pending"},
+    'object_prefix:pedestrian AND score >= 0.8 AND training_set = "model_v2"': lambda: _mql_some(
+        OBJECT_LIST,
+        _mql_prefix("pedestrian"),
+        {"confidence": {"$gte": 0.8}},
+        {"training_set": "model_v2"},
+    ),
+}
+VARIANTS = ("viewfield", "elemmatch")
+# The best indexes we found for these queries (FiftyOne adds ``filepath`` and ``id`` itself).
+INDEXES: tuple[str | list[tuple[str, int]], ...] = (
+    "item_id",
+    "uploaded_at",
+    "autotag_status",
+    [(f"{IMAGE_LIST}.label", 1), (f"{IMAGE_LIST}.confidence", 1)],
+    [(f"{OBJECT_LIST}.label", 1), (f"{OBJECT_LIST}.confidence", 1)],
+    f"{IMAGE_LIST}.training_set",
+    f"{OBJECT_LIST}.training_set",
+)
+# Page orders: (field, descending), as autotag's ``item_id`` (asc) and ``uploaded_at`` (desc).
+PAGE_ORDERS = {"item_id": ("item_id", False), "uploaded_at": ("uploaded_at", True)}
+
+
+def view_of(dataset: Any, query: str, variant: str) -> Any:
+    if variant == "viewfield":
+        return dataset.match(VIEWFIELD[query]())
+    return dataset.mongo([{"$match": ELEMMATCH[query]()}])
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def sample_of(doc: dict[str, Any]) -> Any:
+    """An autotag item document (as stored) as a FiftyOne sample."""
+    width, height = doc.get("width") or 1, doc.get("height") or 1
+
+    def attrs(p: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "label": p["label"],
+            "confidence": p["score"],
+            "training_set": p["training_set"],
+            "status": p["status"],
+            "model": p["model"],
+            "pred_id": p["id"],
+        }
+
+    classifications = [fo.Classification(**attrs(p)) for p in doc.get(IMAGES) or ()]
+    detections = []
+    for p in doc.get(OBJECTS) or ():
+        box = p["bbox"]
+        x, y = box["x1"] / width, box["y1"] / height
+        w, h = (box["x2"] - box["x1"]) / width, (box["y2"] - box["y1"]) / height
+        detections.append(fo.Detection(bounding_box=[x, y, w, h], **attrs(p)))
+    return fo.Sample(
+        filepath=f"/data/{doc['item_id']}.jpg",
+        item_id=doc["item_id"],
+        dataset_name=doc["dataset"],  # ``dataset`` is taken by FiftyOne
+        uploaded_at=_when(doc["uploaded_at"]),
+        autotag_status=doc["autotag_status"],
+        **{
+            IMAGES: fo.Classifications(classifications=classifications),
+            OBJECTS: fo.Detections(detections=detections),
+        },
+    )
+
+
+def _docs(count: int) -> Iterator[dict[str, Any]]:
+    for _ in range(count):
+        yield json.loads(sys.stdin.buffer.readline())
+
+
+def _chunks(docs: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for doc in docs:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def load(name: str, count: int, mode: str, batch: int) -> dict[str, Any]:
+    """Load ``count`` documents read from stdin; the seconds spent in FiftyOne or pymongo only.
+
+    ``api``: ``Dataset.add_samples``. ``raw``: the first batch through ``add_samples`` (it
+    declares the schema), the rest as documents shaped exactly like the ones it wrote
+    (``Sample.to_mongo_dict`` plus the dataset's bookkeeping fields) through
+    ``insert_many`` on the dataset's collection.
+    """
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    dataset = fo.Dataset(name, persistent=True)
+    spent = 0.0
+    template: dict[str, Any] | None = None
+    for chunk in _chunks(_docs(count), batch):
+        samples = [sample_of(doc) for doc in chunk]
+        if mode == "api" or template is None:
+            started = time.perf_counter()
+            dataset.add_samples(samples, progress=False)
+            spent += time.perf_counter() - started
+            if template is None:
+                template = dataset._sample_collection.find_one()
+            continue
+        extra = {key: template[key] for key in ("_dataset_id", "created_at", "last_modified_at")}
+        started = time.perf_counter()
+        docs = []
+        for sample in samples:
+            doc = sample.to_mongo_dict(include_id=False)
+            doc = {key: value for key, value in doc.items() if value is not None} | extra
+            docs.append(doc)
+        dataset._sample_collection.insert_many(docs, ordered=False)
+        spent += time.perf_counter() - started
+    return {"seconds": spent, "count": dataset.count()}
+
+
+def create_indexes(name: str) -> dict[str, Any]:
+    dataset = fo.load_dataset(name)
+    started = time.perf_counter()
+    for spec in INDEXES:
+        dataset.create_index(spec)
+    return {"seconds": time.perf_counter() - started, "indexes": sorted(dataset.list_indexes())}
+
+
+# --- timing ---------------------------------------------------------------------------------------
+
+
+def run_once(dataset: Any, query: str, variant: str, what: str) -> Any:
+    view = view_of(dataset, query, variant)
+    if what == "count":
+        return view.count()
+    field, reverse = PAGE_ORDERS[what.removeprefix("page_")]
+    return view.sort_by(field, reverse=reverse).limit(20).values("item_id")
+
+
+def timed(name: str, query: str, variant: str, what: str, repeats: int) -> dict[str, Any]:
+    dataset = fo.load_dataset(name)
+    samples = []
+    result = None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = run_once(dataset, query, variant, what)
+        samples.append((time.perf_counter() - started) * 1000)
+    return {"ms": samples, "result": result, "median": statistics.median(samples)}
+
+
+def all_ids(name: str, query: str, variant: str) -> dict[str, Any]:
+    dataset = fo.load_dataset(name)
+    return {"ids": view_of(dataset, query, variant).values("item_id")}
+
+
+def clear_caches(name: str) -> dict[str, Any]:
+    """MongoDB caches query plans, never results: drop the plans of the samples collection."""
+    dataset = fo.load_dataset(name)
+    collection = dataset._sample_collection
+    collection.database.command({"planCacheClear": collection.name})
+    return {}
+
+
+def explain(name: str, query: str, variant: str, what: str) -> dict[str, Any]:
+    """The winning plan's stages, to say which index a page used."""
+    dataset = fo.load_dataset(name)
+    view = view_of(dataset, query, variant)
+    if what != "count":
+        field, reverse = PAGE_ORDERS[what.removeprefix("page_")]
+        view = view.sort_by(field, reverse=reverse).limit(20)
+    pipeline = view._pipeline()
+    collection = dataset._sample_collection
+    plan = collection.database.command(
+        "explain",
+        {"aggregate": collection.name, "pipeline": pipeline, "cursor": {}},
+        verbosity="queryPlanner",
+    )
+    return {"plan": json.loads(json.dumps(plan, default=str))}
+
+
+def status(name: str) -> dict[str, Any]:
+    if not fo.dataset_exists(name):
+        return {"count": 0}
+    return {"count": fo.load_dataset(name).count()}
+
+
+def main() -> int:
+    handlers: dict[str, Callable[..., dict[str, Any]]] = {
+        "status": status,
+        "load": load,
+        "indexes": create_indexes,
+        "time": timed,
+        "ids": all_ids,
+        "clear_caches": clear_caches,
+        "explain": explain,
+    }
+    print(json.dumps({"ready": fo.__version__}), flush=True)
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        command = request.pop("cmd")
+        if command == "quit":
+            break
+        try:
+            answer = handlers[command](**request)
+        except Exception as exc:  # reported to the driver, which stops the run
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(answer, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
