@@ -71,6 +71,38 @@ VIEWFIELD: dict[str, Callable[[], Any]] = {
         _prefix("pedestrian") & (F("confidence") >= 0.8) & (F("training_set") == "model_v2"),
     ),
 }
+
+
+def _best(path: str, condition: Any) -> Any:
+    """The best confidence among a list's visible predictions meeting ``condition``."""
+    return F(path).filter(condition & _visible()).map(F("confidence")).max()
+
+
+def _best_any(path: str) -> Any:
+    return F(path).filter(_visible()).map(F("confidence")).max()
+
+
+# autotag's default order: the best score among the predictions the query matched (image
+# predictions first, then objects, where a query matches both), missing last, then item id.
+BEST: dict[str, Callable[[], list[Any]]] = {
+    "image_prefix:weather_clear AND score >= 0.8": lambda: [
+        _best(IMAGE_LIST, _prefix("weather_clear") & (F("confidence") >= 0.8))
+    ],
+    "object_prefix:car AND score < 0.5": lambda: [
+        _best(OBJECT_LIST, _prefix("car") & (F("confidence") < 0.5))
+    ],
+    'training_set = "model_v2"': lambda: [
+        _best(IMAGE_LIST, F("training_set") == "model_v2"),
+        _best(OBJECT_LIST, F("training_set") == "model_v2"),
+    ],
+    'autotag_status = "pending"': lambda: [_best_any(IMAGE_LIST), _best_any(OBJECT_LIST)],
+    'object_prefix:pedestrian AND score >= 0.8 AND training_set = "model_v2"': lambda: [
+        _best(
+            OBJECT_LIST,
+            _prefix("pedestrian") & (F("confidence") >= 0.8) & (F("training_set") == "model_v2"),
+        )
+    ],
+}
 ELEMMATCH: dict[str, Callable[[], dict[str, Any]]] = {
     "image_prefix:weather_clear AND score >= 0.8": lambda: _mql_some(
         IMAGE_LIST, _mql_prefix("weather_clear"), {"confidence": {"$gte": 0.8}}
@@ -96,15 +128,18 @@ VARIANTS = ("viewfield", "elemmatch")
 # The best indexes we found for these queries (FiftyOne adds ``filepath`` and ``id`` itself).
 INDEXES: tuple[str | list[tuple[str, int]], ...] = (
     "item_id",
-    "uploaded_at",
+    [("uploaded_at", -1), ("item_id", 1)],
     "autotag_status",
     [(f"{IMAGE_LIST}.label", 1), (f"{IMAGE_LIST}.confidence", 1)],
     [(f"{OBJECT_LIST}.label", 1), (f"{OBJECT_LIST}.confidence", 1)],
     f"{IMAGE_LIST}.training_set",
     f"{OBJECT_LIST}.training_set",
 )
-# Page orders: (field, descending), as autotag's ``item_id`` (asc) and ``uploaded_at`` (desc).
-PAGE_ORDERS = {"item_id": ("item_id", False), "uploaded_at": ("uploaded_at", True)}
+# Page orders as autotag's ``item_id`` (asc) and ``uploaded_at`` (desc, then item id).
+PAGE_ORDERS: dict[str, list[tuple[str, int]]] = {
+    "item_id": [("item_id", 1)],
+    "uploaded_at": [("uploaded_at", -1), ("item_id", 1)],
+}
 
 
 def view_of(dataset: Any, query: str, variant: str) -> Any:
@@ -219,8 +254,14 @@ def run_once(dataset: Any, query: str, variant: str, what: str) -> Any:
     view = view_of(dataset, query, variant)
     if what == "count":
         return view.count()
-    field, reverse = PAGE_ORDERS[what.removeprefix("page_")]
-    return view.sort_by(field, reverse=reverse).limit(20).values("item_id")
+    return _page(view, query, what).values("item_id")
+
+
+def _page(view: Any, query: str, what: str) -> Any:
+    if what == "page_score":
+        keys = [(expression, -1) for expression in BEST[query]()]
+        return view.sort_by([*keys, ("item_id", 1)], create_index=False).limit(20)
+    return view.sort_by(PAGE_ORDERS[what.removeprefix("page_")]).limit(20)
 
 
 def timed(name: str, query: str, variant: str, what: str, repeats: int) -> dict[str, Any]:
@@ -252,8 +293,7 @@ def explain(name: str, query: str, variant: str, what: str) -> dict[str, Any]:
     dataset = fo.load_dataset(name)
     view = view_of(dataset, query, variant)
     if what != "count":
-        field, reverse = PAGE_ORDERS[what.removeprefix("page_")]
-        view = view.sort_by(field, reverse=reverse).limit(20)
+        view = _page(view, query, what)
     pipeline = view._pipeline()
     collection = dataset._sample_collection
     plan = collection.database.command(
