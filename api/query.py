@@ -38,6 +38,8 @@ from store.schema import PredictionKind, PredictionStatus
 Order = Literal["asc", "desc"]
 _ORDERS: Final[tuple[Order, ...]] = ("asc", "desc")
 _CURSOR_VERSION: Final = 1
+# Elasticsearch's own default bound on counted hits.
+DEFAULT_TRACK_TOTAL_HITS: Final = 10_000
 # Review history can be long and is never needed to list hits.
 _HIT_SOURCE: Final = {"excludes": [f.REVIEW_HISTORY]}
 # (kind, nested path) in the order matched predictions are listed, and each path's rank.
@@ -163,13 +165,21 @@ def search_body(
     order: Order,
     after: Sequence[Any] | None = None,
     pit: Mapping[str, Any] | None = None,
+    track_total_hits: int = DEFAULT_TRACK_TOTAL_HITS,
 ) -> dict[str, Any]:
-    """The ``_search`` body for one page (ask for ``size + 1`` hits to know if more follow)."""
+    """The ``_search`` body for one page (ask for ``size + 1`` hits to know if more follow).
+
+    Hits are counted exactly up to ``track_total_hits``; past it the total is a lower bound
+    (``relation: gte``) and Elasticsearch may stop early: on an index sorted like the page
+    (``store.mapping.index_settings``) once the page is full, on other field sorts by
+    skipping documents that cannot compete.
+    """
     body: dict[str, Any] = {
         "query": parsed.hits_query,
         "size": size,
         "sort": parsed.sort(key, order),
         "_source": _HIT_SOURCE,
+        "track_total_hits": track_total_hits,
     }
     if after is not None:
         body["search_after"] = list(after)

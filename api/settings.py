@@ -62,6 +62,11 @@ class Settings(StoreSettings):
     query_max_length: Annotated[int, Field(ge=1)] = Field(
         4096, description="Longest query text accepted, in characters."
     )
+    track_total_hits: Annotated[int, Field(ge=0)] = Field(
+        10_000,
+        description="Hits a search page counts exactly; past it `total` is a lower bound "
+        "(`total_relation` `gte`). Lower is faster on large indexes; /v1/count is always exact.",
+    )
     pit_keep_alive: str = Field(
         "2m", pattern=r"^[1-9][0-9]{0,4}(ms|s|m|h)$", description="Point-in-time keep-alive."
     )

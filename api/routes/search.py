@@ -108,10 +108,15 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
         order=order,
         after=None if cursor is None else cursor.after,
         pit=pit,
+        track_total_hits=settings.track_total_hits,
     )
     try:
         if pit is None:
-            response = whole_answer(await es.search(index=settings.index, body=body))
+            # The shard request cache answers a repeated page (a dashboard's) until the next
+            # refresh changes the index; Elasticsearch skips it for queries it cannot cache.
+            response = whole_answer(
+                await es.search(index=settings.index, body=body, request_cache=True)
+            )
         else:
             response = whole_answer(await es.search(body=body))
     except elasticsearch.NotFoundError as exc:

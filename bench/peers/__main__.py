@@ -344,6 +344,20 @@ def report(results: dict[tuple[str, str, str], Samples], items: int) -> None:
             )
 
 
+def _holds(client: Elasticsearch, index: str, items: int) -> bool:
+    """Whether ``index`` holds ``items`` items under the product's current index sort."""
+    if not client.indices.exists(index=index):
+        return False
+    settings = client.indices.get_settings(index=index)[index]["settings"]["index"]
+    sort = settings.get("sort", {})
+    wanted = index_settings()
+    same_sort = (sort.get("field"), sort.get("order")) == (
+        wanted.get("sort.field"),
+        wanted.get("sort.order"),
+    )
+    return same_sort and int(client.count(index=index)["count"]) == items
+
+
 def ensure_es(args: argparse.Namespace) -> tuple[Elasticsearch, Any]:
     settings = StoreSettings()
     if (hosts := settings.es_hosts()) is not None:
@@ -388,8 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         print(f"date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}")
-        have = client.count(index=index)["count"] if client.indices.exists(index=index) else 0
-        if args.reload or have != args.items:
+        if args.reload or not _holds(client, index, args.items):
             seconds = es_load(client, index, args.items)
             print(f"autotag: {args.items:,} items by raw _bulk + force-merge in {seconds:.1f}s")
         if args.reload or peer.call("status", name=dataset)["count"] != args.items:

@@ -14,6 +14,7 @@ a multikey index on the label can serve. Autotag's semantics are followed exactl
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import sys
 import time
@@ -22,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import fiftyone as fo  # type: ignore[import-not-found,unused-ignore]
+from bson import ObjectId  # type: ignore[import-not-found,unused-ignore]
 from fiftyone import ViewField as F  # type: ignore[import-not-found,unused-ignore]
 
 IMAGES = "image_predictions"
@@ -189,9 +191,21 @@ def sample_of(doc: dict[str, Any]) -> Any:
     )
 
 
-def _docs(count: int) -> Iterator[dict[str, Any]]:
-    for _ in range(count):
-        yield json.loads(sys.stdin.buffer.readline())
+class _Incoming:
+    """The ``count`` documents that follow a ``load`` command on stdin."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while self.left:
+            self.left -= 1
+            yield json.loads(sys.stdin.buffer.readline())
+
+    def drain(self) -> None:
+        """Read what is left, so that the next line read is a command again."""
+        for _ in self:
+            pass
 
 
 def _chunks(docs: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -205,36 +219,96 @@ def _chunks(docs: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield chunk
 
 
+def mongo_doc_of(doc: dict[str, Any], bookkeeping: dict[str, Any]) -> dict[str, Any]:
+    """The document ``add_samples`` writes for ``sample_of(doc)``, built without FiftyOne's
+    objects (checked against FiftyOne's own for the first batch, see ``load``)."""
+    width, height = doc.get("width") or 1, doc.get("height") or 1
+
+    def label(cls: str, p: dict[str, Any], **more: Any) -> dict[str, Any]:
+        return {
+            "_id": ObjectId(), "_cls": cls, "tags": [], **more, "label": p["label"],
+            "confidence": p["score"], "training_set": p["training_set"],
+            "status": p["status"], "model": p["model"], "pred_id": p["id"],
+        }  # fmt: skip
+
+    detections = []
+    for p in doc.get(OBJECTS) or ():
+        box = p["bbox"]
+        x, y = box["x1"] / width, box["y1"] / height
+        w, h = (box["x2"] - box["x1"]) / width, (box["y2"] - box["y1"]) / height
+        detections.append(label("Detection", p, attributes={}, bounding_box=[x, y, w, h]))
+    return {
+        "_id": ObjectId(),
+        "filepath": f"/data/{doc['item_id']}.jpg",
+        "tags": [],
+        "_media_type": "image",
+        "_rand": random.random() * 0.001 + 0.999,  # FiftyOne's own range for _rand
+        "item_id": doc["item_id"],
+        "dataset_name": doc["dataset"],
+        "uploaded_at": _when(doc["uploaded_at"]).replace(tzinfo=None),
+        "autotag_status": doc["autotag_status"],
+        IMAGES: {
+            "_cls": "Classifications",
+            "classifications": [label("Classification", p) for p in doc.get(IMAGES) or ()],
+        },
+        OBJECTS: {"_cls": "Detections", "detections": detections},
+        **bookkeeping,
+    }
+
+
+def _shape(value: Any) -> Any:
+    """A document's structure and values, less what differs between any two writes."""
+    if isinstance(value, dict):
+        return {
+            k: _shape(v)
+            for k, v in value.items()
+            if k not in ("_id", "_rand", "created_at", "last_modified_at")
+        }
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 9)
+    return value
+
+
 def load(name: str, count: int, mode: str, batch: int) -> dict[str, Any]:
     """Load ``count`` documents read from stdin; the seconds spent in FiftyOne or pymongo only.
 
     ``api``: ``Dataset.add_samples``. ``raw``: the first batch through ``add_samples`` (it
-    declares the schema), the rest as documents shaped exactly like the ones it wrote
-    (``Sample.to_mongo_dict`` plus the dataset's bookkeeping fields) through
+    declares the schema), the rest as the documents ``add_samples`` would write
+    (``mongo_doc_of``, checked equal to FiftyOne's own on that first batch) through pymongo's
     ``insert_many`` on the dataset's collection.
     """
+    incoming = _Incoming(count)
+    try:
+        return _load(name, incoming, mode, batch)
+    finally:
+        incoming.drain()
+
+
+def _load(name: str, incoming: _Incoming, mode: str, batch: int) -> dict[str, Any]:
     if fo.dataset_exists(name):
         fo.delete_dataset(name)
     dataset = fo.Dataset(name, persistent=True)
+    collection = dataset._sample_collection
     spent = 0.0
-    template: dict[str, Any] | None = None
-    for chunk in _chunks(_docs(count), batch):
-        samples = [sample_of(doc) for doc in chunk]
-        if mode == "api" or template is None:
+    bookkeeping: dict[str, Any] | None = None
+    for chunk in _chunks(iter(incoming), batch):
+        if mode == "api" or bookkeeping is None:
+            samples = [sample_of(doc) for doc in chunk]
             started = time.perf_counter()
             dataset.add_samples(samples, progress=False)
             spent += time.perf_counter() - started
-            if template is None:
-                template = dataset._sample_collection.find_one()
+            if bookkeeping is None:
+                written = collection.find_one({"item_id": chunk[0]["item_id"]})
+                bookkeeping = {
+                    key: written[key] for key in ("_dataset_id", "created_at", "last_modified_at")
+                }
+                if _shape(mongo_doc_of(chunk[0], bookkeeping)) != _shape(written):
+                    raise RuntimeError(f"raw documents differ from FiftyOne's: {written}")
             continue
-        extra = {key: template[key] for key in ("_dataset_id", "created_at", "last_modified_at")}
         started = time.perf_counter()
-        docs = []
-        for sample in samples:
-            doc = sample.to_mongo_dict(include_id=False)
-            doc = {key: value for key, value in doc.items() if value is not None} | extra
-            docs.append(doc)
-        dataset._sample_collection.insert_many(docs, ordered=False)
+        collection.insert_many([mongo_doc_of(doc, bookkeeping) for doc in chunk], ordered=False)
         spent += time.perf_counter() - started
     return {"seconds": spent, "count": dataset.count()}
 

@@ -2,9 +2,9 @@
 
     flock /work/wt/bench.lock .venv/bin/python -m bench.peers.levers --items 100000
 
-Runs on the peer benchmark's node (the local cluster ``peers``, or ``ES_URL``) and its index
-``peers-N`` (loaded here if missing), plus copies of it with an index sort
-(``peers-N-sort-<key>``, loaded from the same generated items: this node has no ``_reindex``).
+Runs on the peer benchmark's node (the local cluster ``peers``, or ``ES_URL``), on indexes of
+the peer benchmark's items without an index sort and with each candidate one
+(``peers-levers-N-sort-<key>``, loaded here when missing; this node has no ``_reindex``).
 For the five product-page queries and the three page orders, times the body ``/v1/search``
 sends (``api.query.search_body``) and variants of it, alternating within each round:
 
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _index_for(client: Elasticsearch, items: int, sort: str) -> str:
-    index = f"peers-{items}" if sort == "none" else f"peers-{items}-sort-{sort}"
+    index = f"peers-levers-{items}-sort-{sort}"
     exists = client.indices.exists(index=index)
     if not exists or client.count(index=index)["count"] != items:
         settings = index_settings()
