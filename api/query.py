@@ -188,6 +188,39 @@ def search_body(
     return body
 
 
+# Where a first page in descending score order is looked for first (signed scale: p >= 0.95).
+SCORE_PROBE_THRESHOLD: Final = 0.9
+
+
+def probe_body(
+    parsed: Parsed, *, size: int, order: Order, threshold: float
+) -> dict[str, Any] | None:
+    """A first page in score order, looked for only among items whose sort key passes
+    ``threshold`` (at least it for ``desc``, at most for ``asc``); ``None`` if the order has
+    no score key.
+
+    Every item left out sorts after every item kept (its first sort key is worse or missing),
+    so when this finds ``size`` hits they are exactly the first ``size`` of the whole query,
+    found without computing the sort key of every match. It counts nothing.
+    """
+    first = parsed.sort(SortKey.SCORE, order)[0]
+    [(field, spec)] = first.items()
+    nested = spec.get("nested")
+    if nested is None:
+        return None
+    bound = {"gte" if order == "desc" else "lte": threshold}
+    passes = {
+        "nested": {
+            "path": nested["path"],
+            "query": {"bool": {"filter": [nested["filter"], {"range": {field: bound}}]}},
+        }
+    }
+    body = search_body(parsed, size=size, key=SortKey.SCORE, order=order, track_total_hits=0)
+    body["query"] = {"bool": {"filter": [parsed.hits_query, passes]}}
+    body["track_total_hits"] = False
+    return body
+
+
 def matched_predictions(hit: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Which predictions of a hit satisfied the query, from the inner hits' nested offsets.
 

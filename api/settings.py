@@ -67,6 +67,12 @@ class Settings(StoreSettings):
         description="Hits a search page counts exactly; past it `total` is a lower bound "
         "(`total_relation` `gte`). Lower is faster on large indexes; /v1/count is always exact.",
     )
+    score_page_probe: bool = Field(
+        True,
+        description="Look for a first page in descending score order among the items whose "
+        "best matched score is at least 0.9 first: the same page, found without scoring every "
+        "match when enough items pass; otherwise the plain search runs.",
+    )
     pit_keep_alive: str = Field(
         "2m", pattern=r"^[1-9][0-9]{0,4}(ms|s|m|h)$", description="Point-in-time keep-alive."
     )

@@ -26,7 +26,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from api.models import SortKey
-from api.query import default_order, parse_query, search_body
+from api.query import Parsed, default_order, parse_query, probe_body, search_body
 from bench.peers.__main__ import PAGE, QUERIES, ensure_es, es_load, percentile
 from store.mapping import index_settings
 
@@ -61,6 +61,39 @@ VARIANTS: dict[str, Callable[[Body], Body]] = {
     },
     "tth=21, no _source": _set(track_total_hits=PAGE + 1, _source=False),
 }
+
+
+PROBES = (0.9, 0.95, 0.99)
+
+
+def _time_probe(
+    client: Elasticsearch,
+    index: str,
+    parsed: Parsed,
+    base: Body,
+    threshold: float,
+    reference: list[str] | None,
+    times: list[float],
+    repeats: int,
+) -> None:
+    """A score-order first page by ``api.query.probe_body`` plus a bounded count, in one
+    ``_msearch``; the plain page again when the probe finds too few items."""
+    probe = probe_body(parsed, size=PAGE + 1, order="desc", threshold=threshold)
+    assert probe is not None
+    count = {"query": parsed.query, "size": 0, "track_total_hits": PAGE + 1}
+    fallbacks = 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        answers = client.msearch(searches=[{"index": index}, probe, {"index": index}, count])
+        hits = answers["responses"][0]["hits"]["hits"]
+        if len(hits) < PAGE + 1:
+            fallbacks += 1
+            hits = client.search(index=index, body=base)["hits"]["hits"]
+        times.append((time.perf_counter() - started) * 1000)
+        if [hit["_id"] for hit in hits] != reference:
+            raise SystemExit(f"probe {threshold}: a different page")
+    if fallbacks:
+        times.append(-1.0)  # marks: this query needed the fallback
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,6 +134,7 @@ def run(client: Elasticsearch, args: argparse.Namespace) -> None:
         client.indices.clear_cache(index=index)
     samples: dict[tuple[str, str, str, str], list[float]] = {}
     cached: dict[tuple[str, str, str], list[float]] = {}
+    probes: dict[tuple[str, str, float], list[float]] = {}
     for query in QUERIES:
         parsed = parse_query(query, 4096)
         for key in SortKey:
@@ -119,6 +153,18 @@ def run(client: Elasticsearch, args: argparse.Namespace) -> None:
                         reference = reference or ids
                         if ids != reference:
                             raise SystemExit(f"{query} {key} {sort} {name}: different page")
+                    if key is SortKey.SCORE:
+                        for threshold in PROBES:
+                            _time_probe(
+                                client,
+                                index,
+                                parsed,
+                                base,
+                                threshold,
+                                reference,
+                                probes.setdefault((query, sort, threshold), []),
+                                args.repeats,
+                            )
                     times = cached.setdefault((query, key.value, sort), [])
                     body = VARIANTS["tth=21"](copy.deepcopy(base))
                     for _ in range(args.repeats):
@@ -142,6 +188,17 @@ def run(client: Elasticsearch, args: argparse.Namespace) -> None:
             med = statistics.median(statistics.median(cached[q, key.value, sort]) for q in QUERIES)
             cells.append(f"{med:>13.2f} ({percentile(pooled, 0.95):>6.1f})")
             print(f"{sort:<12} " + " ".join(cells))
+    print("\nscore order, probe + bounded count (one _msearch), median ms; * = fell back")
+    for sort in indexes:
+        for query in QUERIES:
+            cells = []
+            for threshold in PROBES:
+                times = probes[query, sort, threshold]
+                mark = "*" if -1.0 in times else " "
+                cells.append(
+                    f"t={threshold}: {statistics.median(t for t in times if t >= 0):7.2f}{mark}"
+                )
+            print(f"{sort:<12} {query[:60]:<60} " + "  ".join(cells))
     print("\nper query, api body vs tth=21, each index sort (median ms):")
     for key in SortKey:
         for query in QUERIES:

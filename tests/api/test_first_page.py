@@ -72,3 +72,49 @@ async def test_a_repeated_page_comes_from_the_request_cache_until_a_refresh(
     after = await _search(client, sort="item_id")
     assert [hit["item"]["item_id"] for hit in after["hits"]][:1] == ["i0"]
     assert after["total"] == 5
+
+
+# Queries whose best matched scores lie above, across and below the probe's threshold.
+PROBED = (
+    "image_prefix:weather_clear AND score >= 0.8",
+    "object_prefix:car AND score < 0.5",
+    'training_set = "model_v2"',
+    'autotag_status = "pending"',
+    'object_prefix:pedestrian AND score >= 0.8 AND training_set = "model_v2"',
+    "image_prefix:weather AND object_prefix:car",
+    "(image_prefix:weather_rain OR object_prefix:cyclist) AND score >= 0.5",
+    "NOT object_prefix:car",
+    'object_prefix:car AND status = "rejected"',
+)
+
+
+def _query_total(es: Elasticsearch, index: str) -> int:
+    stats = es.indices.stats(index=index, metric="search")
+    return int(stats["_all"]["total"]["search"]["query_total"])
+
+
+@pytest.mark.parametrize("size", [1, 7, 20])
+async def test_the_score_probe_finds_the_same_first_page(
+    api_settings: Settings, es: Elasticsearch, item_index: str, size: int
+) -> None:
+    from indexer.prediction_generator import generate
+    from store.writer import merge_item
+
+    operations: list[dict[str, Any]] = []
+    for entry in generate(300, seed=7):
+        operations.append({"index": {"_index": item_index, "_id": entry.item_id}})
+        operations.append(merge_item(None, entry, training_set="t", now="2026-01-01T00:00:00Z"))
+    assert not es.bulk(operations=operations, refresh=True)["errors"]
+    plain = api_settings.model_copy(update={"score_page_probe": False})
+    probed = 0
+    async with client_for(create_app(plain)) as off, client_for(create_app(api_settings)) as on:
+        for query in PROBED:
+            for options in ({}, {"order": "asc"}, {"sort": "item_id"}):
+                body = {"query": query, "size": size, **options}
+                want = (await off.post("/v1/search", json=body)).json()
+                before = _query_total(es, item_index)
+                got = (await on.post("/v1/search", json=body)).json()
+                # One search without the probe; probe and count when it fills the page.
+                probed += _query_total(es, item_index) - before == 2
+                assert got == want, (query, options)
+    assert probed >= 5  # most of these first pages came from the probe
