@@ -7,6 +7,7 @@ Elasticsearch. Pagination is ``search_after`` on (sort key, ``item_id``), with t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Literal
 
+import elasticsearch
 import orjson
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
@@ -219,6 +221,46 @@ def probe_body(
     body["query"] = {"bool": {"filter": [parsed.hits_query, passes]}}
     body["track_total_hits"] = False
     return body
+
+
+async def probed_first_page(
+    es: AsyncElasticsearch,
+    index: str,
+    parsed: Parsed,
+    *,
+    size: int,
+    order: Order,
+    track_total_hits: int,
+    enabled: bool = True,
+) -> dict[str, Any] | None:
+    """A first page in descending score order found by ``probe_body`` at
+    ``SCORE_PROBE_THRESHOLD``, with the bounded total counted alongside, shaped like a search
+    answer (``hits.hits``, ``hits.total``).
+
+    ``None`` when the probe does not fill the page, when ``enabled`` is false or the order is
+    ascending, or when Elasticsearch refused either search or did not answer it whole: then
+    the caller runs the plain search (which reports any error as it always does).
+    """
+    if not enabled or order != "desc":
+        return None
+    probe = probe_body(parsed, size=size, order=order, threshold=SCORE_PROBE_THRESHOLD)
+    if probe is None:
+        return None
+    count = {"query": parsed.query, "size": 0, "track_total_hits": track_total_hits}
+    try:
+        found, counted = await asyncio.gather(
+            es.search(index=index, body=probe, request_cache=True),
+            es.search(index=index, body=count, request_cache=True),
+        )
+    except elasticsearch.ApiError:
+        return None
+    for answer in (found, counted):
+        if (answer.get("_shards") or {}).get("failed"):
+            return None
+    hits = found["hits"]["hits"]
+    if len(hits) < size:
+        return None
+    return {"hits": {"hits": hits, "total": counted["hits"]["total"]}}
 
 
 def matched_predictions(hit: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ states it in both the validation and the schema. (No ``from __future__ import an
 here: FastAPI reads the endpoints' annotations, which name the app's own dependency.)
 """
 
-import asyncio
 import contextlib
 from typing import Annotated, Any
 
@@ -28,15 +27,13 @@ from api.models import (
     search_request,
 )
 from api.query import (
-    SCORE_PROBE_THRESHOLD,
     Cursor,
-    Order,
     answer_hits,
     decode_cursor,
     default_order,
     encode_cursor,
     fingerprint,
-    probe_body,
+    probed_first_page,
     search_body,
 )
 from api.responses import OrjsonResponse
@@ -117,7 +114,15 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
     )
     response = None
     if cursor is None and pit is None and request.sort is SortKey.SCORE:
-        response = await _probed_first_page(q, size + 1, order)
+        response = await probed_first_page(
+            es,
+            settings.index,
+            parsed,
+            size=size + 1,
+            order=order,
+            track_total_hits=settings.track_total_hits,
+            enabled=settings.score_page_probe,
+        )
     try:
         if response is not None:
             pass
@@ -159,39 +164,6 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
             "hints": hints,
         }
     )
-
-
-async def _probed_first_page(
-    q: QueryRead[SearchRequest], size: int, order: Order
-) -> dict[str, Any] | None:
-    """The first page in descending score order among the items whose best matched score is
-    at least ``SCORE_PROBE_THRESHOLD``, with the bounded total counted alongside.
-
-    Exact when the probe fills the page (``api.query.probe_body``); ``None`` when it does not,
-    when the setting is off, or when Elasticsearch refused either search or did not answer it
-    whole: then the plain search runs (and reports any error as it always does).
-    """
-    if not q.settings.score_page_probe or order != "desc":
-        return None
-    probe = probe_body(q.parsed, size=size, order=order, threshold=SCORE_PROBE_THRESHOLD)
-    if probe is None:
-        return None
-    index = q.settings.index
-    count = {"query": q.parsed.query, "size": 0, "track_total_hits": q.settings.track_total_hits}
-    try:
-        found, counted = await asyncio.gather(
-            q.es.search(index=index, body=probe, request_cache=True),
-            q.es.search(index=index, body=count, request_cache=True),
-        )
-    except elasticsearch.ApiError:
-        return None
-    for answer in (found, counted):
-        if (answer.get("_shards") or {}).get("failed"):
-            return None
-    hits = found["hits"]["hits"]
-    if len(hits) < size:
-        return None
-    return {"hits": {"hits": hits, "total": counted["hits"]["total"]}}
 
 
 async def _close_quietly(es: AsyncElasticsearch, pit_id: str) -> None:
