@@ -406,6 +406,15 @@ def _holds(client: Elasticsearch, index: str, items: int) -> bool:
     return same_sort and int(client.count(index=index)["count"]) == items
 
 
+def ensure_product_index(client: Elasticsearch, items: int, reload: bool = False) -> str:
+    """``peers-N``: the generated items under the product's index settings, loaded if needed."""
+    index = f"peers-{items}"
+    if reload or not _holds(client, index, items):
+        seconds = es_load(client, index, items)
+        print(f"autotag: {items:,} items by raw _bulk + force-merge in {seconds:.1f}s")
+    return index
+
+
 def ensure_es(args: argparse.Namespace) -> tuple[Elasticsearch, Any]:
     settings = StoreSettings()
     if (hosts := settings.es_hosts()) is not None:
@@ -450,9 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         print(f"date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}")
-        if args.reload or not _holds(client, index, args.items):
-            seconds = es_load(client, index, args.items)
-            print(f"autotag: {args.items:,} items by raw _bulk + force-merge in {seconds:.1f}s")
+        ensure_product_index(client, args.items, args.reload)
         if args.reload or peer.call("status", name=dataset)["count"] != args.items:
             loaded = peer.load(dataset, args.items, mode)
             print(f"FiftyOne: {loaded['count']:,} samples ({mode}) in {loaded['seconds']:.1f}s")

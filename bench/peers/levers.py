@@ -27,7 +27,14 @@ from elasticsearch import Elasticsearch
 
 from api.models import SortKey
 from api.query import Parsed, default_order, parse_query, probe_body, search_body
-from bench.peers.__main__ import PAGE, QUERIES, ensure_es, es_load, percentile
+from bench.peers.__main__ import (
+    PAGE,
+    QUERIES,
+    ensure_es,
+    ensure_product_index,
+    es_load,
+    percentile,
+)
 from store.mapping import index_settings
 
 Body = dict[str, Any]
@@ -116,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _index_for(client: Elasticsearch, items: int, sort: str) -> str:
+    wanted = SORTS.get(sort, {})
+    product = {k: v for k, v in index_settings().items() if k.startswith("sort.")}
+    if wanted == product:
+        return ensure_product_index(client, items)  # the peer benchmark's own index
     index = f"peers-levers-{items}-sort-{sort}"
     exists = client.indices.exists(index=index)
     if not exists or client.count(index=index)["count"] != items:
