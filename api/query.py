@@ -23,6 +23,7 @@ from elasticsearch import AsyncElasticsearch, NotFoundError
 from api.cache import PerIndexCache
 from api.errors import ApiError
 from api.models import SortKey
+from api.settings import SCORE_PROBE_THRESHOLD
 from search import (
     Node,
     matched_prediction_filters,
@@ -190,10 +191,6 @@ def search_body(
     return body
 
 
-# Where a first page in descending score order is looked for first (signed scale: p >= 0.95).
-SCORE_PROBE_THRESHOLD: Final = 0.9
-
-
 def probe_body(
     parsed: Parsed, *, size: int, order: Order, threshold: float
 ) -> dict[str, Any] | None:
@@ -217,10 +214,11 @@ def probe_body(
             "query": {"bool": {"filter": [nested["filter"], {"range": {field: bound}}]}},
         }
     }
-    body = search_body(parsed, size=size, key=SortKey.SCORE, order=order, track_total_hits=0)
-    body["query"] = {"bool": {"filter": [parsed.hits_query, passes]}}
-    body["track_total_hits"] = False
-    return body
+    return {
+        **search_body(parsed, size=size, key=SortKey.SCORE, order=order),
+        "query": {"bool": {"filter": [parsed.hits_query, passes]}},
+        "track_total_hits": False,
+    }
 
 
 async def probed_first_page(

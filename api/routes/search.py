@@ -123,23 +123,8 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
             track_total_hits=settings.track_total_hits,
             enabled=settings.score_page_probe,
         )
-    try:
-        if response is not None:
-            pass
-        elif pit is None:
-            # The shard request cache answers a repeated page (a dashboard's) until the next
-            # refresh changes the index; Elasticsearch skips it for queries it cannot cache.
-            response = whole_answer(
-                await es.search(index=settings.index, body=body, request_cache=True)
-            )
-        else:
-            response = whole_answer(await es.search(body=body))
-    except elasticsearch.NotFoundError as exc:
-        if pit is None:
-            raise
-        raise ApiError(
-            410, "cursor_expired", "The cursor's point in time expired; search again"
-        ) from exc
+    if response is None:
+        response = await _plain_page(es, settings.index, body, pit)
 
     hits: list[dict[str, Any]] = response["hits"]["hits"]
     next_cursor = None
@@ -164,6 +149,23 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
             "hints": hints,
         }
     )
+
+
+async def _plain_page(
+    es: AsyncElasticsearch, index: str, body: dict[str, Any], pit: dict[str, Any] | None
+) -> Any:
+    try:
+        if pit is None:
+            # The shard request cache answers a repeated page (a dashboard's) until the next
+            # refresh changes the index; Elasticsearch skips it for queries it cannot cache.
+            return whole_answer(await es.search(index=index, body=body, request_cache=True))
+        return whole_answer(await es.search(body=body))
+    except elasticsearch.NotFoundError as exc:
+        if pit is None:
+            raise
+        raise ApiError(
+            410, "cursor_expired", "The cursor's point in time expired; search again"
+        ) from exc
 
 
 async def _close_quietly(es: AsyncElasticsearch, pit_id: str) -> None:

@@ -15,6 +15,8 @@ from elasticsearch import Elasticsearch
 
 from api.app import create_app
 from api.settings import Settings
+from indexer.prediction_generator import generate
+from store.writer import merge_item
 from tests.api.conftest import client_for
 
 pytestmark = [pytest.mark.es, pytest.mark.anyio]
@@ -97,9 +99,6 @@ def _query_total(es: Elasticsearch, index: str) -> int:
 async def test_the_score_probe_finds_the_same_first_page(
     api_settings: Settings, es: Elasticsearch, item_index: str, size: int
 ) -> None:
-    from indexer.prediction_generator import generate
-    from store.writer import merge_item
-
     operations: list[dict[str, Any]] = []
     for entry in generate(300, seed=7):
         operations.append({"index": {"_index": item_index, "_id": entry.item_id}})
