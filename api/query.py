@@ -7,6 +7,7 @@ Elasticsearch. Pagination is ``search_after`` on (sort key, ``item_id``), with t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -16,12 +17,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Literal
 
+import elasticsearch
 import orjson
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from api.cache import PerIndexCache
 from api.errors import ApiError
 from api.models import SortKey
+from api.settings import SCORE_PROBE_THRESHOLD
 from search import (
     Node,
     matched_prediction_filters,
@@ -39,6 +42,8 @@ from store.schema import PredictionKind, PredictionStatus
 Order = Literal["asc", "desc"]
 _ORDERS: Final[tuple[Order, ...]] = ("asc", "desc")
 _CURSOR_VERSION: Final = 1
+# Elasticsearch's own default bound on counted hits.
+DEFAULT_TRACK_TOTAL_HITS: Final = 10_000
 # Review history can be long and is never needed to list hits.
 _HIT_SOURCE: Final = {"excludes": [f.REVIEW_HISTORY]}
 # (kind, nested path) in the order matched predictions are listed, and each path's rank.
@@ -164,19 +169,97 @@ def search_body(
     order: Order,
     after: Sequence[Any] | None = None,
     pit: Mapping[str, Any] | None = None,
+    track_total_hits: int = DEFAULT_TRACK_TOTAL_HITS,
 ) -> dict[str, Any]:
-    """The ``_search`` body for one page (ask for ``size + 1`` hits to know if more follow)."""
+    """The ``_search`` body for one page (ask for ``size + 1`` hits to know if more follow).
+
+    Hits are counted exactly up to ``track_total_hits``; past it the total is a lower bound
+    (``relation: gte``) and Elasticsearch may stop early: on an index sorted like the page
+    (``store.mapping.index_settings``) once the page is full, on other field sorts by
+    skipping documents that cannot compete.
+    """
     body: dict[str, Any] = {
         "query": parsed.hits_query,
         "size": size,
         "sort": parsed.sort(key, order),
         "_source": _HIT_SOURCE,
+        "track_total_hits": track_total_hits,
     }
     if after is not None:
         body["search_after"] = list(after)
     if pit is not None:
         body["pit"] = dict(pit)
     return body
+
+
+def probe_body(
+    parsed: Parsed, *, size: int, order: Order, threshold: float
+) -> dict[str, Any] | None:
+    """A first page in score order, looked for only among items whose sort key passes
+    ``threshold`` (at least it for ``desc``, at most for ``asc``); ``None`` if the order has
+    no score key.
+
+    Every item left out sorts after every item kept (its first sort key is worse or missing),
+    so when this finds ``size`` hits they are exactly the first ``size`` of the whole query,
+    found without computing the sort key of every match. It counts nothing.
+    """
+    first = parsed.sort(SortKey.SCORE, order)[0]
+    [(field, spec)] = first.items()
+    nested = spec.get("nested")
+    if nested is None:
+        return None
+    bound = {"gte" if order == "desc" else "lte": threshold}
+    passes = {
+        "nested": {
+            "path": nested["path"],
+            "query": {"bool": {"filter": [nested["filter"], {"range": {field: bound}}]}},
+        }
+    }
+    return {
+        **search_body(parsed, size=size, key=SortKey.SCORE, order=order),
+        "query": {"bool": {"filter": [parsed.hits_query, passes]}},
+        "track_total_hits": False,
+    }
+
+
+async def probed_first_page(
+    es: AsyncElasticsearch,
+    index: str,
+    parsed: Parsed,
+    *,
+    size: int,
+    order: Order,
+    track_total_hits: int,
+    enabled: bool = True,
+) -> dict[str, Any] | None:
+    """A first page in descending score order found by ``probe_body`` at
+    ``SCORE_PROBE_THRESHOLD``, with the bounded total counted alongside, shaped like a search
+    answer (``hits.hits``, ``hits.total``).
+
+    ``None`` when the probe does not fill the page, when ``enabled`` is false or the order is
+    ascending, or when Elasticsearch refused either search or did not answer it whole: then
+    the caller runs the plain search (which reports any error as it always does).
+    """
+    if not enabled or order != "desc":
+        return None
+    probe = probe_body(parsed, size=size, order=order, threshold=SCORE_PROBE_THRESHOLD)
+    if probe is None:
+        return None
+    count = {"query": parsed.query, "size": 0, "track_total_hits": track_total_hits}
+    try:
+        found, counted = await asyncio.gather(
+            es.search(index=index, body=probe, request_cache=True),
+            es.search(index=index, body=count, request_cache=True),
+        )
+    except elasticsearch.ApiError:
+        return None
+    for answer in (found, counted):
+        if (answer.get("_shards") or {}).get("failed"):
+            return None
+    hits = found["hits"]["hits"]
+    if len(hits) < size:
+        return None
+    return {"hits": {"hits": hits, "total": counted["hits"]["total"]}}
 
 
 def matched_predictions(hit: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -201,6 +284,16 @@ def matched_predictions(hit: Mapping[str, Any]) -> list[dict[str, Any]]:
         pid = predictions[offset].get(f.PRED_ID) if offset < len(predictions) else None
         matched.append({"kind": kind, "offset": offset, "id": None if pid is None else str(pid)})
     return matched
+
+
+def answer_hits(hits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A page's hits as ``/v1/search`` answers them: the stored item and what it matched."""
+    out = []
+    for hit in hits:
+        source = hit["_source"]
+        source.setdefault(f.ITEM_ID, hit["_id"])
+        out.append({"item": source, "matched_predictions": matched_predictions(hit)})
+    return out
 
 
 # --- facets ------------------------------------------------------------------------------------

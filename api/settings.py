@@ -18,6 +18,9 @@ from store.settings import StoreSettings
 
 # The largest page any configuration may allow; keeps ``size + 1`` far below ES's window.
 PAGE_SIZE_CEILING: Final = 1000
+# Where a first page in descending score order is looked for first (``score_page_probe``;
+# on the signed scale, a probability of at least 0.95).
+SCORE_PROBE_THRESHOLD: Final = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,17 @@ class Settings(StoreSettings):
     )
     query_max_length: Annotated[int, Field(ge=1)] = Field(
         4096, description="Longest query text accepted, in characters."
+    )
+    track_total_hits: Annotated[int, Field(ge=1)] = Field(
+        10_000,
+        description="Hits a search page counts exactly; past it `total` is a lower bound "
+        "(`total_relation` `gte`). Lower is faster on large indexes; /v1/count is always exact.",
+    )
+    score_page_probe: bool = Field(
+        True,
+        description="Look for a first page in descending score order among the items whose "
+        f"best matched score is at least {SCORE_PROBE_THRESHOLD} first: the same page, found "
+        "without scoring every match when enough items pass; otherwise the plain search runs.",
     )
     pit_keep_alive: str = Field(
         "2m", pattern=r"^[1-9][0-9]{0,4}(ms|s|m|h)$", description="Point-in-time keep-alive."

@@ -1,13 +1,15 @@
 """API overhead benchmark: ``/v1/search`` over a real uvicorn server vs. the same DSL sent to ES.
 
-    ES_URL=http://127.0.0.1:9200 .venv/bin/python bench/api.py
-    ES_URL=... .venv/bin/python bench/api.py --items 20000 --concurrency 8 --requests 1500
+    ES_URL=http://127.0.0.1:9200 .venv/bin/python -m bench.api
+    ES_URL=... .venv/bin/python -m bench.api --items 20000 --concurrency 8 --requests 1500
 
 Loads synthetic items into a fresh index (deleted afterwards, unless ``--index``), starts
 ``autotag serve``'s ``serve()`` in a subprocess, then runs the same query mix at the same
 concurrency against (a) the API and (b) Elasticsearch directly through ``AsyncElasticsearch``
 with exactly the body the API builds (``api.query.search_body``: query with inner hits, sort,
-page size + 1). Both sides use aiohttp underneath. Phases alternate (direct, API, direct,
+page size + 1; for a first page in score order, first the probe and bounded count the API
+sends, ``api.query.probed_first_page``; the shard request cache as the API asks for it).
+Both sides use aiohttp underneath. Phases alternate (direct, API, direct,
 API...) so drift in a shared machine hits both alike; the figures pool all rounds. Prints
 p50/p90/p99 latency and throughput, and the API/direct p50 ratio (target: at most 1.15).
 
@@ -40,7 +42,13 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 from rich.progress import track
 
 from api.models import SortKey
-from api.query import default_order, parse_query, search_body
+from api.query import (
+    DEFAULT_TRACK_TOTAL_HITS,
+    default_order,
+    parse_query,
+    probed_first_page,
+    search_body,
+)
 from store.connection import node_urls, serializers
 from store.documents import prepare_item
 from store.mapping import index_settings, item_mapping
@@ -188,11 +196,9 @@ async def run(
     cached_base: str | None = None,
 ) -> None:
     size = args.size
-    key = SortKey.SCORE
-    bodies = [
-        search_body(parse_query(q, 4096), size=size + 1, key=key, order=default_order(key))
-        for q in QUERIES
-    ]
+    key, order, tth = SortKey.SCORE, default_order(SortKey.SCORE), DEFAULT_TRACK_TOTAL_HITS
+    parsed = [parse_query(q, 4096) for q in QUERIES]
+    bodies = [search_body(p, size=size + 1, key=key, order=order) for p in parsed]
     # Configured as the API's own client (orjson for every JSON mimetype).
     es = AsyncElasticsearch(
         es_url, serializers=serializers(), connections_per_node=args.concurrency * 2
@@ -202,7 +208,14 @@ async def run(
         await wait_live(session, base)
 
         async def direct(i: int) -> None:
-            response = await es.search(index=index, body=bodies[i % len(bodies)])
+            # What the API sends for a first page in score order: the probe and a bounded
+            # count, or the plain body when the probe falls short (api.query).
+            n = i % len(bodies)
+            response: Any = await probed_first_page(
+                es, index, parsed[n], size=size + 1, order=order, track_total_hits=tth
+            )
+            if response is None:
+                response = await es.search(index=index, body=bodies[n], request_cache=True)
             assert response["hits"]["hits"] is not None
 
         def api_at(url: str) -> Callable[[int], Awaitable[None]]:

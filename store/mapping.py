@@ -132,4 +132,14 @@ def index_settings(*, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
         "number_of_replicas": replicas,
         # Items carry up to a few dozen predictions; leave room for bigger ones.
         "mapping.nested_objects.limit": 20000,
+        **INDEX_SORT,
     }
+
+
+# Segments kept sorted by item id, the order of ``sort: item_id`` and every page's tiebreaker:
+# such a page stops once it is full and its hits are counted (``track_total_hits``), instead of
+# collecting every match. Set when an index is created; an older index works without it.
+INDEX_SORT: Final[dict[str, list[str]]] = {
+    "sort.field": [f.ITEM_ID],
+    "sort.order": ["asc"],
+}

@@ -21,23 +21,24 @@ from api.models import (
     CountResponse,
     SearchRequest,
     SearchResponse,
+    SortKey,
     TranslateRequest,
     TranslateResponse,
     search_request,
 )
 from api.query import (
     Cursor,
+    answer_hits,
     decode_cursor,
     default_order,
     encode_cursor,
     fingerprint,
-    matched_predictions,
+    probed_first_page,
     search_body,
 )
 from api.responses import OrjsonResponse
 from api.routes import error_responses
 from api.settings import Settings
-from store import schema as f
 
 CountQuery = Annotated[QueryRead[CountRequest], Depends(read_query(CountRequest))]
 TranslateQuery = Annotated[QueryRead[TranslateRequest], Depends(read_query(TranslateRequest))]
@@ -109,18 +110,21 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
         order=order,
         after=None if cursor is None else cursor.after,
         pit=pit,
+        track_total_hits=settings.track_total_hits,
     )
-    try:
-        if pit is None:
-            response = whole_answer(await es.search(index=settings.index, body=body))
-        else:
-            response = whole_answer(await es.search(body=body))
-    except elasticsearch.NotFoundError as exc:
-        if pit is None:
-            raise
-        raise ApiError(
-            410, "cursor_expired", "The cursor's point in time expired; search again"
-        ) from exc
+    response = None
+    if cursor is None and pit is None and request.sort is SortKey.SCORE:
+        response = await probed_first_page(
+            es,
+            settings.index,
+            parsed,
+            size=size + 1,
+            order=order,
+            track_total_hits=settings.track_total_hits,
+            enabled=settings.score_page_probe,
+        )
+    if response is None:
+        response = await _plain_page(es, settings.index, body, pit)
 
     hits: list[dict[str, Any]] = response["hits"]["hits"]
     next_cursor = None
@@ -133,11 +137,6 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
 
     total = response["hits"]["total"]
     hints = [] if total["value"] else dump(await label_hints(es, settings.index, parsed.ast))
-    out_hits = []
-    for hit in hits:
-        source = hit["_source"]
-        source.setdefault(f.ITEM_ID, hit["_id"])
-        out_hits.append({"item": source, "matched_predictions": matched_predictions(hit)})
     # Built as plain data and serialised by orjson: validating every stored item against the
     # response model would cost more than the search itself. Tests check conformance.
     return OrjsonResponse(
@@ -145,11 +144,28 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
             "query": canonical,
             "total": total["value"],
             "total_relation": total["relation"],
-            "hits": out_hits,
+            "hits": answer_hits(hits),
             "next_cursor": next_cursor,
             "hints": hints,
         }
     )
+
+
+async def _plain_page(
+    es: AsyncElasticsearch, index: str, body: dict[str, Any], pit: dict[str, Any] | None
+) -> Any:
+    try:
+        if pit is None:
+            # The shard request cache answers a repeated page (a dashboard's) until the next
+            # refresh changes the index; Elasticsearch skips it for queries it cannot cache.
+            return whole_answer(await es.search(index=index, body=body, request_cache=True))
+        return whole_answer(await es.search(body=body))
+    except elasticsearch.NotFoundError as exc:
+        if pit is None:
+            raise
+        raise ApiError(
+            410, "cursor_expired", "The cursor's point in time expired; search again"
+        ) from exc
 
 
 async def _close_quietly(es: AsyncElasticsearch, pit_id: str) -> None:

@@ -128,3 +128,9 @@ def test_box_geometry_is_mapped_as_floats_on_objects_only() -> None:
     for name in ("box_width", "box_height", "box_area", "relative_area"):
         assert objects[name] == {"type": "float"}
         assert name not in images
+
+
+def test_new_indexes_are_sorted_by_item_id(es: Elasticsearch, item_index: str) -> None:
+    """What lets a page in item-id order stop early (see ``store.mapping.INDEX_SORT``)."""
+    settings = es.indices.get_settings(index=item_index)[item_index]["settings"]["index"]
+    assert settings["sort"] == {"field": ["item_id"], "order": ["asc"]}
