@@ -29,6 +29,7 @@ from api.models import SortKey
 from api.query import parse_query
 from search import QueryError, parse, render, translate
 from store import schema as f
+from store.mapping import item_mapping
 
 REPO: Final = Path(__file__).resolve().parents[1]
 MAX_LENGTH: Final = 4096  # the API's default ``query_max_length``
@@ -62,19 +63,21 @@ FORBIDDEN_KEYS: Final = frozenset(
 # Keys whose children are field names (user text may reach a field name only as metadata.*).
 _FIELD_KEYED: Final = frozenset({"term", "terms", "prefix", "range"})
 _SURROGATE = re.compile("[\ud800-\udfff]")  # echoed back as U+FFFD (not encodable)
-_PREDICTION_FIELDS = (
-    f.PRED_LABEL, f.PRED_LABEL_PREFIXES, f.PRED_SCORE, f.PRED_TRAINING_SET, f.PRED_STATUS,
-    f.PRED_MODEL, f.PRED_ORIGINAL_LABEL, f.PRED_ID,
-)  # fmt: skip
-_ITEM_FIELDS = (
-    f.ITEM_ID, f.DATASET, f.URI, f.WIDTH, f.HEIGHT, f.UPLOADED_AT, f.UPDATED_AT,
-    f.AUTOTAG_STATUS, f.TAGGED_BY,
-)  # fmt: skip
+
+
+def _mapped_fields(properties: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every field the item mapping declares, dotted (``object_predictions.score``...)."""
+    names: list[str] = []
+    for name, definition in properties.items():
+        names.append(f"{prefix}{name}")
+        names += _mapped_fields(definition.get("properties", {}), f"{prefix}{name}.")
+    return names
+
+
+# A translation may name any mapped field, or any key under metadata (user text).
 _KNOWN_FIELD = re.compile(
-    rf"^({'|'.join(_ITEM_FIELDS)}"
-    rf"|{f.METADATA}\.[^\W\d][\w.\-]*"
-    rf"|({'|'.join(f.PREDICTION_PATHS)})\.({'|'.join(_PREDICTION_FIELDS)})"
-    rf"|{f.OBJECT_PREDICTIONS}\.({'|'.join(f.BOX_GEOMETRY)}))$"
+    rf"^({'|'.join(re.escape(name) for name in _mapped_fields(item_mapping()['properties']))}"
+    rf"|{f.METADATA}\.[^\W\d][\w.\-]*)$"
 )
 
 

@@ -79,6 +79,9 @@ def test_dsl_check_catches_forbidden_queries() -> None:
     assert dsl_violations({"query_string": {"query": "x"}})
     assert dsl_violations({"term": {"_index": "x"}})
     assert not dsl_violations({"term": {"dataset": "x"}})
+    # Known means mapped: ground truth's fields too, and nothing the mapping lacks.
+    assert not dsl_violations({"term": {"truth_objects.label_prefixes": "car"}})
+    assert dsl_violations({"term": {"truth_objects.score": 1}})
     # Counts use function_score, but never with functions (scripts, field values).
     assert dsl_violations({"function_score": {"functions": [{"script_score": {}}]}})
     assert dsl_violations({"function_score": {"field_value_factor": {"field": "score"}}})
