@@ -40,8 +40,16 @@ def _sample_items() -> list[dict[str, Any]]:
     return [prepare_item(item) for item in json.loads(body)]
 
 
+def _sample_slices() -> dict[str, str]:
+    text = DOC.read_text(encoding="utf-8")
+    body = text.split("<!-- sample-slices -->\n```json\n", 1)[1].split("```", 1)[0]
+    slices: dict[str, str] = json.loads(body)
+    return slices
+
+
 EXAMPLES = _examples()
 ITEMS = _sample_items()
+SLICES = _sample_slices()
 
 
 def test_the_reference_has_examples() -> None:
@@ -51,7 +59,7 @@ def test_the_reference_has_examples() -> None:
 
 @pytest.mark.parametrize(("query", "expected"), EXAMPLES, ids=[q for q, _ in EXAMPLES])
 def test_example_with_evaluator(query: str, expected: set[str]) -> None:
-    tree = parse(query)
+    tree = parse(query, slices=SLICES)
     assert {item["item_id"] for item in ITEMS if evaluate(tree, item)} == expected
 
 
@@ -60,7 +68,7 @@ def test_error_example(body: str) -> None:
     query, marker = body.rstrip("\n").rsplit("\n", 1)
     expected = getattr(search, marker.removeprefix("# error:").strip())
     with pytest.raises(QueryError) as caught:
-        parse(query)
+        parse(query, slices=SLICES)
     assert type(caught.value) is expected
 
 
@@ -90,5 +98,6 @@ def test_examples_on_elasticsearch(es: Elasticsearch, item_index: str) -> None:
         operations += [{"index": {"_index": item_index, "_id": item["item_id"]}}, item]
     assert not es.bulk(operations=operations, refresh=True)["errors"]
     for query, expected in EXAMPLES:
-        response = es.search(index=item_index, query=translate(parse(query)), size=100)
+        query_dsl = translate(parse(query, slices=SLICES))
+        response = es.search(index=item_index, query=query_dsl, size=100)
         assert {hit["_id"] for hit in response["hits"]["hits"]} == expected, query
