@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from api.settings import PAGE_SIZE_CEILING
+from search import SLICE_NAME_RE
 from search.fields import BAND_RANGES
 from store.schema import PredictionKind, PredictionStatus
 
@@ -223,8 +224,13 @@ class TranslateRequest(QueryBody):
 
 
 class TranslateResponse(BaseModel):
-    query: str = Field(description="The canonical form of the query.")
+    query: str = Field(description="The canonical form of the query (saved slices written out).")
     dsl: dict[str, Any] = Field(description="The Elasticsearch `query` clause it becomes.")
+    slices: dict[str, str] = Field(
+        default_factory=dict,
+        description="The saved slices the query used (directly or through others): name ->"
+        " saved query.",
+    )
 
 
 # --- facets ------------------------------------------------------------------------------------
@@ -391,3 +397,73 @@ class ErrorEnvelope(BaseModel):
 
 
 ReviewEvent.model_rebuild()
+
+
+# --- saved slices ------------------------------------------------------------------------------
+
+SLICE_NAME_PATTERN = f"^{SLICE_NAME_RE.pattern}$"
+SliceName = Annotated[
+    str,
+    Field(
+        pattern=SLICE_NAME_PATTERN,
+        description="Letters, digits, `_`, `.`, `-` (up to 100), not starting with `.` or `-`.",
+        examples=["night_highway"],
+    ),
+]
+
+
+class SliceRequest(_Body):
+    query: QueryText
+    description: str | None = Field(None, max_length=2000, description="What the slice is for.")
+
+
+class SliceInfo(BaseModel):
+    """A saved slice, what it uses and what uses it."""
+
+    name: str
+    query: str = Field(description="The query as saved.")
+    description: str | None
+    references: list[str] = Field(description="Slices its query names directly.")
+    used_by: list[str] = Field(description="Saved slices that use it, directly or through others.")
+    expansion: str | None = Field(
+        description="Its canonical query with every slice written out; null if it no longer"
+        " parses (see `error`)."
+    )
+    error: str | None = Field(
+        None,
+        description="Why it no longer parses (a slice it uses was"
+        " deleted with `force`...), rendered with a caret.",
+    )
+    created_at: str
+    updated_at: str
+
+
+class SliceSaved(BaseModel):
+    slice: SliceInfo
+    created: bool = Field(description="False when an existing slice was replaced.")
+
+
+class SliceList(BaseModel):
+    slices: list[SliceInfo]
+
+
+class SliceDeleted(BaseModel):
+    deleted: str
+    broken: list[str] = Field(
+        description="Slices that used it and no longer resolve (only with `force`)."
+    )
+
+
+class SliceRenameRequest(_Body):
+    to: SliceName
+    update_dependants: bool = Field(
+        False,
+        description="Rewrite the slices that use it to the new name; without this, a slice in"
+        " use is not renamed (409 naming its dependants).",
+    )
+
+
+class SliceRenamed(BaseModel):
+    previous: str
+    slice: SliceInfo
+    updated: list[str] = Field(description="Slices whose query was rewritten to the new name.")

@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final, Literal
 
@@ -27,6 +27,7 @@ from search import (
     parse,
     render,
     translate,
+    used_slices,
     visible_predictions_filter,
 )
 from search.ast import Band
@@ -83,6 +84,7 @@ class Parsed:
 
     ``query`` is the translation (what counts and facets run, and ``/v1/translate`` shows);
     ``hits_query`` the same with inner hits, to tell which predictions of a hit matched.
+    ``slices``: the saved slices it used (name -> saved query), written out in ``canonical``.
     """
 
     ast: Any
@@ -90,23 +92,27 @@ class Parsed:
     query: dict[str, Any]
     hits_query: dict[str, Any]
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]]
+    slices: dict[str, str] = field(default_factory=dict)
 
     def sort(self, key: SortKey, order: Order) -> list[dict[str, Any]]:
         return self.sorts[key, order]
 
 
 @lru_cache(maxsize=2048)
-def parse_query(text: str, max_length: int) -> Parsed:
+def parse_query(text: str, max_length: int, slices: tuple[tuple[str, str], ...] = ()) -> Parsed:
     """Parse and translate ``text``, memoised: dashboards send the same queries over and over.
 
-    Raises :class:`search.QueryError` (not cached). The returned dicts are shared: treat them
-    as read-only.
+    ``slices`` are the saved slices it may use, ``(name, query)`` pairs (part of the memo key:
+    a changed slice is a different query). Raises :class:`search.QueryError` (not cached). The
+    returned dicts are shared: treat them as read-only.
     """
-    ast = parse(text, max_length=max_length)
+    lookup = dict(slices)
+    ast = parse(text, max_length=max_length, slices=lookup)
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]] = {
         (key, order): sort_clause(ast, key, order) for key in SortKey for order in ("asc", "desc")
     }
-    return Parsed(ast, render(ast), translate(ast), translate(ast, inner_hits=True), sorts)
+    used = used_slices(text, lookup)
+    return Parsed(ast, render(ast), translate(ast), translate(ast, inner_hits=True), sorts, used)
 
 
 @dataclass(frozen=True, slots=True)

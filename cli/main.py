@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from api.settings import Settings
 from cli.indexing import add_subcommands as add_indexer_subcommands
+from cli.slices import add_subcommands as add_slices_subcommands
 from store.provision import LocalCluster, ProvisionError
 from store.settings import DEFAULT_CLUSTER_NAME
 
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     add_indexer_subcommands(commands)
+    add_slices_subcommands(commands)
     return parser
 
 
