@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from api.settings import PAGE_SIZE_CEILING
+from export.spec import Content, ExportFormat, ScoreScale, Strategy
 from search import SLICE_NAME_RE
 from search.fields import BAND_RANGES
 from store.schema import PredictionKind, PredictionStatus
@@ -467,3 +468,37 @@ class SliceRenamed(BaseModel):
     previous: str
     slice: SliceInfo
     updated: list[str] = Field(description="Slices whose query was rewritten to the new name.")
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+class SampleRequest(_Body):
+    strategy: Strategy = Field(
+        description="`uncertain`: the n items whose matched prediction is nearest the decision"
+        " boundary (|score| smallest); `random`: n items drawn with the seed; `stratified`: n"
+        " items per label of the matched predictions, drawn with the seed."
+    )
+    n: int = Field(ge=1, le=10_000_000, description="Items (per label for `stratified`).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="For `random` and `stratified`.")
+
+
+class ExportRequest(QueryBody):
+    format: ExportFormat = Field(
+        description="`jsonl` (autotag's import format, one item per line), `coco` or `yolo`"
+        " (ZIP bundles)."
+    )
+    content: Content = Field(
+        Content.PREDICTIONS,
+        description="`predictions`: every prediction but rejected ones; `reviewed`: accepted"
+        " and modified predictions only (the training signal).",
+    )
+    training_set: str | None = Field(
+        None, min_length=1, max_length=512, description="Only this training set's predictions."
+    )
+    sample: SampleRequest | None = Field(None, description="Default: every matching item.")
+    score_scale: ScoreScale = Field(
+        ScoreScale.PROBABILITY,
+        description="COCO scores: `probability` p = (score + 1) / 2 (what `autotag import`"
+        " reads back by default), or `signed` as stored.",
+    )

@@ -23,7 +23,6 @@ from api.errors import ApiError
 from api.models import SortKey
 from search import (
     Node,
-    matched_prediction_filters,
     parse,
     render,
     translate,
@@ -33,6 +32,7 @@ from search import (
 from search.ast import Band
 from search.fields import BAND_RANGES
 from search.metadata_types import check_metadata_types, compares_metadata, metadata_field_types
+from search.translate import matched_or_visible_filters
 from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
 
@@ -64,9 +64,7 @@ def sort_clause(ast: Any, key: SortKey, order: Order) -> list[dict[str, Any]]:
     tiebreak = {f.ITEM_ID: {"order": "asc"}}
     if key is SortKey.UPLOADED_AT:
         return [{f.UPLOADED_AT: {"order": order, "missing": "_last"}}, tiebreak]
-    filters = matched_prediction_filters(ast) or {
-        p: visible_predictions_filter(p) for p in f.PREDICTION_PATHS
-    }
+    filters = matched_or_visible_filters(ast)
     sorts: list[dict[str, Any]] = []
     for path in f.PREDICTION_PATHS:
         if path not in filters:

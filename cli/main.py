@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from api.settings import Settings
+from cli.export import add_subcommands as add_export_subcommands
 from cli.indexing import add_subcommands as add_indexer_subcommands
 from cli.slices import add_subcommands as add_slices_subcommands
 from store.provision import LocalCluster, ProvisionError
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_indexer_subcommands(commands)
     add_slices_subcommands(commands)
+    add_export_subcommands(commands)
     return parser
 
 
