@@ -30,6 +30,9 @@ _STORED: Final = 0
 _DEFLATED: Final = 8
 _MAX32: Final = 0xFFFFFFFF
 _MAX16: Final = 0xFFFF
+# Fast deflate: exports are large and streamed; level 1 is several times faster than the
+# default 6 on JSON, for output about a fifth larger.
+_LEVEL: Final = 1
 
 
 def _dos_time(moment: datetime) -> tuple[int, int]:
@@ -167,7 +170,9 @@ class Member:
         self._crc = 0
         self._size = 0
         self._compressed = 0
-        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15) if method == _DEFLATED else None
+        self._deflate = (
+            zlib.compressobj(_LEVEL, zlib.DEFLATED, -15) if method == _DEFLATED else None
+        )
 
     def write(self, data: bytes) -> None:
         self._crc = zlib.crc32(data, self._crc)
