@@ -186,5 +186,5 @@ async def _export(
         summary += f"; skipped: {skipped}"
     if output is not None:
         summary += f" to {output}"
-    err.print(summary, markup=False, highlight=False)
+    err.print(summary, markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -1,7 +1,8 @@
 """The ``autotag`` command: one entry point for the whole product.
 
 ``autotag up`` is the main job (Elasticsearch, index, sample, API); ``autotag es`` manages the
-local cluster; ``index``/``import`` run the indexer; ``serve`` runs the API.
+local cluster; ``index``/``import`` run the indexer; ``slices`` manages saved slices;
+``export`` writes a query's items for retraining; ``serve`` runs the API.
 """
 
 from __future__ import annotations
