@@ -190,6 +190,11 @@ class _Stream:
     keys: list[_Key]
     hits: AsyncIterator[dict[str, Any]]
     head: tuple[float, str, dict[str, Any]] | None = field(default=None)
+    # Each key's place in the fixed order, to break ties between equal margins.
+    ranks: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ranks = [key_rank(key) for key in self.keys]
 
     def margins(self, hit: Mapping[str, Any]) -> list[float]:
         """Margins of every key, in the order of ``keys`` (the stream's own key first)."""
@@ -207,10 +212,8 @@ class _Stream:
             own = margins[0]
             if own == math.inf:
                 return  # sorted: nothing after this has a prediction on this side
-            # Position of each key in the fixed order, to break ties between equal margins.
-            ranks = [key_rank(key) for key in self.keys]
-            best = min(zip(margins, ranks, strict=True))
-            if best == (own, ranks[0]):
+            best = min(zip(margins, self.ranks, strict=True))
+            if best == (own, self.ranks[0]):
                 self.head = (own, str(hit["_source"].get(f.ITEM_ID, hit["_id"])), hit)
                 return
 
