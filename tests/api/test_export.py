@@ -112,3 +112,28 @@ async def test_export_follows_read_rules(api_settings: Settings, seeded: str) ->
         allowed = await client.post("/v1/export", json=body, headers={"X-API-Key": READ_KEY})
         assert allowed.status_code == 200
         assert len(allowed.text.splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "query", ["object_prefix:car", "object_prefix:car OR image_prefix:weather AND score > 0.5"]
+)
+async def test_uncertain_reads_the_predictions_search_reports_as_matched(
+    client: httpx.AsyncClient, seeded: str, query: str
+) -> None:
+    """The reference: ``matched_predictions`` of /v1/search (its inner hits), nearest 0 first."""
+    found = (await client.post("/v1/search", json={"query": query, "size": 100})).json()
+    margins = []
+    for hit in found["hits"]:
+        item = hit["item"]
+        scores = [
+            abs(item[f"{m['kind']}_predictions"][m["offset"]]["score"])
+            for m in hit["matched_predictions"]
+        ]
+        margins.append((min(scores), item["item_id"]))
+    exported = await client.post(
+        "/v1/export",
+        json={"query": query, "format": "jsonl", "sample": {"strategy": "uncertain", "n": 100}},
+    )
+    ids = [json.loads(line)["item_id"] for line in exported.text.splitlines()]
+    assert len(ids) >= 3
+    assert ids == [item_id for _, item_id in sorted(margins)]
