@@ -6,7 +6,7 @@
 
 Loads ``--items`` generated items (``indexer.prediction_generator``: 3-30 predictions each,
 three training sets, a share of them reviewed) with raw ``_bulk`` into a fresh index, then runs
-each export in a child process of its own, so that its peak RSS (``ru_maxrss``) is the
+each export in a child process of its own, so that its peak RSS (``VmHWM``) is the
 export's and nothing else's. Every export writes to a sink that only counts bytes: what is
 measured is reading from Elasticsearch plus writing the format, not the disk. The ``read``
 row is the floor: the same point-in-time pages read and decoded, nothing written. Uses
@@ -28,7 +28,6 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch
 
-from bench.scale import fresh_index, load_raw
 from export.run import Export, selection_for
 from export.select import select
 from export.spec import Content, ExportFormat, ExportSpec, Sampling, Strategy
@@ -50,6 +49,12 @@ RUNS: tuple[tuple[str, str, str, str | None, str], ...] = (
 
 
 def _peak_mib() -> float:
+    """This process's peak RSS. ``VmHWM`` belongs to the process's own memory map, unlike
+    ``ru_maxrss``, which Linux carries over ``execve`` from the forking parent."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -117,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = ensure_elasticsearch(settings)[0]
     client = connect(url, settings=settings, request_timeout=300)
     if not args.skip_load:
+        from bench.scale import fresh_index, load_raw  # the loader's imports stay out of children
+
         fresh_index(client, index)
         started = time.perf_counter()
         load_raw(client, index, args.items, batch=1000, in_flight=2)
