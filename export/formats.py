@@ -41,7 +41,7 @@ import struct
 import tempfile
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, TypeGuard
 
@@ -109,7 +109,9 @@ class Bundle(Protocol):
 
     def open(self, name: str) -> Writable: ...
 
-    def close(self) -> None: ...
+    def closing(self) -> Iterator[None]:
+        """Complete the bundle, in steps (see ``ZipStream.closing``)."""
+        ...
 
 
 class Writable(Protocol):
@@ -118,11 +120,12 @@ class Writable(Protocol):
     def close(self) -> None: ...
 
 
-def _copy(target: Writable, source: IO[bytes]) -> None:
-    """Append a spooled file, read from its start, to ``target``."""
+def _copy(target: Writable, source: IO[bytes]) -> Iterator[None]:
+    """Append a spooled file, read from its start, to ``target``, a step per mebibyte."""
     source.seek(0)
     while chunk := source.read(1 << 20):
         target.write(chunk)
+        yield
 
 
 class ZipBundle:
@@ -138,8 +141,8 @@ class ZipBundle:
     def open(self, name: str) -> Writable:
         return self.archive.open(name)
 
-    def close(self) -> None:
-        self.archive.close()
+    def closing(self) -> Iterator[None]:
+        return self.archive.closing()
 
 
 class FolderBundle:
@@ -160,8 +163,8 @@ class FolderBundle:
     def open(self, name: str) -> Writable:
         return self._path(name).open("wb")  # type: ignore[return-value]
 
-    def close(self) -> None:
-        pass
+    def closing(self) -> Iterator[None]:
+        yield
 
 
 class Writer(ABC):
@@ -172,12 +175,22 @@ class Writer(ABC):
         self.items = 0
         self.predictions: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
+        # The manifest, once finished.
+        self.result: dict[str, Any] = {}
 
     @abstractmethod
     def add(self, item: Mapping[str, Any]) -> None: ...
 
     @abstractmethod
-    def finish(self) -> dict[str, Any]: ...
+    def finishing(self) -> Iterator[None]:
+        """Complete the output in steps; between steps the caller may hand on what was
+        written (spooled parts are copied a mebibyte at a time). Sets :attr:`result`."""
+
+    def finish(self) -> dict[str, Any]:
+        """Complete the output at once; the manifest."""
+        for _ in self.finishing():
+            pass
+        return self.result
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -221,8 +234,9 @@ class JsonlWriter(Writer):
         self.out(orjson.dumps(record, option=_JSON_OPTIONS) + b"\n")
         self.items += 1
 
-    def finish(self) -> dict[str, Any]:
-        return self.manifest()
+    def finishing(self) -> Iterator[None]:
+        self.result = self.manifest()
+        yield
 
 
 class _Spool:
@@ -326,27 +340,27 @@ class CocoWriter(Writer):
             self.results.extend(results)
             self.predictions[PredictionKind.OBJECT.value] += len(annotations)
 
-    def finish(self) -> dict[str, Any]:
+    def finishing(self) -> Iterator[None]:
         categories = [
             {"id": number, "name": label, "supercategory": label.split("_", 1)[0]}
             for label, number in self.categories.items()
         ]
         self.annotations.write(b'\n], "images": [')
-        _copy(self.annotations, self.images.file)
+        yield from _copy(self.annotations, self.images.file)
         self.annotations.write(b'\n], "categories": ' + orjson.dumps(categories) + b"}\n")
         self.annotations.close()
         self.images.close()
         results = self.bundle.open("results.json")
         results.write(b"[")
-        _copy(results, self.results.file)
+        yield from _copy(results, self.results.file)
         results.write(b"\n]\n")
         results.close()
         self.results.close()
         manifest = self.manifest()
         manifest["categories"] = len(categories)
         self.bundle.add(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        self.bundle.close()
-        return manifest
+        yield from self.bundle.closing()
+        self.result = manifest
 
 
 def _label_path(item_id: str) -> str:
@@ -408,10 +422,10 @@ class YoloWriter(Writer):
         self.predictions[PredictionKind.OBJECT.value] += len(lines)
         self.items += 1
 
-    def finish(self) -> dict[str, Any]:
+    def finishing(self) -> Iterator[None]:
         for name, spool in (("images.txt", self.images), ("sources.tsv", self.sources)):
             member = self.bundle.open(name)
-            _copy(member, spool)
+            yield from _copy(member, spool)
             member.close()
             spool.close()
         names = list(self.classes)
@@ -430,8 +444,8 @@ class YoloWriter(Writer):
         manifest = self.manifest()
         manifest["classes"] = len(names)
         self.bundle.add(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        self.bundle.close()
-        return manifest
+        yield from self.bundle.closing()
+        self.result = manifest
 
 
 def make_writer(

@@ -81,7 +81,13 @@ class Export:
                 if len(buffer) >= CHUNK:
                     yield bytes(buffer)
                     buffer.clear()
-            self.manifest = writer.finish()
+            # Bundles copy their spooled parts (COCO's images and results, YOLO's lists) at
+            # the end: handed on step by step, never gathered whole.
+            for _ in writer.finishing():
+                if len(buffer) >= CHUNK:
+                    yield bytes(buffer)
+                    buffer.clear()
+            self.manifest = writer.result
             if progress is not None:
                 progress(seen)
             if buffer:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Final
 
@@ -122,6 +122,12 @@ class ZipStream:
 
     def close(self) -> None:
         """Write the central directory and the end records; the archive is then complete."""
+        for _ in self.closing():
+            pass
+
+    def closing(self) -> Iterator[None]:
+        """:meth:`close` in steps: a step per mebibyte of the spooled directory, so a caller
+        streaming the archive can hand it on as it goes."""
         if self.closed:
             return
         if self._open is not None:
@@ -130,6 +136,7 @@ class ZipStream:
         self._directory.seek(0)
         while chunk := self._directory.read(1 << 20):
             self._send(chunk)
+            yield
         self._directory.close()
         size = self._offset - start
         end64 = self._offset
