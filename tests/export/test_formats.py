@@ -235,3 +235,24 @@ def test_bundles_as_zip_and_folder_hold_the_same_files(fmt: ExportFormat, tmp_pa
     for name in on_disk:
         if name != "export.json" and name != "annotations.json":  # timestamps differ
             assert archive.read(name) == (tmp_path / name).read_bytes(), name
+
+
+def test_finishing_hands_on_the_spooled_parts_in_steps() -> None:
+    """The end of a bundle (COCO's spooled images and results, the ZIP directory) comes in
+    steps of at most a mebibyte before compression, never gathered whole: what keeps a
+    streamed export's memory flat."""
+    from indexer.prediction_generator import generate
+    from store.writer import merge_item
+
+    buffer = bytearray()
+    writer = make_writer(ExportSpec("q", ExportFormat.COCO), out=buffer.extend)
+    for entry in generate(6000):
+        writer.add(merge_item(None, entry, training_set="t", now="2024-01-01T00:00:00Z"))
+    buffer.clear()
+    steps = []
+    for _ in writer.finishing():
+        steps.append(len(buffer))
+        buffer.clear()
+    steps.append(len(buffer))
+    assert sum(steps) > 1_500_000  # there were 1.5 MB (compressed) to hand on...
+    assert max(steps) < 400_000  # ...and no step carried more than a fifth of it
