@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("api", "cli", "export", "harness", "indexer", "search", "store", "bench", "tests")
+OURS = (
+    "api",
+    "cli",
+    "evaluation",
+    "export",
+    "harness",
+    "indexer",
+    "search",
+    "store",
+    "bench",
+    "tests",
+)
 
 
 def _imports(package: str) -> dict[str, set[str]]:
@@ -31,8 +42,9 @@ ALLOWED = {
     "search": ("search", "store.schema"),
     "store": ("store",),
     "export": ("export", "search", "store"),
+    "evaluation": ("evaluation", "search", "store"),
     "indexer": ("indexer", "store"),
-    "api": ("api", "search", "store", "export"),
+    "api": ("api", "search", "store", "export", "evaluation"),
 }
 
 
@@ -45,6 +57,6 @@ def test_imports_follow_the_arrows(package: str) -> None:
 
 
 def test_only_cli_and_the_test_and_bench_harness_import_api() -> None:
-    for package in ("search", "store", "export", "indexer"):
+    for package in ("search", "store", "export", "evaluation", "indexer"):
         for module, names in _imports(package).items():
             assert not [n for n in names if n.split(".")[0] == "api"], module
