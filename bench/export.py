@@ -1,7 +1,7 @@
 """Export benchmark: items/s and peak memory (RSS) of exports over a generated index.
 
-    flock /work/wt/bench.lock .venv/bin/python -m bench.export --items 100000
-    flock /work/wt/bench.lock .venv/bin/python -m bench.export --items 1000000 --keep
+    .venv/bin/python -m bench.export --items 100000
+    .venv/bin/python -m bench.export --items 1000000 --keep
     .venv/bin/python -m bench.export --items 1000000 --skip-load      # export only, again
 
 Loads ``--items`` generated items (``indexer.prediction_generator``: 3-30 predictions each,
