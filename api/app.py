@@ -14,7 +14,7 @@ from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import docs, facets, health, items, review, search
+from api.routes import docs, facets, health, items, review, runs, search
 from api.settings import Settings
 from store.connection import node_urls, serializers
 
@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.es = None
     errors.install(app)
     # Search's routes are built for these settings: its page-size bound is configuration.
-    for router in (search.router(settings), facets.router, items.router, review.router):
+    routers = (search.router(settings), facets.router, items.router, review.router)
+    for router in (*routers, runs.router(settings)):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")
     docs.install(app)

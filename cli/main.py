@@ -1,7 +1,9 @@
 """The ``autotag`` command: one entry point for the whole product.
 
-``autotag up`` is the main job (Elasticsearch, index, sample, API); ``autotag es`` manages the
-local cluster; ``index``/``import`` run the indexer; ``serve`` runs the API.
+``autotag up`` is the main job (Elasticsearch, index, sample, API, a worker); ``autotag es``
+manages the local cluster; ``index``/``import`` run the indexer; ``serve`` runs the API;
+``worker`` executes runs, ``runs`` lists, watches and cancels them, ``watch`` registers a
+folder's new images.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 
 from api.settings import Settings
 from cli.indexing import add_subcommands as add_indexer_subcommands
+from cli.runs import add_subcommands as add_run_subcommands
 from store.provision import LocalCluster, ProvisionError
 from store.settings import DEFAULT_CLUSTER_NAME
 
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     add_indexer_subcommands(commands)
+    add_run_subcommands(commands)
     return parser
 
 
