@@ -6,45 +6,32 @@ answer against these models, so the OpenAPI schema is the truth.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from store.model_choice import DEMO
 from store.runs import Origin, RunState, SelectionKind
 
-# Elasticsearch refuses document ids longer than this (UTF-8 bytes).
-MAX_ID_BYTES = 512
 MAX_RUN_URIS = 10_000
 MAX_REGISTER_ITEMS = 1_000
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
-
-def _fits_an_id(text: str) -> str:
-    if len(text.encode()) > MAX_ID_BYTES:
-        raise ValueError(f"longer than {MAX_ID_BYTES} bytes, the longest item id")
-    return text
-
-
-def _absolute_uri(text: str) -> str:
-    if not (text.startswith("/") or _SCHEME.match(text)):
-        raise ValueError("give an absolute path or a URI with a scheme (file:///data/a.jpg)")
-    return text
-
-
-ItemId = Annotated[str, Field(min_length=1), AfterValidator(_fits_an_id)]
+ItemId = Annotated[
+    str,
+    Field(min_length=1, description="Up to 512 bytes (UTF-8), as Elasticsearch's ids."),
+]
 Uri = Annotated[
     str,
     Field(
         min_length=1,
         max_length=4096,
+        # An absolute path, or a scheme (file:, s3:, ...): never relative to who knows what.
+        pattern=r"^(/|[A-Za-z][A-Za-z0-9+.-]*:)",
         description="Where the image is: an absolute path or a `file://` URI for workers to "
         "read (other schemes are registered, and listed as failures when tagged).",
         examples=["file:///data/drives/0001.jpg"],
     ),
-    AfterValidator(_absolute_uri),
 ]
 TrainingSetName = Annotated[
     str,
@@ -75,46 +62,35 @@ class _Body(BaseModel):
 # --- runs ------------------------------------------------------------------------------------
 
 
-class RunRequest(_Body):
-    """What to tag (exactly one of `query`, `dataset`, `uris`), with which models, and under
-    which training set."""
-
-    query: str | None = Field(
-        None,
-        description="Tag the stored items this query matches (resolved when the run is submitted).",
+class QuerySelection(_Body):
+    query: str = Field(
+        description="Tag the stored items this query matches (resolved at submission).",
         examples=['dataset = "drives" AND NOT tagged_by = "demo_v1"'],
     )
-    dataset: DatasetName | None = Field(
-        None, description="Tag every item of this dataset; with `uris`, their dataset."
-    )
-    uris: list[Uri] | None = Field(
-        None,
+
+
+class DatasetSelection(_Body):
+    dataset: DatasetName = Field(description="Tag every item of this dataset.")
+
+
+class UrisSelection(_Body):
+    uris: list[Uri] = Field(
         max_length=MAX_RUN_URIS,
-        description="New images to register (item id = the uri) and tag.",
+        description="New images to register (item id = the uri) and tag; an empty list is "
+        "a run over nothing.",
+    )
+    dataset: DatasetName | None = Field(None, description="The dataset of the new items.")
+
+
+class RunRequest(_Body):
+    """What to tag, with which models, and under which training set."""
+
+    select: QuerySelection | DatasetSelection | UrisSelection = Field(
+        description="A query over stored items, a dataset, or new uris.",
+        examples=[{"dataset": "drives"}],
     )
     models: ModelsName = DEMO
     training_set: TrainingSetName
-
-    @model_validator(mode="after")
-    def _one_selection(self) -> RunRequest:
-        given = [
-            name
-            for name, value in (
-                ("query", self.query),
-                ("dataset", self.dataset),
-                ("uris", self.uris),
-            )
-            if value is not None
-        ]
-        if given == ["dataset", "uris"]:
-            return self
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of query, dataset or uris (dataset may name the uris' dataset)"
-            )
-        for uri in self.uris or ():
-            _fits_an_id(uri)
-        return self
 
 
 class RunSelection(BaseModel):
@@ -170,6 +146,15 @@ class Run(BaseModel):
     error: str | None = Field(description="Why a failed run failed.")
 
 
+class RunFilter(_Body):
+    """Which runs ``GET /v1/runs`` lists (query parameters; unknown ones are refused)."""
+
+    state: list[RunState] = Field(default_factory=list, description="Repeatable.")
+    origin: Origin | None = None
+    training_set: str | None = Field(None, max_length=256)
+    size: int = Field(20, ge=1, le=200)
+
+
 class RunList(BaseModel):
     runs: list[Run]
 
@@ -185,9 +170,7 @@ class NewItemBody(_Body):
     uploaded_at: datetime | None = Field(None, description="Default: now.")
 
     @model_validator(mode="after")
-    def _id_fits(self) -> NewItemBody:
-        if self.item_id is None:
-            _fits_an_id(self.uri)
+    def _zoned(self) -> NewItemBody:
         if self.uploaded_at is not None and self.uploaded_at.tzinfo is None:
             raise ValueError("uploaded_at needs a time zone (e.g. 2025-01-15T10:00:00Z)")
         return self

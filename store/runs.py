@@ -121,6 +121,8 @@ FAILURES_SHOWN: Final = 100
 MAX_INCREMENTAL_ITEMS: Final = 10_000
 # Tries of a read-modify-write against concurrent writers.
 MAX_ATTEMPTS: Final = 10
+# Elasticsearch refuses longer document ids (UTF-8 bytes), and with them the whole bulk request.
+MAX_ID_BYTES: Final = 512
 
 _DISABLED: Final = {"type": "object", "enabled": False}
 _KEYWORD: Final = {"type": "keyword"}
@@ -674,15 +676,22 @@ def register_items(
     yield from ensure_index_op(items_index)
     now = utc_iso()
     operations: list[Mapping[str, Any]] = []
+    sent: list[NewItem] = []
     for item in items:
+        if len(item.item_id.encode()) > MAX_ID_BYTES:
+            result.failed.append((item.item_id, f"item id longer than {MAX_ID_BYTES} bytes"))
+            continue
         operations.append({"create": {"_index": items_index, "_id": item.item_id}})
         operations.append(item.document(now))
+        sent.append(item)
+    if not sent:
+        return result
     response = yield Call(
         "bulk",
         {"operations": operations, "filter_path": ["items.*.status", "items.*.error.reason"]},
     )
     datasets: dict[str, list[str]] = {}
-    for item, outcome in zip(items, response["items"], strict=True):
+    for item, outcome in zip(sent, response["items"], strict=True):
         status = next(iter(outcome.values()))
         code = int(status.get("status", 500))
         if code < 300:

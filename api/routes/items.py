@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import EsDep, ReadDep, ReviewerDep, SettingsDep
+from api.errors import refuse_unstorable
 from api.models import ItemResponse
 from api.responses import OrjsonResponse
 from api.review import load_item
@@ -38,6 +39,7 @@ async def get_item(item_id: str, read: ReadDep) -> OrjsonResponse:
 async def register(
     body: RegisterRequest, key: ReviewerDep, es: EsDep, settings: SettingsDep
 ) -> RegisterResponse:
+    refuse_unstorable(body.model_dump(mode="json"))
     items = [
         NewItem(
             item_id=item.item_id or item.uri,

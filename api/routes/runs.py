@@ -13,16 +13,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.deps import EsDep, ReadDep, ReviewerDep, SettingsDep, resolve_query
-from api.errors import ApiError
+from api.errors import ApiError, refuse_unstorable
 from api.routes import error_responses
 from api.run_models import (
     DatasetAutotag,
     DatasetAutotagRequest,
     ModelSetInfo,
     ModelsResponse,
+    QuerySelection,
     Run,
+    RunFilter,
     RunList,
     RunRequest,
+    UrisSelection,
 )
 from api.settings import Settings
 from store.calls import drive_async
@@ -38,8 +41,6 @@ from store.runs import (
 )
 from store.runs import (
     NewItem,
-    Origin,
-    RunState,
     Selection,
     SelectionKind,
     cancel_run,
@@ -85,13 +86,15 @@ def router(settings: Settings) -> APIRouter:
         summary="Start tagging a query's items, a dataset, or new uris",
     )
     async def submit(body: RunRequest, key: ReviewerDep, es: EsDep, settings: SettingsDep) -> Run:
+        refuse_unstorable(body.model_dump())
         models = checked(body.models)
-        if body.query is not None:
-            parsed = await resolve_query(es, settings, body.query)
+        select = body.select
+        if isinstance(select, QuerySelection):
+            parsed = await resolve_query(es, settings, select.query)
             selection = Selection(SelectionKind.QUERY, query=parsed.canonical, dsl=parsed.query)
-        elif body.uris is not None:
-            uris = list(dict.fromkeys(body.uris))
-            new = [NewItem(item_id=uri, uri=uri, dataset=body.dataset) for uri in uris]
+        elif isinstance(select, UrisSelection):
+            uris = list(dict.fromkeys(select.uris))
+            new = [NewItem(item_id=uri, uri=uri, dataset=select.dataset) for uri in uris]
             registered = await drive_async(
                 es, register_items(settings.index, settings.runs_index, new, autotag=False)
             )
@@ -102,9 +105,9 @@ def router(settings: Settings) -> APIRouter:
                     "Some uris could not be registered as items",
                     {"failed": [{"item_id": i, "reason": why} for i, why in registered.failed]},
                 )
-            selection = Selection(SelectionKind.ITEMS, dataset=body.dataset, item_ids=tuple(uris))
+            selection = Selection(SelectionKind.ITEMS, dataset=select.dataset, item_ids=tuple(uris))
         else:
-            selection = Selection(SelectionKind.DATASET, dataset=body.dataset)
+            selection = Selection(SelectionKind.DATASET, dataset=select.dataset)
         run = new_run(
             selection=selection,
             models=models,
@@ -121,21 +124,16 @@ def router(settings: Settings) -> APIRouter:
         tags=["runs"],
         summary="The most recent runs, newest first, with their progress",
     )
-    async def runs(
-        read: ReadDep,
-        state: Annotated[list[RunState] | None, Query()] = None,
-        origin: Origin | None = None,
-        training_set: str | None = None,
-        size: Annotated[int, Query(ge=1, le=200)] = 20,
-    ) -> RunList:
+    async def runs(read: ReadDep, filters: Annotated[RunFilter, Query()]) -> RunList:
+        refuse_unstorable(filters.model_dump(mode="json"), ("query",))
         views = await drive_async(
             read.es,
             list_runs(
                 read.settings.runs_index,
-                states=state or (),
-                origin=origin,
-                training_set=training_set,
-                size=size,
+                states=filters.state,
+                origin=filters.origin,
+                training_set=filters.training_set,
+                size=filters.size,
             ),
         )
         return RunList(runs=[Run.model_validate(view) for view in views])
@@ -220,6 +218,7 @@ def router(settings: Settings) -> APIRouter:
         es: EsDep,
         settings: SettingsDep,
     ) -> DatasetAutotag:
+        refuse_unstorable({"dataset": dataset, **body.model_dump()})
         setting = StoredAutotag(dataset, checked(body.models), body.training_set)
         stored = await drive_async(es, put_dataset_autotag(settings.runs_index, setting))
         return _autotag(stored)
