@@ -89,6 +89,9 @@ def _log_to_stderr() -> None:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         logger.addHandler(handler)
+        logger.propagate = False  # a library's basicConfig() would print every line twice
+    # The client's own retry warnings (with tracebacks) repeat what the back-off line says.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
 
 
 # --- autotag worker ---------------------------------------------------------------------

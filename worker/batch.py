@@ -41,8 +41,6 @@ from store.writer import ItemPredictions, PredictionWriter, WriteResult
 
 log = logging.getLogger("autotag.worker")
 
-# Items per bulk write: small enough that progress and lease checks come often.
-WRITE_BATCH: Final = 64
 # Images per model batch, as ``autotag index`` by default.
 MODEL_BATCH: Final = 32
 # Batches this small decode in the worker's own process (a decoding process costs a fork).
@@ -212,6 +210,7 @@ def execute(
     *,
     stopping: threading.Event,
     device: str,
+    write_batch: int = 64,
 ) -> BatchReport:
     """Tag ``claim``'s items and record the batch (see the module docstring)."""
     run = claim.run
@@ -232,7 +231,7 @@ def execute(
             client,
             items_index,
             training_set=str(run[r.TRAINING_SET]),
-            batch_size=WRITE_BATCH,
+            batch_size=write_batch,
             expect_new=False,
         ),
         lease,
@@ -241,10 +240,12 @@ def execute(
     try:
         source = read_items(client, items_index, claim.item_ids)
         options = IndexOptions(
-            batch_size=MODEL_BATCH,
+            # Never more images per model batch than per write: writes (and with them the
+            # lease checks and the progress shown) come every ``write_batch`` items.
+            batch_size=min(MODEL_BATCH, write_batch),
             workers=default_workers() if len(source.items) >= IN_PROCESS_DECODING_BELOW else 0,
             device=device,
-            write_batch_size=WRITE_BATCH,
+            write_batch_size=write_batch,
             progress=False,
         )
         summary = run_index(

@@ -96,7 +96,12 @@ class Worker:
                 return True
             started = time.perf_counter()
             report = execute(
-                self.store, claim, self.models, stopping=self.stopping, device=self.device
+                self.store,
+                claim,
+                self.models,
+                stopping=self.stopping,
+                device=self.device,
+                write_batch=self.settings.worker_write_batch,
             )
             self.stats.outcomes[report.outcome] = self.stats.outcomes.get(report.outcome, 0) + 1
             seconds = time.perf_counter() - started

@@ -20,6 +20,11 @@ class WorkerSettings(StoreSettings):
         description="Seconds a claimed batch stays a worker's without renewal; a killed "
         "worker's batch is taken over after this.",
     )
+    worker_write_batch: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        64,
+        description="Items per bulk write of a worker; its lease and its run's state are checked "
+        "before each.",
+    )
     worker_poll_s: Annotated[float, Field(gt=0)] = Field(
         0.5, description="Seconds an idle worker waits before looking for work again."
     )
