@@ -142,7 +142,10 @@ def list_runs_command(args: argparse.Namespace, settings: StoreSettings) -> int:
         _client(settings),
         list_runs(settings.runs_index, states=[RunState(s) for s in args.state], size=args.size),
     )
-    table = Table("run", "state", "training set", "models", "selection", "done/total", "failed")
+    table = Table()
+    table.add_column("run", no_wrap=True)
+    for name in ("state", "training set", "models", "selection", "done/total", "failed"):
+        table.add_column(name)
     for view in views:
         items = view["items"]
         total = "?" if items["total"] is None else str(items["total"])
