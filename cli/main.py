@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from api.settings import Settings
 from cli.indexing import add_subcommands as add_indexer_subcommands
 from cli.runs import add_subcommands as add_run_subcommands
+from store.model_choice import CatalogueError
 from store.provision import LocalCluster, ProvisionError
 from store.settings import DEFAULT_CLUSTER_NAME
 
@@ -122,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args, settings)
     except ProvisionError as error:
         print(f"autotag: {error.message}\n  how to fix: {error.fix}", file=sys.stderr)
+        return 2
+    except CatalogueError as error:  # AUTOTAG_MODELS_FILE that does not parse
+        print(f"autotag: {error}", file=sys.stderr)
         return 2
     except ValidationError as error:  # a setting from the environment that does not parse
         for problem in error.errors():

@@ -36,6 +36,14 @@ def add_subcommands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     worker.add_argument("--name", help="name in leases and logs (default: worker-<random>)")
     worker.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="MODELS",
+        help="load this model set (e.g. demo) before taking work, so the first batch does not "
+        "wait for it; repeatable",
+    )
+    worker.add_argument(
         "--exit-when-idle",
         action="store_true",
         help="exit once no run is queued or running (for scripts)",
@@ -116,6 +124,18 @@ def run_worker_command(args: argparse.Namespace, settings: StoreSettings) -> int
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.preload:
+        from store.model_choice import CatalogueError, UnknownModelsError, choose, load_catalogue
+
+        try:
+            catalogue = load_catalogue(configured.models_file)
+            chosen = [choose(catalogue, name) for name in args.preload]
+        except (CatalogueError, UnknownModelsError) as error:
+            print(f"autotag worker: {error}", file=sys.stderr)
+            return 2
+        for models in chosen:
+            worker.models.get(models)
+    logging.getLogger("autotag.worker").info("%s: ready", worker.name)
     stats = worker.run(exit_when_idle=args.exit_when_idle)
     print(
         f"{worker.name}: {stats.batches} batches, {stats.items} items, "

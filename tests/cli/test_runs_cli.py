@@ -123,3 +123,14 @@ def test_a_file_is_registered_once_it_has_settled(
         ),
     )
     assert again.existing == ["drops/a.png"]
+
+
+def test_a_malformed_models_file_stops_the_service_at_start(
+    monkeypatch: pytest.MonkeyPatch, es_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text("[vitb32]\nclip_weight = 'x'\n")
+    monkeypatch.setenv("AUTOTAG_ES_URL", es_url)
+    monkeypatch.setenv("AUTOTAG_MODELS_FILE", str(models))
+    assert main(["serve", "--port", "1"]) == 2
+    assert "unknown keys ['clip_weight']" in capsys.readouterr().err
