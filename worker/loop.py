@@ -27,6 +27,8 @@ from worker.settings import WorkerSettings
 log = logging.getLogger("autotag.worker")
 
 MAX_BACKOFF_S = 8.0
+# How often an idle worker looks for runs whose last batch finished without the run.
+TIDY_EVERY_S = 5.0
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Worker:
         self.models = models or ModelCache(self.device, settings.cache_dir())
         self.stopping = threading.Event()
         self.stats = WorkerStats()
+        self._next_tidy = 0.0
 
     @property
     def name(self) -> str:
@@ -131,7 +134,9 @@ class Worker:
         if planned is not None:
             self.stats.runs_planned += 1
             return True
-        self.store.finish_complete_runs()
+        if time.monotonic() >= self._next_tidy:  # finish runs whose finisher died
+            self.store.finish_complete_runs()
+            self._next_tidy = time.monotonic() + TIDY_EVERY_S
         return False
 
     def run(self, *, exit_when_idle: bool = False) -> WorkerStats:
