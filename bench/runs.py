@@ -120,26 +120,28 @@ def worker_rate(
     client.indices.refresh(index=items)
     env = worker_env(url, items, runs, cache, run_batch_size=batch_size, worker_device="cpu")
     logs = cache / "bench-logs"
-    started = [
-        start_worker(f"bench-{i}", env, logs, "--preload", "demo", "--exit-when-idle")
-        for i in range(workers)
-    ]
+    started = [start_worker(f"bench-{i}", env, logs, "--preload", "demo") for i in range(workers)]
+    run = r.new_run(
+        selection=Selection(SelectionKind.DATASET, dataset=listed.items[0].dataset),
+        models=DEMO_SET,
+        training_set=TRAINING_SET,
+        items_index=items,
+    )
+    run_id = str(run[r.RUN_ID])
+
+    def finished() -> bool:
+        view = drive(client, r.get_run(runs, run_id, failures=False))
+        return view is not None and view["state"] in ("done", "failed", "cancelled")
+
     try:
-        for worker in started:
+        for worker in started:  # every worker warm before the run exists
             _wait(partial(_ready, worker), 600, f"{worker.name} to load its models")
-        run = r.new_run(
-            selection=Selection(SelectionKind.DATASET, dataset=listed.items[0].dataset),
-            models=DEMO_SET,
-            training_set=TRAINING_SET,
-            items_index=items,
-        )
         drive(client, r.submit_run(runs, run))
-        for worker in started:
-            worker.wait(3600)
+        _wait(finished, 3600, "the run to finish")
     finally:
         for worker in started:
             worker.stop()
-    view = drive(client, r.get_run(runs, str(run[r.RUN_ID])))
+    view = drive(client, r.get_run(runs, run_id))
     if view is None or view["state"] != "done" or view["items"]["tagged"] != len(new):
         raise RuntimeError(f"the run did not tag every item: {view}")
     return float(view["rate"])
@@ -152,13 +154,11 @@ def throughput(args: argparse.Namespace, url: str, cache: Path, console: Console
     try:
         for round_ in range(1, args.rounds + 1):
             alone = index_rate(url, folder, scratch.name("index"), cache)
+            console.print(f"round {round_}: autotag index {alone:.1f} items/s", highlight=False)
             one = worker_rate(url, folder, scratch, cache, 1, args.batch_size)
+            console.print(f"round {round_}: one worker {one:.1f} items/s", highlight=False)
             two = worker_rate(url, folder, scratch, cache, 2, args.batch_size)
-            console.print(
-                f"round {round_}: autotag index {alone:.1f}, one worker {one:.1f}, "
-                f"two workers {two:.1f} items/s",
-                highlight=False,
-            )
+            console.print(f"round {round_}: two workers {two:.1f} items/s", highlight=False)
             rows.append((alone, one, two))
             scratch.drop()
             scratch.names.clear()
