@@ -18,7 +18,7 @@ Prints three tables:
 Needs Elasticsearch (``ES_URL`` or ``AUTOTAG_ES_URL``); everything it writes goes into throwaway
 indexes, deleted at the end. Run it under the shared lock on a shared machine::
 
-    flock /work/wt/bench.lock .venv/bin/python -m bench.runs --images 1000 --unique 250
+    .venv/bin/python -m bench.runs --images 1000 --unique 250
 """
 
 from __future__ import annotations
