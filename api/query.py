@@ -38,8 +38,9 @@ from store.schema import PredictionKind, PredictionStatus
 Order = Literal["asc", "desc"]
 _ORDERS: Final[tuple[Order, ...]] = ("asc", "desc")
 _CURSOR_VERSION: Final = 1
-# Review history can be long and is never needed to list hits.
-_HIT_SOURCE: Final = {"excludes": [f.REVIEW_HISTORY]}
+# Review history can be long and is never needed to list hits; nor is the embedding (hundreds
+# of floats; a similarity search says how close each hit is instead).
+_HIT_SOURCE: Final = {"excludes": [f.REVIEW_HISTORY, f.EMBEDDING]}
 # (kind, nested path) in the order matched predictions are listed, and each path's rank.
 _KINDS_IN_ORDER: Final = tuple(
     (kind.value, kind.path) for kind in (PredictionKind.IMAGE, PredictionKind.OBJECT)

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from api.settings import Settings
+from cli.embed import add_subcommand as add_embed_subcommand
 from cli.indexing import add_subcommands as add_indexer_subcommands
+from cli.migrate import add_subcommand as add_migrate_subcommand
 from store.provision import LocalCluster, ProvisionError
 from store.settings import DEFAULT_CLUSTER_NAME
 
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     add_indexer_subcommands(commands)
+    add_migrate_subcommand(commands)
+    add_embed_subcommand(commands)
     return parser
 
 

@@ -27,6 +27,7 @@ from indexer.synthetic.dataset import MANIFEST_FILE, write_dataset
 from store import schema as f
 from store.admin import ensure_index
 from store.connection import connect, ensure_elasticsearch
+from store.migrate import migrate, needs_migration
 from store.settings import StoreSettings
 from store.writer import PredictionWriter, WriteResult
 
@@ -45,8 +46,16 @@ EXAMPLE_QUERIES = (
 
 
 def load_sample(settings: StoreSettings, urls: list[str]) -> WriteResult:
-    """Write the sample into the settings' index (idempotent: a second run skips every item)."""
+    """Write the sample into the settings' index (idempotent: a second run skips every item).
+
+    An index left by an older autotag (an older schema version) is first copied to the
+    current one, as ``autotag migrate`` does.
+    """
     client = connect(urls, settings=settings, request_timeout=settings.es_bulk_timeout)
+    if needs_migration(client, settings.index):
+        print(f"autotag: '{settings.index}' has an older schema; migrating it (autotag migrate)")
+        report = migrate(client, settings.index)
+        print(f"autotag: {report.target_count} items now in {report.plan.target}")
     ensure_index(client, settings.index)
     total = WriteResult()
     for training_set in TRAINING_SETS:

@@ -2,8 +2,8 @@
 
 One document per item. Predictions live in two ``nested`` lists so that a query can demand that
 *one and the same* prediction satisfies a label and a score condition. Only server-core field
-types are used (keyword, float, date, nested, object), so the schema works on the minimal
-Elasticsearch distribution as well as on any full cluster.
+types are used (keyword, float, date, nested, object, dense_vector), so the schema works on the
+minimal Elasticsearch distribution as well as on any full cluster.
 """
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ from typing import Any, Final
 from store import schema as f
 
 INDEX_ALIAS: Final = "autotag-items"
-# Bump when the mapping changes in a way that needs a new index (then copy items across).
-SCHEMA_VERSION: Final = 1
+# Bump when the mapping changes in a way that needs a new index; `autotag migrate`
+# (store.migrate) then copies items across. 2: the item's image `embedding`.
+SCHEMA_VERSION: Final = 2
+# The mapping's _meta key holding the schema version an index was created with.
+SCHEMA_VERSION_META: Final = "schema_version"
+# How embeddings are indexed for approximate kNN, chosen by measurement (docs/benchmarks.md,
+# "Embeddings: quantization"): recall against bytes per item at 512 dimensions.
+EMBEDDING_INDEX_OPTIONS: Final = {"type": "int8_hnsw"}
 
 
 def versioned_index_name(alias: str = INDEX_ALIAS, version: int = SCHEMA_VERSION) -> str:
@@ -50,6 +56,7 @@ def item_mapping() -> dict[str, Any]:
     """The ``mappings`` body: strict everywhere except under ``metadata``."""
     return {
         "dynamic": "strict",
+        "_meta": {SCHEMA_VERSION_META: SCHEMA_VERSION},
         # Metadata strings stay strings: "2024-01-01" in metadata is not guessed to be a date.
         "date_detection": False,
         "properties": {
@@ -74,6 +81,14 @@ def item_mapping() -> dict[str, Any]:
                 "type": "nested",
                 "properties": _prediction_properties(with_bbox=True),
             },
+            # Unit vectors compared by cosine; the dimension is set by the first vector written
+            # (the model's), and the model is recorded in _meta (store.embeddings).
+            f.EMBEDDING: {
+                "type": "dense_vector",
+                "similarity": "cosine",
+                "index": True,
+                "index_options": dict(EMBEDDING_INDEX_OPTIONS),
+            },
             # Who changed what and when; kept for audit, never searched.
             f.REVIEW_HISTORY: {"type": "object", "enabled": False},
         },
@@ -97,4 +112,9 @@ def index_settings(*, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
         "number_of_replicas": replicas,
         # Items carry up to a few dozen predictions; leave room for bigger ones.
         "mapping.nested_objects.limit": 20000,
+        # Elasticsearch 9 leaves vectors out of _source unless a read asks for them; every
+        # writer here rewrites whole documents it has read (the writer's merge, reviews), and
+        # one that forgot to ask would silently drop the embedding. Kept in _source, they
+        # survive any read-modify-write (cost: docs/benchmarks.md, bytes per item).
+        "mapping.exclude_source_vectors": False,
     }

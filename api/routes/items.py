@@ -9,6 +9,7 @@ from api.models import ItemResponse
 from api.responses import OrjsonResponse
 from api.review import load_item
 from api.routes import error_responses
+from store import schema as f
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -21,5 +22,6 @@ router = APIRouter(prefix="/items", tags=["items"])
 )
 async def get_item(item_id: str, read: ReadDep) -> OrjsonResponse:
     stored = await load_item(read.es, read.settings.index, item_id)
+    stored.source.pop(f.EMBEDDING, None)  # hundreds of floats, for the index's use
     version = {"seq_no": stored.seq_no, "primary_term": stored.primary_term}
     return OrjsonResponse({"item": stored.source, "version": version})

@@ -15,6 +15,7 @@ from api.models import ModifyRequest, ReviewAction, ReviewRequest, ReviewRespons
 from api.responses import OrjsonResponse
 from api.review import review
 from api.routes import error_responses
+from store import schema as f
 
 router = APIRouter(prefix="/items/{item_id}/predictions/{prediction_id}", tags=["review"])
 _RESPONSES = error_responses(401, 403, 404, 409)
@@ -59,6 +60,7 @@ def _route(
             request=change,
             key=key,
         )
+        done.item.pop(f.EMBEDDING, None)  # the index's, not the reviewer's
         return OrjsonResponse(
             {
                 "item": done.item,
