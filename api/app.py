@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from api import errors
 from api.routes import docs, facets, health, items, review, search
 from api.settings import Settings
+from api.similarity import ClipService
 from store.connection import node_urls, serializers
 
 API_VERSION = "1"
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.es = None
+    app.state.clip = ClipService(settings)  # CLIP for similar: texts, loaded on first use
     errors.install(app)
     # Search's routes are built for these settings: its page-size bound is configuration.
     for router in (search.router(settings), facets.router, items.router, review.router):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 from fastapi import Depends, Request, Security
@@ -27,6 +27,7 @@ from api.errors import ApiError
 from api.models import QueryBody
 from api.query import Parsed, check_metadata, parse_query
 from api.settings import ApiKey, Settings
+from api.similarity import ClipService, Resolved, resolve
 
 _api_key_header = APIKeyHeader(
     name="X-API-Key",
@@ -112,12 +113,27 @@ BodyT = TypeVar("BodyT", bound=QueryBody)
 
 @dataclass(frozen=True, slots=True)
 class QueryRead(Generic[BodyT]):
-    """A read whose key is checked and whose query is parsed, checked and translated."""
+    """A read whose key is checked and whose query is parsed, checked and translated.
+
+    A similarity query also comes resolved (``similarity``: its vector and kNN requests);
+    :attr:`query` is then the kNN query, never the bare filter.
+    """
 
     body: BodyT
     parsed: Parsed
     es: AsyncElasticsearch
     settings: Settings
+    similarity: Resolved | None = None
+
+    @property
+    def query(self) -> dict[str, Any]:
+        """What counts and facets run, and ``/v1/translate`` shows."""
+        return self.parsed.query if self.similarity is None else self.similarity.query
+
+
+def get_clip(request: Request) -> ClipService:
+    clip: ClipService = request.app.state.clip
+    return clip
 
 
 def read_query(model: type[BodyT]) -> Callable[..., Awaitable[QueryRead[BodyT]]]:
@@ -128,11 +144,24 @@ def read_query(model: type[BodyT]) -> Callable[..., Awaitable[QueryRead[BodyT]]]
     same, answered the same way, on every endpoint.
     """
 
-    async def read(body: BodyT, reading: ReadDep) -> QueryRead[BodyT]:
+    async def read(body: BodyT, reading: ReadDep, request: Request) -> QueryRead[BodyT]:
         settings = reading.settings
         parsed = parse_query(body.query, settings.query_max_length)
         await check_metadata(reading.es, settings.index, parsed.ast, body.query)
-        return QueryRead(body, parsed, reading.es, settings)
+        similarity = None
+        if parsed.similarity is not None:
+            rest = None if parsed.rest is None else parsed.query
+            hits = None if parsed.rest is None else parsed.hits_query
+            similarity = await resolve(
+                reading.es,
+                settings,
+                get_clip(request),
+                parsed.similarity,
+                rest,
+                hits,
+                body.query,
+            )
+        return QueryRead(body, parsed, reading.es, settings, similarity)
 
     # FastAPI validates the body against the parameter's annotation. The model is an argument
     # because search's is built per app (its page-size bound is configuration).

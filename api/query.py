@@ -29,9 +29,10 @@ from search import (
     translate,
     visible_predictions_filter,
 )
-from search.ast import Band
+from search.ast import Band, Similar
 from search.fields import BAND_RANGES
 from search.metadata_types import check_metadata_types, compares_metadata, metadata_field_types
+from search.similarity import has_similarity, split
 from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
 
@@ -64,7 +65,7 @@ def sort_clause(ast: Any, key: SortKey, order: Order) -> list[dict[str, Any]]:
     tiebreak = {f.ITEM_ID: {"order": "asc"}}
     if key is SortKey.UPLOADED_AT:
         return [{f.UPLOADED_AT: {"order": order, "missing": "_last"}}, tiebreak]
-    filters = matched_prediction_filters(ast) or {
+    filters = (matched_prediction_filters(ast) if ast is not None else {}) or {
         p: visible_predictions_filter(p) for p in f.PREDICTION_PATHS
     }
     sorts: list[dict[str, Any]] = []
@@ -84,6 +85,10 @@ class Parsed:
 
     ``query`` is the translation (what counts and facets run, and ``/v1/translate`` shows);
     ``hits_query`` the same with inner hits, to tell which predictions of a hit matched.
+
+    With a similarity clause (``similarity``), ``query`` and ``hits_query`` translate the rest
+    of the query, the kNN's filter (``rest``: ``None`` when nothing else was asked); the kNN
+    query itself needs the vector the API resolves per request (``api.similarity``).
     """
 
     ast: Any
@@ -91,9 +96,21 @@ class Parsed:
     query: dict[str, Any]
     hits_query: dict[str, Any]
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]]
+    similarity: Similar | None = None
+    rest: Any = None
 
     def sort(self, key: SortKey, order: Order) -> list[dict[str, Any]]:
         return self.sorts[key, order]
+
+
+_MATCH_ALL: Final[dict[str, Any]] = {"match_all": {}}
+
+
+def similarity_sort(key: SortKey, order: Order, rest: Any) -> list[dict[str, Any]]:
+    """A similarity query's hits: by similarity for ``score`` (the default), else as asked."""
+    if key is SortKey.SCORE:
+        return [{"_score": {"order": order}}, {f.ITEM_ID: {"order": "asc"}}]
+    return sort_clause(rest, key, order)
 
 
 @lru_cache(maxsize=2048)
@@ -104,8 +121,17 @@ def parse_query(text: str, max_length: int) -> Parsed:
     as read-only.
     """
     ast = parse(text, max_length=max_length)
+    orders: tuple[Order, ...] = ("asc", "desc")
+    if has_similarity(ast):
+        clause, rest = split(ast)
+        ranked = {
+            (key, order): similarity_sort(key, order, rest) for key in SortKey for order in orders
+        }
+        query = translate(rest) if rest is not None else _MATCH_ALL
+        hits = translate(rest, inner_hits=True) if rest is not None else _MATCH_ALL
+        return Parsed(ast, render(ast), query, hits, ranked, clause, rest)
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]] = {
-        (key, order): sort_clause(ast, key, order) for key in SortKey for order in ("asc", "desc")
+        (key, order): sort_clause(ast, key, order) for key in SortKey for order in orders
     }
     return Parsed(ast, render(ast), translate(ast), translate(ast, inner_hits=True), sorts)
 
@@ -115,6 +141,8 @@ class Cursor:
     fingerprint: str
     after: list[Any]
     pit_id: str | None
+    # Hits already returned: a similarity query stops after its k neighbours.
+    returned: int = 0
 
 
 def fingerprint(canonical: str, key: SortKey, order: Order) -> str:
@@ -123,9 +151,10 @@ def fingerprint(canonical: str, key: SortKey, order: Order) -> str:
 
 
 def encode_cursor(cursor: Cursor) -> str:
-    raw = orjson.dumps(
-        {"v": _CURSOR_VERSION, "f": cursor.fingerprint, "a": cursor.after, "p": cursor.pit_id}
-    )
+    data = {"v": _CURSOR_VERSION, "f": cursor.fingerprint, "a": cursor.after, "p": cursor.pit_id}
+    if cursor.returned:
+        data["n"] = cursor.returned
+    raw = orjson.dumps(data)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -153,7 +182,10 @@ def decode_cursor(text: str, *, expect: str, keys: int) -> Cursor:
     for value in after:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise _bad_cursor("bad sort value")
-    return Cursor(fingerprint=expect, after=after, pit_id=pit_id)
+    returned = data.get("n", 0)
+    if isinstance(returned, bool) or not isinstance(returned, int) or returned < 0:
+        raise _bad_cursor("bad hit count")
+    return Cursor(fingerprint=expect, after=after, pit_id=pit_id, returned=returned)
 
 
 def search_body(
@@ -164,14 +196,21 @@ def search_body(
     order: Order,
     after: Sequence[Any] | None = None,
     pit: Mapping[str, Any] | None = None,
+    query: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``_search`` body for one page (ask for ``size + 1`` hits to know if more follow)."""
+    """The ``_search`` body for one page (ask for ``size + 1`` hits to know if more follow).
+
+    ``query`` replaces the parsed query's (a similarity query's kNN, made per request); its
+    hits are scored whatever the sort, so each one can say how similar it is.
+    """
     body: dict[str, Any] = {
-        "query": parsed.hits_query,
+        "query": parsed.hits_query if query is None else query,
         "size": size,
         "sort": parsed.sort(key, order),
         "_source": _HIT_SOURCE,
     }
+    if query is not None:
+        body["track_scores"] = True
     if after is not None:
         body["search_after"] = list(after)
     if pit is not None:

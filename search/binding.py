@@ -17,6 +17,8 @@ conditions". The rules (see docs/query-language.md):
   to object labels only (an image label is an error) and, unbound, talks about objects.
 - ``count(condition) op n`` tests ``condition`` on each visible prediction of one kind on its
   own and compares how many pass; every operator is written with "at least n" (``AtLeast``).
+- A similarity clause (``similar:``) is not a condition: callers bind the rest of the query
+  (``search.similarity.split``); met here, it binds nothing and selects everything.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, assert_never
 
-from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or
-from search.errors import CountError, ObjectAttributeError
+from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or, Similar
+from search.errors import CountError, ObjectAttributeError, SimilarityError
 from search.fields import ATTRIBUTES, OBJECT_ONLY_ATTRIBUTES
 from store import schema as f
 from store.schema import PredictionKind
@@ -92,7 +94,7 @@ def is_attribute_only(node: Node) -> bool:
     match node:
         case Comparison(field=name):
             return name in ATTRIBUTES
-        case Label() | Count():
+        case Label() | Count() | Similar():
             return False
         case Not(operand):
             return is_attribute_only(operand)
@@ -107,7 +109,7 @@ def reaches_label(node: Node) -> bool:
     match node:
         case Label():
             return True
-        case Comparison() | Not() | Count():
+        case Comparison() | Not() | Count() | Similar():
             return False
         case And(operands) | Or(operands):
             return any(reaches_label(child) for child in operands)
@@ -124,7 +126,7 @@ def mentions_status(nodes: tuple[Node, ...]) -> bool:
             case Comparison(field=name):
                 if name == f.PRED_STATUS:
                     return True
-            case Label() | Count():
+            case Label() | Count() | Similar():
                 pass
             case Not(operand):
                 stack.append(operand)
@@ -144,7 +146,7 @@ def object_attribute(nodes: tuple[Node, ...]) -> Comparison | None:
             case Comparison(field=name):
                 if name in OBJECT_ONLY_ATTRIBUTES:
                     return node
-            case Label() | Count():
+            case Label() | Count() | Similar():
                 pass
             case Not(operand):
                 stack.append(operand)
@@ -200,6 +202,13 @@ def check_count(condition: Node) -> tuple[str, ...]:
                     node.span.start,
                     node.span.end,
                     hint="combine counts with AND/OR outside each other",
+                )
+            case Similar():
+                raise SimilarityError(
+                    "a similarity clause cannot be counted",
+                    node.span.start,
+                    node.span.end,
+                    hint="AND it, outside the count, with the rest of the query",
                 )
             case Not(operand):
                 stack.append(operand)
@@ -275,7 +284,7 @@ class _Binder:
         match node:
             case Comparison(field=name):
                 only = name in ATTRIBUTES
-            case Label() | Count():
+            case Label() | Count() | Similar():
                 only = False
             case Not(operand):
                 only = self._mark(operand)
@@ -299,6 +308,8 @@ class _Binder:
                 return ItemTest(node)
             case Count():
                 return count_plan(node)
+            case Similar():
+                return EVERYTHING
             case Not(operand):
                 return NoneOf(self.plan(operand, ()))
             case Or(operands):

@@ -127,3 +127,10 @@ class QueryTooDeepError(QueryError):
     """Too many nested parentheses or NOTs."""
 
     code = "query_too_deep"
+
+
+class SimilarityError(QueryError):
+    """A ``similar:``/``similar_to:`` clause that cannot be answered: placed under OR, NOT or a
+    count, a second one, a bad ``~k``, or (from the API) an item without an embedding."""
+
+    code = "invalid_similarity"

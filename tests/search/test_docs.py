@@ -1,6 +1,8 @@
 """docs/query-language.md is executed: every ``query`` block must find exactly the sample items
-it lists, both with the reference evaluator and on a real node; every ``query-error`` block
-must raise the error it names."""
+it lists, both with the reference evaluator and on a real node; every ``similar`` block must
+rank them in the order it lists (and skip as many without an embedding), with the evaluator's
+exact search and Elasticsearch's kNN; every ``query-error`` block must raise the error it
+names."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from elasticsearch import Elasticsearch
 
 import search
 from search import QueryError, evaluate, parse, translate
+from search.evaluate import nearest
+from search.similarity import knn_query, split
 from store.documents import prepare_item
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "query-language.md"
-_BLOCK = re.compile(r"^```(query|query-error|json)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+_BLOCK = re.compile(r"^```(query|query-error|similar|json)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def _blocks(kind: str) -> list[str]:
@@ -40,13 +44,37 @@ def _sample_items() -> list[dict[str, Any]]:
     return [prepare_item(item) for item in json.loads(body)]
 
 
+def _similar_examples() -> list[tuple[str, list[float] | None, list[str], int]]:
+    """(query, the text's vector if given, items in rank order, items skipped)."""
+    examples = []
+    for body in _blocks("similar"):
+        query, *lines = body.rstrip("\n").split("\n")
+        marks = dict(line.removeprefix("# ").split(": ", 1) for line in lines)
+        vector = json.loads(marks["vector"]) if "vector" in marks else None
+        examples.append((query, vector, marks["ranked"].split(), int(marks["skipped"])))
+    return examples
+
+
 EXAMPLES = _examples()
+SIMILAR = _similar_examples()
 ITEMS = _sample_items()
 
 
 def test_the_reference_has_examples() -> None:
     assert len(EXAMPLES) >= 40
+    assert len(SIMILAR) >= 5
     assert len(ITEMS) == 6
+
+
+@pytest.mark.parametrize(
+    ("query", "vector", "ranked", "skipped"), SIMILAR, ids=[s[0] for s in SIMILAR]
+)
+def test_similar_example_with_evaluator(
+    query: str, vector: list[float] | None, ranked: list[str], skipped: int
+) -> None:
+    answer = nearest(parse(query), ITEMS, vector)
+    assert [item["item_id"] for item, _ in answer.hits] == ranked
+    assert answer.skipped_without_embedding == skipped
 
 
 @pytest.mark.parametrize(("query", "expected"), EXAMPLES, ids=[q for q, _ in EXAMPLES])
@@ -92,3 +120,17 @@ def test_examples_on_elasticsearch(es: Elasticsearch, item_index: str) -> None:
     for query, expected in EXAMPLES:
         response = es.search(index=item_index, query=translate(parse(query)), size=100)
         assert {hit["_id"] for hit in response["hits"]["hits"]} == expected, query
+    by_id = {item["item_id"]: item for item in ITEMS}
+    for query, vector, ranked, skipped in SIMILAR:
+        clause, rest = split(parse(query))
+        assert clause is not None
+        if vector is None:  # similar_to: the item's stored embedding
+            vector = by_id[clause.value]["embedding"]
+        filtered = translate(rest) if rest is not None else None
+        knn = knn_query(clause, vector, filtered)
+        response = es.search(index=item_index, query=knn, size=100)
+        assert [hit["_id"] for hit in response["hits"]["hits"]] == ranked, query
+        without = {"bool": {"must_not": [{"exists": {"field": "embedding"}}]}}
+        if filtered is not None:
+            without["bool"]["filter"] = [filtered]
+        assert es.count(index=item_index, query=without)["count"] == skipped, query
