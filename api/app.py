@@ -14,7 +14,8 @@ from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import docs, facets, health, items, review, search
+from api.autotags import AutotagJobs
+from api.routes import autotags, docs, facets, health, items, review, search
 from api.settings import Settings
 from api.similarity import ClipService
 from store.connection import node_urls, serializers
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.es = None
+            app.state.autotag_jobs.shutdown()
             await client.close()
 
     app = FastAPI(
@@ -60,9 +62,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.es = None
     app.state.clip = ClipService(settings)  # CLIP for similar: texts, loaded on first use
+    app.state.autotag_jobs = AutotagJobs(settings)  # autotag scoring in the background
     errors.install(app)
     # Search's routes are built for these settings: its page-size bound is configuration.
-    for router in (search.router(settings), facets.router, items.router, review.router):
+    routers = (search.router(settings), facets.router, items.router, review.router, autotags.router)
+    for router in routers:
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")
     docs.install(app)

@@ -139,10 +139,14 @@ def quantization(args: argparse.Namespace, client: Elasticsearch) -> int:
     print(f"{args.items} vectors of {args.dims} dims generated in {spent:.0f}s")
     print(data_stats(data, queries))
     exact = {k: exact_top_k(data, queries, k) for k in (10, 100)}
-    print(f"\n{'type':<10} {'source':<8} {'load s':>7} {'B/item':>7} {'vec B/item':>10} "
+    print(f"\n{'type':<12} {'source':<8} {'load s':>7} {'B/item':>7} {'vec B/item':>10} "
           f"{'k':>4} {'cands':>6} {'recall':>7} {'p50 ms':>7}")  # fmt: skip
     types = args.types.split(",")
-    for kind in types:
+    for spec in types:
+        kind, _, oversample = spec.partition(":")
+        options: dict[str, Any] = {"type": kind}
+        if oversample:
+            options["rescore_vector"] = {"oversample": float(oversample)}
         for source_vectors in args.source_vectors:
             index = f"bench-vectors-{kind.replace('_', '-')}{'-src' if source_vectors else ''}"
             client.indices.delete(index=index, ignore_unavailable=True)
@@ -154,7 +158,7 @@ def quantization(args: argparse.Namespace, client: Elasticsearch) -> int:
                         "v": {
                             "type": "dense_vector",
                             "similarity": "cosine",
-                            "index_options": {"type": kind},
+                            "index_options": options,
                         },
                     }
                 },
@@ -183,7 +187,7 @@ def quantization(args: argparse.Namespace, client: Elasticsearch) -> int:
                         found.append(ids)
                         times.append(ms)
                     print(
-                        f"{kind:<10} {'kept' if source_vectors else 'omitted':<8} {load_s:>7.0f} "
+                        f"{spec:<12} {'kept' if source_vectors else 'omitted':<8} {load_s:>7.0f} "
                         f"{total / args.items:>7.0f} {own / args.items:>10.0f} {k:>4} "
                         f"{candidates:>6} {recall(found, exact[k]):>7.3f} "
                         f"{statistics.median(times):>7.1f}",
@@ -201,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     quant.add_argument("--items", type=int, default=100_000)
     quant.add_argument("--dims", type=int, default=512)
     quant.add_argument("--queries", type=int, default=200)
-    quant.add_argument("--types", default=",".join(QUANTIZATIONS))
+    quant.add_argument(
+        "--types",
+        default=",".join(QUANTIZATIONS),
+        help="index_options types, each optionally with :OVERSAMPLE for rescore_vector",
+    )
     quant.add_argument(
         "--candidates", type=lambda s: [int(x) for x in s.split(",")], default=[100, 200, 500]
     )

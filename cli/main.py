@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from api.settings import Settings
+from cli.autotags import add_subcommand as add_autotags_subcommand
 from cli.embed import add_subcommand as add_embed_subcommand
 from cli.indexing import add_subcommands as add_indexer_subcommands
 from cli.migrate import add_subcommand as add_migrate_subcommand
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_indexer_subcommands(commands)
     add_migrate_subcommand(commands)
     add_embed_subcommand(commands)
+    add_autotags_subcommand(commands)
     return parser
 
 

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from api.settings import Settings
 from cli.indexing import IndexJob, run_index_job
 from cli.serve import serve as run_api
+from indexer.models import TINY_CLIP
 from indexer.sample import TRAINING_SETS, sample_items
 from indexer.synthetic.dataset import MANIFEST_FILE, write_dataset
 from store import schema as f
@@ -42,6 +43,7 @@ EXAMPLE_QUERIES = (
     "object_prefix:car AND score < 0.5",
     'training_set = "tiny_v1" AND image_prefix:weather_rain AND score >= 0.5',
     'training_set = "model_v2" AND autotag_status = "pending"',
+    'similar:"a snowy road at night"~5 AND object_prefix:car',
 )
 
 
@@ -180,5 +182,7 @@ def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: 
             print(f"  curl -s {base}/v1/search -H 'content-type: application/json' -d '{body}'")
         print(f"  curl -s {base}/v1/items/sample-00001\n  open {base}/docs")
         served = with_local_review_key(settings, secret)
+        if served.clip_weights is None:  # similar:"..." with the model of the sample's embeddings
+            served = served.model_copy(update={"clip_weights": TINY_CLIP})
         run_api(served.model_copy(update={"es_url": ",".join(urls)}), host=host, port=port)
     return 0

@@ -22,7 +22,6 @@ from api.settings import Settings
 from embeddings.clip import ClipEncoder
 from indexer.clip_tagger import RANDOM_WEIGHTS
 from indexer.models import TINY_CLIP, TINY_CLIP_MODEL
-from indexer.synthetic import generate
 from search import evaluate, parse
 from search.evaluate import nearest
 from search.similarity import split
@@ -31,6 +30,7 @@ from store.documents import prepare_item
 from store.embeddings import record_embedding_model
 from store.mapping import index_settings, item_mapping
 from tests.api.conftest import client_for, error_of
+from tests.embedded_world import scene_items as embedded_scenes
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 pytestmark = [pytest.mark.es, pytest.mark.anyio]
@@ -44,39 +44,13 @@ def encoder() -> ClipEncoder:
 
 
 def scene_items(encoder: ClipEncoder) -> list[dict[str, Any]]:
-    scenes = list(generate(SCENES, 4242))
-    batch = torch.stack([encoder.preprocessor(image) for image, _ in scenes])
-    vectors = encoder.encode_images(batch).numpy()
-    items = []
-    for n, ((_, truth), vector) in enumerate(zip(scenes, vectors, strict=True)):
-        images = [
-            {"id": f"{n}-{tag}", "label": tag, "score": 0.9, "training_set": "truth"}
-            for tag in sorted(truth.tags)
-        ]
-        objects = [
-            {
-                "id": f"{n}-o{i}",
-                "label": label,
-                "score": 0.3 + 0.1 * (i % 7),
-                "training_set": "truth",
-                "bbox": dict(zip(("x1", "y1", "x2", "y2"), box, strict=True)),
-                "status": "rejected" if i == 2 else "pending",
-            }
-            for i, (label, box) in enumerate(truth.objects)
-        ]
-        items.append(
-            {
-                "item_id": f"scene-{n:03d}",
-                "dataset": "world" if n % 2 else "other",
-                f.EMBEDDING: vector.tolist(),
-                "image_predictions": images,
-                "object_predictions": objects,
-            }
-        )
+    items, _ = embedded_scenes(encoder, SCENES, 4242)
     for item_id in WITHOUT_EMBEDDING:
         weather = {"id": f"{item_id}-w", "label": "weather_snow", "score": 0.9}
-        items.append({"item_id": item_id, "dataset": "world", "image_predictions": [weather]})
-    return [prepare_item(item) for item in items]
+        items.append(
+            prepare_item({"item_id": item_id, "dataset": "world", "image_predictions": [weather]})
+        )
+    return items
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +150,11 @@ async def test_every_other_condition_filters_before_ranking(
 async def test_similar_to_an_item(
     api: httpx.AsyncClient, world: tuple[str, list[dict[str, Any]]]
 ) -> None:
-    query = "similar_to:scene-007~5"
+    query = "similar_to:scene-0007~5"
     result = await search(api, query, size=5)
     ids = [hit["item"]["item_id"] for hit in result["hits"]]
     exact = nearest(parse(query), world[1])  # the item's own stored embedding
-    assert "scene-007" not in ids
+    assert "scene-0007" not in ids
     assert len(set(ids) & {doc["item_id"] for doc, _ in exact.hits}) >= 4
 
 
