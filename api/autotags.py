@@ -49,8 +49,12 @@ class ExamplesBody(BaseModel):
 class CreateAutotag(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # The name's pattern is checked by the job (a 400 saying what a name looks like): a JSON
+    # Schema regex and Python's do not read `$` alike.
     name: str = Field(
-        pattern=NAME_PATTERN.pattern, max_length=100, description=f"The label: {NAME_HELP}."
+        min_length=1,
+        max_length=100,
+        description=f"The label: {NAME_HELP} ({NAME_PATTERN.pattern}).",
     )
     description: str | None = Field(None, max_length=1000)
     positives: ExamplesBody

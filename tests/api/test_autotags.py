@@ -191,7 +191,8 @@ async def test_endpoints(api: httpx.AsyncClient, world: tuple[str, Any]) -> None
     read_only = await api.post("/v1/autotags", json=body, headers={"X-API-Key": READ_KEY})
     assert read_only.status_code == 403
     bad_name = await api.post("/v1/autotags", json={**body, "name": "A B"}, headers=REVIEWER)
-    assert bad_name.status_code == 422
+    assert bad_name.status_code == 400
+    assert "not an autotag name" in error_of(bad_name)["message"]
     unknown = {"name": "nope", "positives": {"item_ids": ["missing-item"]}}
     refused = await api.post("/v1/autotags", json=unknown, headers=REVIEWER)
     assert refused.status_code == 400
