@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from embeddings.clip import ClipEncoder
 
 INDEX_FACTS_TTL_S: Final = 30.0
+_MAX_ID_BYTES: Final = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,15 @@ async def _item_vector(
     es: AsyncElasticsearch, index: str, clause: Similar, query_text: str
 ) -> list[float]:
     start, end = clause.value_span.start, clause.value_span.end
+    missing = SimilarityError(
+        f"no item `{clause.value}`",
+        start,
+        end,
+        hint="similar_to: takes the id of an item of this index",
+        query=query_text,
+    )
+    if len(clause.value.encode()) > _MAX_ID_BYTES:  # no document id is that long
+        raise missing
     try:
         response = await es.get(
             index=index,
@@ -195,13 +205,7 @@ async def _item_vector(
             source_exclude_vectors=False,
         )
     except elasticsearch.NotFoundError:
-        raise SimilarityError(
-            f"no item `{clause.value}`",
-            start,
-            end,
-            hint="similar_to: takes the id of an item of this index",
-            query=query_text,
-        ) from None
+        raise missing from None
     vector = (response.get("_source") or {}).get(f.EMBEDDING)
     if vector is None:
         raise SimilarityError(

@@ -157,7 +157,7 @@ def run_backfill(
             written = write_embeddings(client, index, vectors)
             summary.embedded += written.written
             summary.gone += written.missing
-            for item_id, reason in written.failed or ():
+            for item_id, reason in written.failed:
                 fail(item_id, None, "write", reason)
             bar.advance(task, len(listed))
     summary.seconds = time.perf_counter() - started

@@ -16,7 +16,7 @@ Elasticsearch on the current version of the document).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -129,7 +129,7 @@ def as_stored_vector(vector: Vector) -> npt.NDArray[np.float32]:
 class EmbeddingWrites:
     written: int = 0
     missing: int = 0  # items deleted since they were listed
-    failed: list[tuple[str, str]] | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def write_embeddings(
@@ -140,7 +140,7 @@ def write_embeddings(
     refresh: bool = False,
 ) -> EmbeddingWrites:
     """Set ``embedding`` on existing items (partial updates; nothing else is touched)."""
-    result = EmbeddingWrites(failed=[])
+    result = EmbeddingWrites()
     if not vectors:
         return result
     operations: list[Mapping[str, Any]] = []
@@ -152,7 +152,6 @@ def write_embeddings(
         refresh="wait_for" if refresh else False,
         filter_path=["items.*._id", "items.*.status", "items.*.error.reason"],
     )
-    assert result.failed is not None
     for outcome in response["items"]:
         status = next(iter(outcome.values()))
         code = int(status.get("status", 500))
