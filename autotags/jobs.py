@@ -273,6 +273,8 @@ def _pages(
 
 @dataclass
 class _Clock:
+    """Seconds per stage: reading embeddings, scoring them, waiting for the writes."""
+
     read: float = 0.0
     score: float = 0.0
     write: float = 0.0
@@ -337,26 +339,30 @@ def score(
         progress(done, total)
     try:
         pages = _pages(client, index, todo, [f.EMBEDDING], batch)
-        while True:
-            started = time.perf_counter()
-            hits = next(pages, None)
-            clock.read += time.perf_counter() - started
-            if hits is None:
-                break
-            started = time.perf_counter()
-            vectors = np.asarray([hit["_source"][f.EMBEDDING] for hit in hits], dtype=np.float32)
-            values = model.scores(vectors).tolist()
-            entries = [
-                ItemPredictions(
-                    {f.ITEM_ID: str(hit["_id"])},
-                    [{**prediction, f.PRED_SCORE: min(1.0, max(-1.0, value))}],
-                )
-                for hit, value in zip(hits, values, strict=True)
-            ]
-            clock.score += time.perf_counter() - started
-            started = time.perf_counter()
-            result = writer.write(entries)
-            clock.write += time.perf_counter() - started
+
+        def batches() -> Iterator[list[ItemPredictions]]:
+            """Scored pages, read and scored in this thread while earlier ones are written."""
+            while True:
+                started = time.perf_counter()
+                hits = next(pages, None)
+                clock.read += time.perf_counter() - started
+                if hits is None:
+                    return
+                started = time.perf_counter()
+                vectors = np.asarray([h["_source"][f.EMBEDDING] for h in hits], dtype=np.float32)
+                values = model.scores(vectors).tolist()
+                entries = [
+                    ItemPredictions(
+                        {f.ITEM_ID: str(hit["_id"])},
+                        [{**prediction, f.PRED_SCORE: min(1.0, max(-1.0, value))}],
+                    )
+                    for hit, value in zip(hits, values, strict=True)
+                ]
+                clock.score += time.perf_counter() - started
+                yield entries
+
+        started = time.perf_counter()
+        for result in writer.write_many(batches(), in_flight=2):
             done += result.written + result.skipped
             failed += len(result.failed)
             if progress is not None:
@@ -364,6 +370,8 @@ def score(
             if time.monotonic() - saved_at > PROGRESS_EVERY_S:
                 saved_at = time.monotonic()
                 _update(registry, name, version.version, partial(_count, done=done, failed=failed))
+        # writes overlap reading and scoring: what is left of the wall time waited for them
+        clock.write = time.perf_counter() - started - clock.read - clock.score
     except BaseException as error:
         reason = f"{type(error).__name__}: {error}"
 
