@@ -20,7 +20,6 @@ from elasticsearch import Elasticsearch
 
 from autotags.registry import AutotagError
 from search import QueryError, parse, translate
-from search.similarity import has_similarity
 from store import schema as f
 
 MAX_EXAMPLES: Final = 5_000
@@ -73,12 +72,11 @@ def example_vectors(
             )
     if examples.query:
         try:
-            tree = parse(examples.query)
+            query = translate(parse(examples.query))
         except QueryError as error:
+            error.query = error.query or examples.query
             raise AutotagError(f"{what} query: {error.render()}") from None
-        if has_similarity(tree):
-            raise AutotagError(f"{what} query: give the examples without similar:/similar_to:")
-        found.update(_vectors(client, index, translate(tree)))
+        found.update(_vectors(client, index, query))
     return found
 
 

@@ -68,6 +68,7 @@ def run_embed_command(args: argparse.Namespace, settings: StoreSettings) -> int:
     try:
         query = translate(parse(args.query)) if args.query else None
     except QueryError as error:
+        error.query = error.query or args.query
         console.print(error.render(), markup=False, highlight=False)
         return 2
     try:

@@ -50,19 +50,24 @@ def num_candidates(k: int) -> int:
 
 
 def has_similarity(root: Node) -> bool:
+    return similarity_clause(root) is not None
+
+
+def similarity_clause(root: Node) -> Similar | None:
+    """The first similarity clause anywhere in ``root``, if any."""
     stack = [root]
     while stack:
         node = stack.pop()
         match node:
             case Similar():
-                return True
+                return node
             case And(operands) | Or(operands):
                 stack.extend(operands)
             case Not(operand) | Count(condition=operand):
                 stack.append(operand)
             case _:
                 pass
-    return False
+    return None
 
 
 _WHERE: Final = {

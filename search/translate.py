@@ -29,8 +29,9 @@ from search.ast import (
     Text,
 )
 from search.binding import AllOf, AnyOf, AtLeast, Exists, ItemTest, NoneOf, Plan, bind
+from search.errors import SimilarityError
 from search.fields import BAND_RANGES, MAX_EPOCH_MS, iso_text
-from search.similarity import has_similarity
+from search.similarity import similarity_clause
 from store import schema as f
 
 Query = dict[str, Any]
@@ -44,8 +45,15 @@ def translate(node: Node, *, inner_hits: bool = False) -> Query:
     predictions (``_nested.offset``), under a name unique within the query. A query with a
     similarity clause is translated by ``search.similarity`` (it needs the query's vector).
     """
-    if has_similarity(node):
-        raise ValueError("a similarity query needs its vector: see search.similarity")
+    clause = similarity_clause(node)
+    if clause is not None:
+        raise SimilarityError(
+            "a similarity clause needs the query's vector: it is answered by a search "
+            "(the API), not by a plain filter",
+            clause.span.start,
+            clause.span.end,
+            hint="leave it out here, or search with it through /v1/search",
+        )
     query = _Builder(inner_hits).plan(bind(node), positive=True)
     if _only(query, _FILTER) or _only(query, _FILTER_MUST_NOT):
         return query

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from search import evaluate, parse, render, translate
+from search import QueryError, evaluate, parse, render, translate
 from search.ast import And, Label, Similar, SimilarityKind
 from search.evaluate import nearest
 from search.similarity import (
@@ -109,8 +109,9 @@ def test_a_ranked_query_is_not_a_per_item_test() -> None:
     tree = parse('similar:"q" AND object_prefix:car')
     with pytest.raises(ValueError, match="nearest"):
         evaluate(tree, ITEMS[0])
-    with pytest.raises(ValueError, match="vector"):
+    with pytest.raises(QueryError, match="vector") as caught:
         translate(tree)
+    assert (caught.value.start, caught.value.end) == (0, 11)
 
 
 def test_the_knn_query() -> None:
