@@ -35,8 +35,8 @@ MAX_K: Final = 10_000
 # Candidates each shard's HNSW search visits: CANDIDATES_PER_NEIGHBOUR per neighbour asked
 # for, at least MIN_CANDIDATES, at most MAX_K (Elasticsearch's limit). Chosen by measurement
 # (docs/benchmarks.md, "Embeddings: filtered kNN"): recall@10 and @100 against brute force.
-CANDIDATES_PER_NEIGHBOUR: Final = 4
-MIN_CANDIDATES: Final = 200
+CANDIDATES_PER_NEIGHBOUR: Final = 16
+MIN_CANDIDATES: Final = 500
 _EXAMPLE: Final = 'similar:"a snowy highway at night" AND object_prefix:car'
 
 
