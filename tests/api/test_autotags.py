@@ -162,6 +162,23 @@ async def test_an_autotag_from_ten_examples_improves_with_twenty_reviews(
     accepted = sum(concept(truth[i]) for i in reviewed)
     assert second["fit"]["reviews"] == {"accepted": accepted, "rejected": REVIEWS - accepted}
     v2 = await scores(api, second["training_set"])
+    # The facets' model comparison compares the two versions like any two training sets.
+    compared = await api.post(
+        "/v1/facets",
+        json={
+            "query": f"image_prefix:{NAME}",
+            "compare": {
+                "training_set_a": first["training_set"],
+                "training_set_b": second["training_set"],
+                "threshold": 0.0,
+            },
+        },
+    )
+    assert compared.status_code == 200, compared.text
+    (row,) = [r for r in compared.json()["comparison"]["labels"] if r["label"] == NAME]
+    rejected = {i for i in reviewed if not concept(truth[i])}  # invisible, as always
+    assert row["items_a"] == sum(s >= 0 for i, (_, s) in v1.items() if i not in rejected)
+    assert row["items_b"] == sum(s >= 0 for _, s in v2.values())
 
     # The same held-out scenes for both: never an example of either version, never reviewed.
     versions = Registry(es, world[0]).require(NAME).versions
