@@ -13,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 OURS = (
     "api",
+    "autotags",
     "cli",
+    "embeddings",
     "evaluation",
     "export",
     "harness",
@@ -45,9 +47,11 @@ ALLOWED = {
     "store": ("store",),
     "export": ("export", "search", "store"),
     "evaluation": ("evaluation", "search", "store"),
-    "indexer": ("indexer", "store"),
+    "embeddings": ("embeddings", "store"),
+    "autotags": ("autotags", "search", "store"),
+    "indexer": ("indexer", "embeddings", "store"),
     "worker": ("worker", "indexer", "store"),
-    "api": ("api", "search", "store", "export", "evaluation"),
+    "api": ("api", "search", "store", "embeddings", "autotags", "export", "evaluation"),
 }
 
 
@@ -60,6 +64,15 @@ def test_imports_follow_the_arrows(package: str) -> None:
 
 
 def test_only_cli_and_the_test_and_bench_harness_import_api() -> None:
-    for package in ("search", "store", "export", "evaluation", "indexer", "worker"):
+    for package in (
+        "search",
+        "store",
+        "embeddings",
+        "autotags",
+        "export",
+        "evaluation",
+        "indexer",
+        "worker",
+    ):
         for module, names in _imports(package).items():
             assert not [n for n in names if n.split(".")[0] == "api"], module
