@@ -8,8 +8,8 @@
 Vectors are 512-dimensional (ViT-B-32's size), drawn by ``harness.vectors.ClusteredVectors``
 (clustered around a shared direction like real CLIP embeddings; the run prints their mean
 pairwise and nearest-neighbour cosine). Recall is measured against exact brute force over the
-same vectors in numpy. Uses ``ES_URL`` or starts a local node. Run anything above 100k items
-under ``flock /work/wt/bench.lock`` on the shared machine.
+same vectors in numpy. Uses ``ES_URL`` or starts a local node. Runs above 100k items are heavy:
+run one at a time on a shared machine.
 
 ``quantization`` loads the same vectors into one index per ``index_options`` type (float
 ``hnsw``, ``int8_hnsw``, ``int4_hnsw``, ``bbq_hnsw``), force-merges each to one segment and
