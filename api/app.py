@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from api import errors, middleware
 from api.es_transport import instrumented_transport
 from api.images import ImageService
+from api.logs import log_started
 from api.metrics import Metrics, metrics_of
 from api.routes import (
     docs,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_client(settings, metrics_of(app))
         app.state.es = client
+        log_started(node_urls(settings), settings.index)
         try:
             yield
         finally:

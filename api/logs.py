@@ -28,20 +28,22 @@ ACCESS_LOGGER: Final = "autotag.access"
 MASK: Final = "***"
 
 access_log = logging.getLogger(ACCESS_LOGGER)
+log = logging.getLogger("autotag.api")
 
 _PATTERNS: Final = (
-    # scheme://user:password@host -> scheme://user:***@host
-    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), rf"\g<1>{MASK}@"),
-    # Authorization: Basic/Bearer/ApiKey <token>
-    (re.compile(r"(?i)\b(basic|bearer|apikey|api-key)(\s+)[A-Za-z0-9+/=._~-]+"), rf"\1\2{MASK}"),
-    # header or parameter named like a credential, as `name: value`, `name=value`, JSON
+    # a header or parameter named like a credential, as `name: value`, `name=value` or JSON;
+    # an `Authorization` value's scheme goes with it
     (
         re.compile(
             r"(?i)((?:authorization|x-api-key|api[_-]?key|password|secret)[\"']?\s*[:=]\s*[\"']?)"
-            r"(?!\*\*\*)[^\s\"',;}&]+"
+            r"(?:(?:basic|bearer|apikey)\s+)?(?!\*\*\*)[^\s\"',;}&]+"
         ),
         rf"\g<1>{MASK}",
     ),
+    # a token after its scheme, wherever it is: Basic/Bearer/ApiKey <token>
+    (re.compile(r"(?i)\b(basic|bearer|apikey)(\s+)(?!\*\*\*)[A-Za-z0-9+/=._~-]+"), rf"\1\2{MASK}"),
+    # scheme://user:password@host -> scheme://user:***@host
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), rf"\g<1>{MASK}@"),
 )
 
 _secrets: set[str] = set()
@@ -110,3 +112,8 @@ def log_config(level: str = "info") -> dict[str, Any]:
         },
         "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
+
+
+def log_started(nodes: list[str], index: str) -> None:
+    """The line that says where this process serves from (node URLs scrubbed like any)."""
+    log.info("serving", extra={"fields": {"elasticsearch": nodes, "index": index}})
