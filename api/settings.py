@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -120,6 +121,14 @@ class Settings(StoreSettings):
         256, description="Most disk space for cached thumbnails (`<cache>/thumbnails`), in MiB."
     )
 
+    # --- operations -------------------------------------------------------------------------
+    metrics: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
+    cors_origins: str | None = Field(
+        None,
+        description="Comma-separated origins (e.g. `https://dash.example.com`) whose pages may "
+        "call the API from a browser (CORS); unset: none, CORS is off.",
+    )
+
     @model_validator(mode="after")
     def _page_sizes_agree(self) -> Settings:
         if self.default_page_size > self.max_page_size:
@@ -131,6 +140,26 @@ class Settings(StoreSettings):
 
     def read_keys(self) -> tuple[ApiKey, ...]:
         return parse_api_keys(self.read_api_keys)
+
+    def cors_origin_list(self) -> list[str]:
+        """The origins of ``AUTOTAG_CORS_ORIGINS``, without trailing slashes."""
+        if not self.cors_origins:
+            return []
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, as text: what the logs must never show."""
+        values = [
+            key.secret.decode(errors="replace") for key in self.review_keys() + self.read_keys()
+        ]
+        for secret in (self.es_api_key, self.es_password):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        for url in self.es_hosts() or ():
+            password = urlsplit(url).password
+            if password:
+                values.append(password)
+        return values
 
     def configured_image_roots(self) -> list[str]:
         """The folders of ``AUTOTAG_IMAGE_ROOTS``, as given (resolved where they are used)."""

@@ -7,6 +7,7 @@ import gc
 import uvicorn
 
 from api.app import create_app
+from api.logs import log_config
 from api.settings import Settings
 
 
@@ -30,6 +31,8 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
+        # JSON lines with the request id; the access line is the app's (autotag.access).
+        log_config=log_config(log_level),
         access_log=access_log,
         # The fast parsers when installed, the pure-Python ones otherwise.
         loop="auto",

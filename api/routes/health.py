@@ -9,11 +9,12 @@ from fastapi import APIRouter
 from api.deps import EsDep, SettingsDep
 from api.models import Live, Ready
 from api.responses import OrjsonResponse
+from api.routes import error_responses
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 
-@router.get("/live", response_model=Live)
+@router.get("/live", response_model=Live, responses=error_responses(always=False))
 async def live() -> Live:
     return Live()
 
@@ -21,7 +22,10 @@ async def live() -> Live:
 @router.get(
     "/ready",
     response_model=Ready,
-    responses={503: {"model": Ready, "description": "Not ready"}},
+    responses={
+        **error_responses(always=False),
+        503: {"model": Ready, "description": "Not ready (the body says what is missing)"},
+    },
 )
 async def ready(es: EsDep, settings: SettingsDep) -> OrjsonResponse:
     cluster_status: str | None = None

@@ -29,11 +29,9 @@ from api.routes import error_responses
 
 router = APIRouter(prefix="/items", tags=["images"])
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    **error_responses(401, 403, 404),
+    **error_responses(401, 403, 404, 413, 415),
     200: {"content": {"image/*": {}}, "description": "The image (raster formats only)"},
     304: {"description": "Not modified (the ETag matched)"},
-    413: {"description": "The image is too large to serve"},
-    415: {"description": "The item's file is not a raster image"},
 }
 
 

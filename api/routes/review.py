@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from api.deps import EsDep, ReviewerDep, SettingsDep
+from api.metrics import MetricsDep, count_reviews
 from api.models import (
     ModifyRequest,
     ReviewAction,
@@ -59,6 +60,7 @@ def _route(
         settings: SettingsDep,
         key: ReviewerDep,
         change: Change,
+        metrics: MetricsDep,
     ) -> OrjsonResponse:
         done = await review(
             es,
@@ -70,6 +72,7 @@ def _route(
             key=key,
         )
         done.item.pop(f.EMBEDDING, None)  # the index's, not the reviewer's
+        count_reviews(metrics, "prediction", action.value)
         return OrjsonResponse(
             {
                 "item": done.item,
@@ -105,10 +108,13 @@ async def save(
     es: EsDep,
     settings: SettingsDep,
     key: ReviewerDep,
+    metrics: MetricsDep,
 ) -> OrjsonResponse:
     """Applied atomically with the item's version: a 409 when the item changed since
     `expected_version`, with `current_item` and `current_version` in its details."""
     done = await save_review(es, settings, item_id=item_id, request=request, key=key)
+    for decision in request.decisions:
+        count_reviews(metrics, "item", decision.action.value)
     return OrjsonResponse(
         {
             "item": done.item,

@@ -10,6 +10,7 @@ from api import bulk_review
 from api.deps import QueryRead, ReviewerDep, read_query
 from api.errors import ApiError
 from api.hints import label_hints
+from api.metrics import MetricsDep, count_reviews
 from api.models import (
     ReviewByQueryError,
     ReviewByQueryPreview,
@@ -56,7 +57,7 @@ async def preview(q: PreviewQuery) -> ReviewByQueryPreview:
     responses=error_responses(400, 401, 403, 409),
     summary="Accept or reject every pending prediction the query matched (its inner hits)",
 )
-async def run(q: ApplyQuery, key: ReviewerDep) -> ReviewByQueryResponse:
+async def run(q: ApplyQuery, key: ReviewerDep, metrics: MetricsDep) -> ReviewByQueryResponse:
     """Concurrency-safe and idempotent; a run cut short finishes when sent again (with its
     `run_id` to keep one id in the history)."""
     es, index, parsed, body = q.es, q.settings.index, q.parsed, q.body
@@ -80,6 +81,7 @@ async def run(q: ApplyQuery, key: ReviewerDep) -> ReviewByQueryResponse:
         api_key=key.name,
         run_id=body.run_id or bulk_review.new_run_id(),
     )
+    count_reviews(metrics, "query", body.action.value, done.predictions)
     return ReviewByQueryResponse(
         query=parsed.canonical,
         action=body.action,
