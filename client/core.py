@@ -1,0 +1,246 @@
+"""What both clients share: settings, headers, the request each call sends, and how an answer
+becomes the API's model or an exception. Only the I/O differs between them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, cast
+
+import httpx
+from pydantic import BaseModel, SecretStr
+
+from api.models import (
+    AcceptDecision,
+    BBox,
+    CompareRequest,
+    CountRequest,
+    CountResponse,
+    EvaluateRequest,
+    FacetsRequest,
+    FacetsResponse,
+    ItemResponse,
+    LabelsResponse,
+    Live,
+    ModifyDecision,
+    ModifyRequest,
+    Ready,
+    RejectDecision,
+    ReviewAction,
+    ReviewByQueryPreview,
+    ReviewByQueryPreviewRequest,
+    ReviewByQueryRequest,
+    ReviewByQueryResponse,
+    ReviewRequest,
+    ReviewResponse,
+    SaveReviewRequest,
+    SaveReviewResponse,
+    SearchRequest,
+    SearchResponse,
+    SortKey,
+    TranslateRequest,
+    TranslateResponse,
+    Version,
+)
+from client import routes
+from client.errors import error_from
+from client.routes import API_KEY_HEADER, Route
+from client.settings import ClientSettings
+from evaluation.report import EvaluationReport
+
+Answer = TypeVar("Answer")
+Decision = AcceptDecision | RejectDecision | ModifyDecision
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[Answer]):
+    """One request, ready to send; ``answer`` reads its response."""
+
+    route: Route[Answer]
+    url: str
+    body: BaseModel | None = None
+    params: Mapping[str, Any] | None = None
+
+    def content(self) -> bytes | None:
+        # Only what the caller set: the API's defaults stay the API's.
+        return None if self.body is None else self.body.model_dump_json(exclude_unset=True).encode()
+
+    def answer(self, response: httpx.Response) -> Answer:
+        status = response.status_code
+        if status != 200 and status not in self.route.also_ok:
+            raise error_from(response)
+        if self.route.answer is bytes:
+            return cast(Answer, response.content)
+        model = cast(type[BaseModel], self.route.answer)
+        return cast(Answer, model.model_validate_json(response.content))
+
+
+def settings_for(
+    url: str | None,
+    api_key: str | None,
+    timeout: float | None,
+    retries: int | None,
+    settings: ClientSettings | None,
+) -> ClientSettings:
+    """The environment's settings, with every argument given winning over its variable."""
+    given: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("api_url", url),
+            ("api_key", None if api_key is None else SecretStr(api_key)),
+            ("api_timeout", timeout),
+            ("api_retries", retries),
+        )
+        if value is not None
+    }
+    if settings is not None:
+        return settings.model_copy(update=given)
+    return ClientSettings(**given)
+
+
+def headers(settings: ClientSettings) -> dict[str, str]:
+    found = {"accept": "application/json", "content-type": "application/json"}
+    key = settings.key()
+    if key is not None:
+        found[API_KEY_HEADER] = key
+    return found
+
+
+def _set(**fields: Any) -> dict[str, Any]:
+    """Keyword arguments the caller gave (``None``: left to the API's default)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+Order = Literal["asc", "desc"]
+_REVIEW_ROUTES = {
+    ReviewAction.ACCEPT: routes.ACCEPT,
+    ReviewAction.REJECT: routes.REJECT,
+    ReviewAction.MODIFY: routes.MODIFY,
+}
+
+
+class Calls:
+    """Every call, built from plain arguments into the API's request models."""
+
+    @staticmethod
+    def search(
+        query: str,
+        *,
+        size: int | None = None,
+        sort: SortKey | str | None = None,
+        order: Order | None = None,
+        cursor: str | None = None,
+        consistent: bool | None = None,
+    ) -> Call[SearchResponse]:
+        body = SearchRequest(
+            **_set(
+                query=query, size=size, sort=sort, order=order, cursor=cursor, consistent=consistent
+            )
+        )
+        return Call(routes.SEARCH, routes.SEARCH.path, body)
+
+    @staticmethod
+    def count(query: str) -> Call[CountResponse]:
+        return Call(routes.COUNT, routes.COUNT.path, CountRequest(query=query))
+
+    @staticmethod
+    def translate(query: str) -> Call[TranslateResponse]:
+        return Call(routes.TRANSLATE, routes.TRANSLATE.path, TranslateRequest(query=query))
+
+    @staticmethod
+    def facets(
+        query: str, *, labels: int | None = None, compare: CompareRequest | None = None
+    ) -> Call[FacetsResponse]:
+        body = FacetsRequest(**_set(query=query, labels=labels, compare=compare))
+        return Call(routes.FACETS, routes.FACETS.path, body)
+
+    @staticmethod
+    def evaluate(query: str, options: Mapping[str, Any]) -> Call[EvaluationReport]:
+        body = EvaluateRequest.model_validate({"query": query, **options})
+        return Call(routes.EVALUATE, routes.EVALUATE.path, body)
+
+    @staticmethod
+    def live() -> Call[Live]:
+        return Call(routes.LIVE, routes.LIVE.path)
+
+    @staticmethod
+    def ready() -> Call[Ready]:
+        return Call(routes.READY, routes.READY.path)
+
+    @staticmethod
+    def labels() -> Call[LabelsResponse]:
+        return Call(routes.LABELS, routes.LABELS.path)
+
+    @staticmethod
+    def item(item_id: str) -> Call[ItemResponse]:
+        return Call(routes.ITEM, routes.ITEM.url(item_id=item_id))
+
+    @staticmethod
+    def image(item_id: str) -> Call[bytes]:
+        return Call(routes.IMAGE, routes.IMAGE.url(item_id=item_id))
+
+    @staticmethod
+    def thumbnail(item_id: str, size: int | None = None) -> Call[bytes]:
+        params = _set(size=size)
+        return Call(routes.THUMBNAIL, routes.THUMBNAIL.url(item_id=item_id), params=params)
+
+    @staticmethod
+    def review(
+        action: ReviewAction,
+        item_id: str,
+        prediction_id: str,
+        *,
+        reviewer: str | None = None,
+        expected_version: Version | None = None,
+        label: str | None = None,
+        bbox: BBox | Mapping[str, float] | None = None,
+    ) -> Call[ReviewResponse]:
+        common = _set(reviewer=reviewer, expected_version=expected_version)
+        route = _REVIEW_ROUTES[action]
+        body: BaseModel
+        if action is ReviewAction.MODIFY:
+            body = ModifyRequest(**common, **_set(label=label, bbox=bbox))
+        else:
+            body = ReviewRequest(**common)
+        return Call(route, route.url(item_id=item_id, prediction_id=prediction_id), body)
+
+    @staticmethod
+    def save_review(
+        item_id: str,
+        decisions: Sequence[Decision | Mapping[str, Any]],
+        expected_version: Version | Mapping[str, int],
+        reviewer: str | None = None,
+    ) -> Call[SaveReviewResponse]:
+        body = SaveReviewRequest.model_validate(
+            {
+                "decisions": list(decisions),
+                "expected_version": expected_version,
+                **_set(reviewer=reviewer),
+            }
+        )
+        return Call(routes.SAVE_REVIEW, routes.SAVE_REVIEW.url(item_id=item_id), body)
+
+    @staticmethod
+    def review_by_query_preview(query: str) -> Call[ReviewByQueryPreview]:
+        body = ReviewByQueryPreviewRequest(query=query)
+        return Call(routes.REVIEW_BY_QUERY_PREVIEW, routes.REVIEW_BY_QUERY_PREVIEW.path, body)
+
+    @staticmethod
+    def review_by_query(
+        query: str,
+        action: ReviewAction | Literal["accept", "reject"],
+        *,
+        expected_predictions: int | None = None,
+        run_id: str | None = None,
+        reviewer: str | None = None,
+    ) -> Call[ReviewByQueryResponse]:
+        body = ReviewByQueryRequest(
+            **_set(
+                query=query,
+                action=action,
+                expected_predictions=expected_predictions,
+                run_id=run_id,
+                reviewer=reviewer,
+            )
+        )
+        return Call(routes.REVIEW_BY_QUERY, routes.REVIEW_BY_QUERY.path, body)

@@ -1,0 +1,102 @@
+"""Every API operation the client calls, declared once: method, path, and the API's own models
+for the request body and the answer. Both clients call through this table, and a test checks
+it against the served OpenAPI schema, so the client cannot drift from the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from api.models import (
+    CountRequest,
+    CountResponse,
+    EvaluateRequest,
+    FacetsRequest,
+    FacetsResponse,
+    ItemResponse,
+    LabelsResponse,
+    Live,
+    ModifyRequest,
+    Ready,
+    ReviewByQueryPreview,
+    ReviewByQueryPreviewRequest,
+    ReviewByQueryRequest,
+    ReviewByQueryResponse,
+    ReviewRequest,
+    ReviewResponse,
+    SaveReviewRequest,
+    SaveReviewResponse,
+    SearchRequest,
+    SearchResponse,
+    TranslateRequest,
+    TranslateResponse,
+)
+from evaluation.report import EvaluationReport
+
+# The header the API reads keys from (checked against the schema's security scheme).
+API_KEY_HEADER = "X-API-Key"
+
+Answer = TypeVar("Answer")
+Method = Literal["GET", "POST", "PUT", "DELETE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route(Generic[Answer]):
+    """One operation. ``answer`` is a model, or ``bytes`` for an image; ``also_ok`` lists
+    statuses besides 200 whose body is still the answer (readiness says 503 with a body)."""
+
+    method: Method
+    path: str
+    body: type[BaseModel] | None
+    answer: type[Answer]
+    query_params: tuple[str, ...] = ()
+    also_ok: frozenset[int] = field(default_factory=frozenset)
+
+    def url(self, **params: str) -> str:
+        """The path with its ``{names}`` filled in, each escaped as one path segment."""
+        return self.path.format(**{name: quote(value, safe="") for name, value in params.items()})
+
+
+SEARCH = Route("POST", "/v1/search", SearchRequest, SearchResponse)
+COUNT = Route("POST", "/v1/count", CountRequest, CountResponse)
+TRANSLATE = Route("POST", "/v1/translate", TranslateRequest, TranslateResponse)
+FACETS = Route("POST", "/v1/facets", FacetsRequest, FacetsResponse)
+LABELS = Route("GET", "/v1/labels", None, LabelsResponse)
+EVALUATE = Route("POST", "/v1/evaluate", EvaluateRequest, EvaluationReport)
+ITEM = Route("GET", "/v1/items/{item_id}", None, ItemResponse)
+IMAGE = Route("GET", "/v1/items/{item_id}/image", None, bytes)
+THUMBNAIL = Route("GET", "/v1/items/{item_id}/thumbnail", None, bytes, query_params=("size",))
+_PREDICTION = "/v1/items/{item_id}/predictions/{prediction_id}"
+ACCEPT = Route("POST", f"{_PREDICTION}/accept", ReviewRequest, ReviewResponse)
+REJECT = Route("POST", f"{_PREDICTION}/reject", ReviewRequest, ReviewResponse)
+MODIFY = Route("POST", f"{_PREDICTION}/modify", ModifyRequest, ReviewResponse)
+SAVE_REVIEW = Route("POST", "/v1/items/{item_id}/review", SaveReviewRequest, SaveReviewResponse)
+REVIEW_BY_QUERY_PREVIEW = Route(
+    "POST", "/v1/review-by-query/preview", ReviewByQueryPreviewRequest, ReviewByQueryPreview
+)
+REVIEW_BY_QUERY = Route("POST", "/v1/review-by-query", ReviewByQueryRequest, ReviewByQueryResponse)
+LIVE = Route("GET", "/v1/health/live", None, Live)
+READY = Route("GET", "/v1/health/ready", None, Ready, also_ok=frozenset({503}))
+
+ROUTES: tuple[Route[Any], ...] = (
+    SEARCH,
+    COUNT,
+    TRANSLATE,
+    FACETS,
+    LABELS,
+    EVALUATE,
+    ITEM,
+    IMAGE,
+    THUMBNAIL,
+    ACCEPT,
+    REJECT,
+    MODIFY,
+    SAVE_REVIEW,
+    REVIEW_BY_QUERY_PREVIEW,
+    REVIEW_BY_QUERY,
+    LIVE,
+    READY,
+)

@@ -1,0 +1,263 @@
+"""``Client``: the API from synchronous Python, typed with the API's own models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import httpx
+from tenacity import Retrying
+
+from api.models import (
+    BBox,
+    CompareRequest,
+    CountResponse,
+    FacetsResponse,
+    ItemResponse,
+    LabelsResponse,
+    Live,
+    Ready,
+    ReviewAction,
+    ReviewByQueryPreview,
+    ReviewByQueryResponse,
+    ReviewResponse,
+    SaveReviewResponse,
+    SearchHit,
+    SearchResponse,
+    SortKey,
+    TranslateResponse,
+    Version,
+)
+from client import retry
+from client.core import Call, Calls, Decision, Order, headers, settings_for
+from client.settings import ClientSettings
+from evaluation.report import EvaluationReport
+
+Answer = TypeVar("Answer")
+
+
+class Client:
+    """A client of one autotag API. Arguments left out come from the environment
+    (``AUTOTAG_API_URL``, ``AUTOTAG_API_KEY``...; see :class:`ClientSettings`)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        settings: ClientSettings | None = None,
+    ) -> None:
+        self.settings = settings_for(url, api_key, timeout, retries, settings)
+        self._http = httpx.Client(
+            base_url=self.settings.api_url,
+            headers=headers(self.settings),
+            timeout=self.settings.api_timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _send(self, call: Call[Answer]) -> Answer:
+        def once() -> Answer:
+            response = self._http.request(
+                call.route.method, call.url, content=call.content(), params=call.params
+            )
+            return call.answer(response)
+
+        return Retrying(**retry.policy(self.settings))(once)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def search_page(
+        self,
+        query: str,
+        *,
+        size: int | None = None,
+        sort: SortKey | str | None = None,
+        order: Order | None = None,
+        cursor: str | None = None,
+        consistent: bool | None = None,
+    ) -> SearchResponse:
+        """One page of hits and the ``next_cursor`` to the next one (``None`` at the end)."""
+        call = Calls.search(
+            query, size=size, sort=sort, order=order, cursor=cursor, consistent=consistent
+        )
+        return self._send(call)
+
+    def pages(
+        self,
+        query: str,
+        *,
+        size: int | None = None,
+        sort: SortKey | str | None = None,
+        order: Order | None = None,
+        consistent: bool | None = None,
+    ) -> Iterator[SearchResponse]:
+        """Every page of the query's hits, following the cursors to the end."""
+        cursor: str | None = None
+        while True:
+            page = self.search_page(
+                query, size=size, sort=sort, order=order, cursor=cursor, consistent=consistent
+            )
+            yield page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def search(
+        self,
+        query: str,
+        *,
+        size: int | None = None,
+        sort: SortKey | str | None = None,
+        order: Order | None = None,
+        consistent: bool | None = None,
+    ) -> Iterator[SearchHit]:
+        """Every hit of the query, page after page (``size`` hits a request)."""
+        for page in self.pages(query, size=size, sort=sort, order=order, consistent=consistent):
+            yield from page.hits
+
+    def count(self, query: str) -> CountResponse:
+        return self._send(Calls.count(query))
+
+    def translate(self, query: str) -> TranslateResponse:
+        return self._send(Calls.translate(query))
+
+    def facets(
+        self, query: str, *, labels: int | None = None, compare: CompareRequest | None = None
+    ) -> FacetsResponse:
+        return self._send(Calls.facets(query, labels=labels, compare=compare))
+
+    def labels(self) -> LabelsResponse:
+        return self._send(Calls.labels())
+
+    def evaluate(self, query: str, **options: Any) -> EvaluationReport:
+        """``options`` are :class:`evaluation.report.EvaluationOptions`' fields."""
+        return self._send(Calls.evaluate(query, options))
+
+    def item(self, item_id: str) -> ItemResponse:
+        return self._send(Calls.item(item_id))
+
+    def image(self, item_id: str) -> bytes:
+        return self._send(Calls.image(item_id))
+
+    def thumbnail(self, item_id: str, *, size: int | None = None) -> bytes:
+        return self._send(Calls.thumbnail(item_id, size))
+
+    def live(self) -> Live:
+        return self._send(Calls.live())
+
+    def ready(self) -> Ready:
+        """Readiness; ``status`` is ``unavailable`` (not an exception) when it is not ready."""
+        return self._send(Calls.ready())
+
+    # --- reviewing (a review key) -------------------------------------------------------------
+
+    def accept(
+        self,
+        item_id: str,
+        prediction_id: str,
+        *,
+        reviewer: str | None = None,
+        expected_version: Version | None = None,
+    ) -> ReviewResponse:
+        return self._send(
+            Calls.review(
+                ReviewAction.ACCEPT,
+                item_id,
+                prediction_id,
+                reviewer=reviewer,
+                expected_version=expected_version,
+            )
+        )
+
+    def reject(
+        self,
+        item_id: str,
+        prediction_id: str,
+        *,
+        reviewer: str | None = None,
+        expected_version: Version | None = None,
+    ) -> ReviewResponse:
+        return self._send(
+            Calls.review(
+                ReviewAction.REJECT,
+                item_id,
+                prediction_id,
+                reviewer=reviewer,
+                expected_version=expected_version,
+            )
+        )
+
+    def modify(
+        self,
+        item_id: str,
+        prediction_id: str,
+        *,
+        label: str | None = None,
+        bbox: BBox | Mapping[str, float] | None = None,
+        reviewer: str | None = None,
+        expected_version: Version | None = None,
+    ) -> ReviewResponse:
+        return self._send(
+            Calls.review(
+                ReviewAction.MODIFY,
+                item_id,
+                prediction_id,
+                label=label,
+                bbox=bbox,
+                reviewer=reviewer,
+                expected_version=expected_version,
+            )
+        )
+
+    def save_review(
+        self,
+        item_id: str,
+        decisions: Sequence[Decision | Mapping[str, Any]],
+        *,
+        expected_version: Version | Mapping[str, int],
+        reviewer: str | None = None,
+    ) -> SaveReviewResponse:
+        """Every decision about one item, applied together or not at all (409 when the item
+        moved past ``expected_version``)."""
+        return self._send(Calls.save_review(item_id, decisions, expected_version, reviewer))
+
+    def review_by_query_preview(self, query: str) -> ReviewByQueryPreview:
+        """The dry run: how many pending predictions the query matched now."""
+        return self._send(Calls.review_by_query_preview(query))
+
+    def review_by_query(
+        self,
+        query: str,
+        action: ReviewAction | Literal["accept", "reject"],
+        *,
+        expected_predictions: int | None = None,
+        run_id: str | None = None,
+        reviewer: str | None = None,
+    ) -> ReviewByQueryResponse:
+        """Accept or reject every pending prediction the query matched; with
+        ``expected_predictions`` (the preview's count), nothing is applied if it changed."""
+        return self._send(
+            Calls.review_by_query(
+                query,
+                action,
+                expected_predictions=expected_predictions,
+                run_id=run_id,
+                reviewer=reviewer,
+            )
+        )
