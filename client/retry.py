@@ -5,6 +5,7 @@ the API cannot tell whether trying again helps."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NoReturn
 
 from tenacity import (
@@ -38,6 +39,21 @@ class wait_retry_after(wait_base):  # named like tenacity's own waits
         return max(asked or 0.0, self.backoff(retry_state))
 
 
+log = logging.getLogger("autotag.client")
+
+
+def _say_why(retry_state: RetryCallState) -> None:
+    """One warning per retry: what the API answered and how long until the next attempt."""
+    outcome = retry_state.outcome
+    error = None if outcome is None else outcome.exception()
+    log.warning(
+        "autotag API answered %s; attempt %d failed, retrying in %.2f s",
+        error,
+        retry_state.attempt_number,
+        retry_state.upcoming_sleep,
+    )
+
+
 def _give_up(retry_state: RetryCallState) -> NoReturn:
     """Raise the last answer's error, saying how many attempts were made."""
     assert retry_state.outcome is not None
@@ -55,5 +71,6 @@ def policy(settings: ClientSettings) -> dict[str, Any]:
         "stop": stop_after_attempt(settings.api_retries)
         | stop_before_delay(settings.api_retry_deadline),
         "wait": wait_retry_after(wait_exponential_jitter(multiplier=0.25, max=10.0, jitter=0.25)),
+        "before_sleep": _say_why,
         "retry_error_callback": _give_up,
     }
