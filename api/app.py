@@ -18,6 +18,7 @@ from api.images import ImageService
 from api.routes import (
     docs,
     evaluate,
+    export,
     facets,
     health,
     images,
@@ -26,6 +27,7 @@ from api.routes import (
     review,
     review_query,
     search,
+    slices,
 )
 from api.settings import Settings
 from store.connection import node_urls, serializers
@@ -84,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         review.router,
         review.item_router,
         review_query.router,
+        slices.router,
+        export.router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")

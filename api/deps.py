@@ -27,6 +27,7 @@ from api.errors import ApiError
 from api.models import QueryBody
 from api.query import Parsed, check_metadata, parse_query
 from api.settings import ApiKey, Settings
+from api.slices import lookup_for
 
 _api_key_header = APIKeyHeader(
     name="X-API-Key",
@@ -123,14 +124,16 @@ class QueryRead(Generic[BodyT]):
 def read_query(model: type[BodyT]) -> Callable[..., Awaitable[QueryRead[BodyT]]]:
     """The dependency of every endpoint that runs a query, for request bodies of ``model``.
 
-    It validates the body, checks the read key, parses the query (memoised), refuses text
+    It validates the body, checks the read key, fetches the saved slices the query names (only
+    when it names one), parses the query (memoised), refuses text
     compared with numeric metadata (with the position) and translates: query errors are the
     same, answered the same way, on every endpoint.
     """
 
     async def read(body: BodyT, reading: ReadDep) -> QueryRead[BodyT]:
         settings = reading.settings
-        parsed = parse_query(body.query, settings.query_max_length)
+        lookup = await lookup_for(reading.es, settings.index, body.query)
+        parsed = parse_query(body.query, settings.query_max_length, lookup)
         await check_metadata(reading.es, settings.index, parsed.ast, body.query)
         return QueryRead(body, parsed, reading.es, settings)
 

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from api.settings import PAGE_SIZE_CEILING
 from evaluation.report import EvaluationOptions
+from export.spec import Content, ExportFormat, ScoreScale, Strategy
+from search import SLICE_NAME_RE
 from search.fields import BAND_RANGES
 from store.schema import PredictionKind, PredictionStatus
 
@@ -229,8 +231,13 @@ class TranslateRequest(QueryBody):
 
 
 class TranslateResponse(BaseModel):
-    query: str = Field(description="The canonical form of the query.")
+    query: str = Field(description="The canonical form of the query (saved slices written out).")
     dsl: dict[str, Any] = Field(description="The Elasticsearch `query` clause it becomes.")
+    slices: dict[str, str] = Field(
+        default_factory=dict,
+        description="The saved slices the query used (directly or through others): name ->"
+        " saved query.",
+    )
 
 
 # --- facets ------------------------------------------------------------------------------------
@@ -538,3 +545,107 @@ class ErrorEnvelope(BaseModel):
 
 
 ReviewEvent.model_rebuild()
+
+
+# --- saved slices ------------------------------------------------------------------------------
+
+SLICE_NAME_PATTERN = f"^{SLICE_NAME_RE.pattern}$"
+SliceName = Annotated[
+    str,
+    Field(
+        pattern=SLICE_NAME_PATTERN,
+        description="Letters, digits, `_`, `.`, `-` (up to 100), not starting with `.` or `-`.",
+        examples=["night_highway"],
+    ),
+]
+
+
+class SliceRequest(_Body):
+    query: QueryText
+    description: str | None = Field(None, max_length=2000, description="What the slice is for.")
+
+
+class SliceInfo(BaseModel):
+    """A saved slice, what it uses and what uses it."""
+
+    name: str
+    query: str = Field(description="The query as saved.")
+    description: str | None
+    references: list[str] = Field(description="Slices its query names directly.")
+    used_by: list[str] = Field(description="Saved slices that use it, directly or through others.")
+    expansion: str | None = Field(
+        description="Its canonical query with every slice written out; null if it no longer"
+        " parses (see `error`)."
+    )
+    error: str | None = Field(
+        None,
+        description="Why it no longer parses (a slice it uses was"
+        " deleted with `force`...), rendered with a caret.",
+    )
+    created_at: str
+    updated_at: str
+
+
+class SliceSaved(BaseModel):
+    slice: SliceInfo
+    created: bool = Field(description="False when an existing slice was replaced.")
+
+
+class SliceList(BaseModel):
+    slices: list[SliceInfo]
+
+
+class SliceDeleted(BaseModel):
+    deleted: str
+    broken: list[str] = Field(
+        description="Slices that used it and no longer resolve (only with `force`)."
+    )
+
+
+class SliceRenameRequest(_Body):
+    to: SliceName
+    update_dependants: bool = Field(
+        False,
+        description="Rewrite the slices that use it to the new name; without this, a slice in"
+        " use is not renamed (409 naming its dependants).",
+    )
+
+
+class SliceRenamed(BaseModel):
+    previous: str
+    slice: SliceInfo
+    updated: list[str] = Field(description="Slices whose query was rewritten to the new name.")
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+class SampleRequest(_Body):
+    strategy: Strategy = Field(
+        description="`uncertain`: the n items whose matched prediction is nearest the decision"
+        " boundary (|score| smallest); `random`: n items drawn with the seed; `stratified`: n"
+        " items per label of the matched predictions, drawn with the seed."
+    )
+    n: int = Field(ge=1, le=10_000_000, description="Items (per label for `stratified`).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="For `random` and `stratified`.")
+
+
+class ExportRequest(QueryBody):
+    format: ExportFormat = Field(
+        description="`jsonl` (autotag's import format, one item per line), `coco` or `yolo`"
+        " (ZIP bundles)."
+    )
+    content: Content = Field(
+        Content.PREDICTIONS,
+        description="`predictions`: every prediction but rejected ones; `reviewed`: accepted"
+        " and modified predictions only (the training signal).",
+    )
+    training_set: str | None = Field(
+        None, min_length=1, max_length=512, description="Only this training set's predictions."
+    )
+    sample: SampleRequest | None = Field(None, description="Default: every matching item.")
+    score_scale: ScoreScale = Field(
+        ScoreScale.PROBABILITY,
+        description="COCO scores: `probability` p = (score + 1) / 2 (what `autotag import`"
+        " reads back by default), or `signed` as stored.",
+    )

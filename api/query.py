@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final, Literal
 
@@ -27,15 +27,16 @@ from api.models import SortKey
 from api.settings import SCORE_PROBE_THRESHOLD
 from search import (
     Node,
-    matched_prediction_filters,
     parse,
     render,
     translate,
+    used_slices,
     visible_predictions_filter,
 )
 from search.ast import Band
 from search.fields import BAND_RANGES
 from search.metadata_types import check_metadata_types, compares_metadata, metadata_field_types
+from search.translate import matched_or_visible_filters
 from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
 
@@ -69,9 +70,7 @@ def sort_clause(ast: Any, key: SortKey, order: Order) -> list[dict[str, Any]]:
     tiebreak = {f.ITEM_ID: {"order": "asc"}}
     if key is SortKey.UPLOADED_AT:
         return [{f.UPLOADED_AT: {"order": order, "missing": "_last"}}, tiebreak]
-    filters = matched_prediction_filters(ast) or {
-        p: visible_predictions_filter(p) for p in f.PREDICTION_PATHS
-    }
+    filters = matched_or_visible_filters(ast)
     sorts: list[dict[str, Any]] = []
     for path in f.PREDICTION_PATHS:
         if path not in filters:
@@ -89,6 +88,7 @@ class Parsed:
 
     ``query`` is the translation (what counts and facets run, and ``/v1/translate`` shows);
     ``hits_query`` the same with inner hits, to tell which predictions of a hit matched.
+    ``slices``: the saved slices it used (name -> saved query), written out in ``canonical``.
     """
 
     ast: Any
@@ -96,23 +96,27 @@ class Parsed:
     query: dict[str, Any]
     hits_query: dict[str, Any]
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]]
+    slices: dict[str, str] = field(default_factory=dict)
 
     def sort(self, key: SortKey, order: Order) -> list[dict[str, Any]]:
         return self.sorts[key, order]
 
 
 @lru_cache(maxsize=2048)
-def parse_query(text: str, max_length: int) -> Parsed:
+def parse_query(text: str, max_length: int, slices: tuple[tuple[str, str], ...] = ()) -> Parsed:
     """Parse and translate ``text``, memoised: dashboards send the same queries over and over.
 
-    Raises :class:`search.QueryError` (not cached). The returned dicts are shared: treat them
-    as read-only.
+    ``slices`` are the saved slices it may use, ``(name, query)`` pairs (part of the memo key:
+    a changed slice is a different query). Raises :class:`search.QueryError` (not cached). The
+    returned dicts are shared: treat them as read-only.
     """
-    ast = parse(text, max_length=max_length)
+    lookup = dict(slices)
+    ast = parse(text, max_length=max_length, slices=lookup)
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]] = {
         (key, order): sort_clause(ast, key, order) for key in SortKey for order in ("asc", "desc")
     }
-    return Parsed(ast, render(ast), translate(ast), translate(ast, inner_hits=True), sorts)
+    used = used_slices(text, lookup)
+    return Parsed(ast, render(ast), translate(ast), translate(ast, inner_hits=True), sorts, used)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 ``autotag up`` is the main job (Elasticsearch, index, sample, API); ``autotag es`` manages the
 local cluster; ``index``/``import``/``import-truth`` run the indexer; ``evaluate`` says which
-model version is better; ``serve`` runs the API; ``update-mapping`` adds a later version's
-fields to an existing index.
+model version is better; ``slices`` manages saved slices; ``export`` writes a query's items for
+retraining; ``serve`` runs the API; ``update-mapping`` adds a later version's fields to an
+existing index.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pydantic import ValidationError
 
 from api.settings import Settings
 from cli.evaluate import add_subcommand as add_evaluate_subcommand
+from cli.export import add_subcommands as add_export_subcommands
 from cli.indexing import add_subcommands as add_indexer_subcommands
+from cli.slices import add_subcommands as add_slices_subcommands
 from store.provision import LocalCluster, ProvisionError
 from store.settings import DEFAULT_CLUSTER_NAME
 
@@ -135,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_indexer_subcommands(commands)
     add_evaluate_subcommand(commands)
+    add_slices_subcommands(commands)
+    add_export_subcommands(commands)
     return parser
 
 

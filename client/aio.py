@@ -26,12 +26,28 @@ from api.models import (
     SaveReviewResponse,
     SearchHit,
     SearchResponse,
+    SliceDeleted,
+    SliceInfo,
+    SliceList,
+    SliceRenamed,
+    SliceSaved,
     SortKey,
     TranslateResponse,
     Version,
 )
 from client import retry
-from client.core import Call, Calls, Decision, Order, headers, settings_for
+from client.core import (
+    Call,
+    Calls,
+    Decision,
+    Destination,
+    Order,
+    Sink,
+    headers,
+    settings_for,
+    statement,
+)
+from client.errors import error_from
 from client.settings import ClientSettings
 from evaluation.report import EvaluationReport
 
@@ -265,3 +281,55 @@ class AsyncClient:
                 reviewer=reviewer,
             )
         )
+
+    # --- saved slices -------------------------------------------------------------------------
+
+    async def slices(self) -> SliceList:
+        """Every saved slice, by name."""
+        return await self._send(Calls.slices())
+
+    async def get_slice(self, name: str) -> SliceInfo:
+        return await self._send(Calls.get_slice(name))
+
+    async def save_slice(
+        self, name: str, query: str, *, description: str | None = None
+    ) -> SliceSaved:
+        """Save ``query`` as ``name`` (a review key; replaces a slice of that name); other
+        queries then say ``slice:name``."""
+        return await self._send(Calls.save_slice(name, query, description))
+
+    async def delete_slice(self, name: str, *, force: bool | None = None) -> SliceDeleted:
+        """Delete a slice; ``Conflict`` naming the slices that use it, unless ``force``."""
+        return await self._send(Calls.delete_slice(name, force))
+
+    async def rename_slice(
+        self, name: str, to: str, *, update_dependants: bool | None = None
+    ) -> SliceRenamed:
+        return await self._send(Calls.rename_slice(name, to, update_dependants))
+
+    # --- export -------------------------------------------------------------------------------
+
+    async def export(
+        self, query: str, to: Destination, *, format: str, **options: Any
+    ) -> dict[str, Any]:
+        """As :meth:`client.sync.Client.export`, awaited."""
+        call = Calls.export(query, format, options)
+
+        async def once() -> dict[str, Any]:
+            async with self._http.stream(
+                call.route.method, call.url, content=call.content()
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise error_from(response)
+                sink = Sink(to)
+                try:
+                    async for chunk in response.aiter_bytes():
+                        sink.write(chunk)
+                except BaseException:
+                    sink.failed()
+                    raise
+                sink.done()
+                return statement(response)
+
+        return await AsyncRetrying(**retry.policy(self.settings))(once)

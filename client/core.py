@@ -3,9 +3,12 @@ becomes the API's model or an exception. Only the I/O differs between them."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, cast
+from pathlib import Path
+from typing import Any, BinaryIO, Generic, Literal, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, SecretStr
@@ -17,6 +20,7 @@ from api.models import (
     CountRequest,
     CountResponse,
     EvaluateRequest,
+    ExportRequest,
     FacetsRequest,
     FacetsResponse,
     ItemResponse,
@@ -37,6 +41,13 @@ from api.models import (
     SaveReviewResponse,
     SearchRequest,
     SearchResponse,
+    SliceDeleted,
+    SliceInfo,
+    SliceList,
+    SliceRenamed,
+    SliceRenameRequest,
+    SliceRequest,
+    SliceSaved,
     SortKey,
     TranslateRequest,
     TranslateResponse,
@@ -244,3 +255,68 @@ class Calls:
             )
         )
         return Call(routes.REVIEW_BY_QUERY, routes.REVIEW_BY_QUERY.path, body)
+
+    @staticmethod
+    def slices() -> Call[SliceList]:
+        return Call(routes.SLICES, routes.SLICES.path)
+
+    @staticmethod
+    def get_slice(name: str) -> Call[SliceInfo]:
+        return Call(routes.SLICE, routes.SLICE.url(name=name))
+
+    @staticmethod
+    def save_slice(name: str, query: str, description: str | None) -> Call[SliceSaved]:
+        body = SliceRequest(**_set(query=query, description=description))
+        return Call(routes.SAVE_SLICE, routes.SAVE_SLICE.url(name=name), body)
+
+    @staticmethod
+    def delete_slice(name: str, force: bool | None) -> Call[SliceDeleted]:
+        params = {"force": "true"} if force else None
+        return Call(routes.DELETE_SLICE, routes.DELETE_SLICE.url(name=name), params=params)
+
+    @staticmethod
+    def rename_slice(name: str, to: str, update_dependants: bool | None) -> Call[SliceRenamed]:
+        body = SliceRenameRequest(**_set(to=to, update_dependants=update_dependants))
+        return Call(routes.RENAME_SLICE, routes.RENAME_SLICE.url(name=name), body)
+
+    @staticmethod
+    def export(query: str, format: str, options: Mapping[str, Any]) -> Call[bytes]:
+        body = ExportRequest.model_validate({"query": query, "format": format, **options})
+        return Call(routes.EXPORT, routes.EXPORT.path, body)
+
+
+Destination = str | os.PathLike[str] | BinaryIO
+
+
+class Sink:
+    """Where an export's bytes go: a file object as given, or a path written through a
+    ``.part`` file renamed into place once the whole export arrived (a failed export leaves
+    nothing behind under the name)."""
+
+    def __init__(self, to: Destination) -> None:
+        self.path = None if hasattr(to, "write") else Path(cast(str, to))
+        self.part = None if self.path is None else self.path.with_name(self.path.name + ".part")
+        self.file: BinaryIO = cast(BinaryIO, to) if self.path is None else self._open()
+
+    def _open(self) -> BinaryIO:
+        assert self.part is not None
+        return self.part.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+
+    def done(self) -> None:
+        if self.path is not None and self.part is not None:
+            self.file.close()
+            self.part.replace(self.path)
+
+    def failed(self) -> None:
+        if self.part is not None:
+            self.file.close()
+            self.part.unlink(missing_ok=True)
+
+
+def statement(response: httpx.Response) -> dict[str, Any]:
+    """What an export holds, as its header states it."""
+    found: dict[str, Any] = json.loads(response.headers[routes.EXPORT_STATEMENT_HEADER])
+    return found

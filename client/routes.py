@@ -14,6 +14,7 @@ from api.models import (
     CountRequest,
     CountResponse,
     EvaluateRequest,
+    ExportRequest,
     FacetsRequest,
     FacetsResponse,
     ItemResponse,
@@ -31,6 +32,13 @@ from api.models import (
     SaveReviewResponse,
     SearchRequest,
     SearchResponse,
+    SliceDeleted,
+    SliceInfo,
+    SliceList,
+    SliceRenamed,
+    SliceRenameRequest,
+    SliceRequest,
+    SliceSaved,
     TranslateRequest,
     TranslateResponse,
 )
@@ -38,6 +46,8 @@ from evaluation.report import EvaluationReport
 
 # The header the API reads keys from (checked against the schema's security scheme).
 API_KEY_HEADER = "X-API-Key"
+# The header an export's statement comes in (checked against the schema's description).
+EXPORT_STATEMENT_HEADER = "X-Autotag-Export"
 
 Answer = TypeVar("Answer")
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -78,6 +88,13 @@ REVIEW_BY_QUERY_PREVIEW = Route(
     "POST", "/v1/review-by-query/preview", ReviewByQueryPreviewRequest, ReviewByQueryPreview
 )
 REVIEW_BY_QUERY = Route("POST", "/v1/review-by-query", ReviewByQueryRequest, ReviewByQueryResponse)
+SLICES = Route("GET", "/v1/slices", None, SliceList)
+SLICE = Route("GET", "/v1/slices/{name}", None, SliceInfo)
+SAVE_SLICE = Route("PUT", "/v1/slices/{name}", SliceRequest, SliceSaved)
+DELETE_SLICE = Route("DELETE", "/v1/slices/{name}", None, SliceDeleted, query_params=("force",))
+RENAME_SLICE = Route("POST", "/v1/slices/{name}/rename", SliceRenameRequest, SliceRenamed)
+# Streamed to a file: a ZIP (coco, yolo) or JSON lines (jsonl).
+EXPORT = Route("POST", "/v1/export", ExportRequest, bytes)
 LIVE = Route("GET", "/v1/health/live", None, Live)
 READY = Route("GET", "/v1/health/ready", None, Ready, also_ok=frozenset({503}))
 
@@ -97,6 +114,12 @@ ROUTES: tuple[Route[Any], ...] = (
     SAVE_REVIEW,
     REVIEW_BY_QUERY_PREVIEW,
     REVIEW_BY_QUERY,
+    SLICES,
+    SLICE,
+    SAVE_SLICE,
+    DELETE_SLICE,
+    RENAME_SLICE,
+    EXPORT,
     LIVE,
     READY,
 )

@@ -25,12 +25,28 @@ from api.models import (
     SaveReviewResponse,
     SearchHit,
     SearchResponse,
+    SliceDeleted,
+    SliceInfo,
+    SliceList,
+    SliceRenamed,
+    SliceSaved,
     SortKey,
     TranslateResponse,
     Version,
 )
 from client import retry
-from client.core import Call, Calls, Decision, Order, headers, settings_for
+from client.core import (
+    Call,
+    Calls,
+    Decision,
+    Destination,
+    Order,
+    Sink,
+    headers,
+    settings_for,
+    statement,
+)
+from client.errors import error_from
 from client.settings import ClientSettings
 from evaluation.report import EvaluationReport
 
@@ -261,3 +277,52 @@ class Client:
                 reviewer=reviewer,
             )
         )
+
+    # --- saved slices -------------------------------------------------------------------------
+
+    def slices(self) -> SliceList:
+        """Every saved slice, by name."""
+        return self._send(Calls.slices())
+
+    def get_slice(self, name: str) -> SliceInfo:
+        return self._send(Calls.get_slice(name))
+
+    def save_slice(self, name: str, query: str, *, description: str | None = None) -> SliceSaved:
+        """Save ``query`` as ``name`` (a review key; replaces a slice of that name); other
+        queries then say ``slice:name``."""
+        return self._send(Calls.save_slice(name, query, description))
+
+    def delete_slice(self, name: str, *, force: bool | None = None) -> SliceDeleted:
+        """Delete a slice; ``Conflict`` naming the slices that use it, unless ``force``."""
+        return self._send(Calls.delete_slice(name, force))
+
+    def rename_slice(
+        self, name: str, to: str, *, update_dependants: bool | None = None
+    ) -> SliceRenamed:
+        return self._send(Calls.rename_slice(name, to, update_dependants))
+
+    # --- export -------------------------------------------------------------------------------
+
+    def export(self, query: str, to: Destination, *, format: str, **options: Any) -> dict[str, Any]:
+        """Stream the query's items to ``to`` (a path, or a binary file) as ``format``
+        (``jsonl``, ``coco``, ``yolo``); ``options`` are the API's ``ExportRequest`` fields
+        (``content``, ``training_set``, ``sample``, ``score_scale``). Returns the export's
+        statement of what it holds. A path is written whole or not at all."""
+        call = Calls.export(query, format, options)
+
+        def once() -> dict[str, Any]:
+            with self._http.stream(call.route.method, call.url, content=call.content()) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise error_from(response)
+                sink = Sink(to)
+                try:
+                    for chunk in response.iter_bytes():
+                        sink.write(chunk)
+                except BaseException:
+                    sink.failed()
+                    raise
+                sink.done()
+                return statement(response)
+
+        return Retrying(**retry.policy(self.settings))(once)

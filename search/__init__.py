@@ -17,10 +17,14 @@ from search.errors import (
     QuerySyntaxError,
     QueryTooDeepError,
     QueryTooLongError,
+    SliceCycleError,
+    SliceError,
+    SliceTooDeepError,
     TypeMismatchError,
     UnbalancedParenthesisError,
     UnknownFieldError,
     UnknownPrefixError,
+    UnknownSliceError,
     UnsupportedOperatorError,
     UnterminatedStringError,
     WildcardError,
@@ -29,10 +33,18 @@ from search.evaluate import evaluate
 from search.fields import BAND_RANGES
 from search.parser import parse
 from search.render import render
+from search.slices import (
+    SLICE_NAME_RE,
+    dependants,
+    rename_references,
+    slice_references,
+    used_slices,
+)
 from search.translate import matched_prediction_filters, translate, visible_predictions_filter
 
 __all__ = [
     "BAND_RANGES",
+    "SLICE_NAME_RE",
     "Band",
     "CountError",
     "EmptyQueryError",
@@ -45,17 +57,25 @@ __all__ = [
     "QuerySyntaxError",
     "QueryTooDeepError",
     "QueryTooLongError",
+    "SliceCycleError",
+    "SliceError",
+    "SliceTooDeepError",
     "TypeMismatchError",
     "UnbalancedParenthesisError",
     "UnknownFieldError",
     "UnknownPrefixError",
+    "UnknownSliceError",
     "UnsupportedOperatorError",
     "UnterminatedStringError",
     "WildcardError",
+    "dependants",
     "evaluate",
     "matched_prediction_filters",
     "parse",
+    "rename_references",
     "render",
+    "slice_references",
     "translate",
+    "used_slices",
     "visible_predictions_filter",
 ]

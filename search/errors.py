@@ -127,3 +127,26 @@ class QueryTooDeepError(QueryError):
     """Too many nested parentheses or NOTs."""
 
     code = "query_too_deep"
+
+
+class SliceError(QueryError):
+    """A ``slice = "name"`` term that cannot be resolved: the caret is on the term in the query
+    the user typed, whichever nested slice the problem lies in."""
+
+    code = "invalid_slice"
+
+
+class UnknownSliceError(SliceError):
+    code = "unknown_slice"
+
+
+class SliceCycleError(SliceError):
+    """Slices that refer to each other in a circle (``a`` uses ``b``, ``b`` uses ``a``)."""
+
+    code = "slice_cycle"
+
+
+class SliceTooDeepError(SliceError):
+    """Slices nested too deep, or a query expanding too many slices."""
+
+    code = "slice_too_deep"

@@ -86,6 +86,8 @@ ITEM_FIELDS: Final = {
 PREFIX_FIELDS: Final = {f"{kind.value}_prefix": kind for kind in PredictionKind}
 # Labels of the imported ground truth: ``truth_object_prefix:pedestrian``.
 TRUTH_PREFIX_FIELDS: Final = {f"truth_{kind.value}_prefix": kind for kind in PredictionKind}
+# `slice = "name"` stands for a saved query (resolved by the parser, see search.slices).
+SLICE_FIELD: Final = "slice"
 METADATA_PREFIX: Final = f.METADATA + "."
 
 # Score bands, from the product page's table: [low, high), except ``high`` which includes 1.0.
@@ -138,7 +140,7 @@ def _did_you_mean(word: str, candidates: list[str]) -> str | None:
 
 
 def all_field_names() -> list[str]:
-    return [*ATTRIBUTES, *ITEM_FIELDS, f"{f.METADATA}.<key>"]
+    return [*ATTRIBUTES, *ITEM_FIELDS, f"{f.METADATA}.<key>", SLICE_FIELD]
 
 
 def lookup_field(name: str, span: Span) -> FieldSpec:
@@ -165,7 +167,8 @@ def lookup_field(name: str, span: Span) -> FieldSpec:
             hint=f"write `{lowered}:<label>`, e.g. `{lowered}:car`",
         )
     hint = _did_you_mean(
-        name, [*ATTRIBUTES, *ITEM_FIELDS, *PREFIX_FIELDS, *TRUTH_PREFIX_FIELDS, f.METADATA]
+        name,
+        [*ATTRIBUTES, *ITEM_FIELDS, *PREFIX_FIELDS, *TRUTH_PREFIX_FIELDS, f.METADATA, SLICE_FIELD],
     )
     raise UnknownFieldError(
         f"unknown field `{name}`",

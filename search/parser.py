@@ -8,12 +8,14 @@ happen as each term is reduced and raise errors that already carry their span.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from importlib.resources import files
-from typing import Any, Final
+from typing import Any, Final, assert_never
 
 from lark import Lark, Token, Transformer
 from lark.common import LexerConf
@@ -31,9 +33,15 @@ from search.errors import (
     QuerySyntaxError,
     QueryTooDeepError,
     QueryTooLongError,
+    SliceCycleError,
+    SliceError,
+    SliceTooDeepError,
     TypeMismatchError,
     UnbalancedParenthesisError,
     UnknownFieldError,
+    UnknownPrefixError,
+    UnknownSliceError,
+    UnsupportedOperatorError,
     UnterminatedStringError,
 )
 from search.fields import (
@@ -43,6 +51,7 @@ from search.fields import (
     NUMBER_RE,
     OBJECT_ONLY_ATTRIBUTES,
     SCORE_EXAMPLE,
+    SLICE_FIELD,
     lookup_field,
     lookup_label,
     read_label,
@@ -106,6 +115,13 @@ class _Builder(Transformer[Token, Node]):
 
     def label(self, children: list[Token]) -> Label:
         name, _, value = children
+        if name.value.lower() == SLICE_FIELD:
+            raise UnknownPrefixError(
+                f"`{SLICE_FIELD}` is compared with `=`, not `:`",
+                name.start_pos or 0,
+                name.end_pos or 0,
+                hint=f'write `{SLICE_FIELD} = "name"` for a saved slice',
+            )
         kind, truth = lookup_label(name.value, _span(name))
         quoted = value.type != "BARE"
         star = value.type == "STRING_STAR"
@@ -114,8 +130,10 @@ class _Builder(Transformer[Token, Node]):
         span = Span(name.start_pos or 0, value.end_pos or 0)
         return Label(kind, text, prefix, span, truth=truth)
 
-    def comparison(self, children: list[Token]) -> Comparison:
+    def comparison(self, children: list[Token]) -> Node:
         name, operator, value = children
+        if name.value.lower() == SLICE_FIELD:
+            return _expand_slice(name, operator, value)
         spec = lookup_field(name.value, _span(name))
         op = Op(operator.value)
         quoted = value.type == "STRING"
@@ -152,6 +170,117 @@ class _Builder(Transformer[Token, Node]):
 
 
 COUNT: Final = "count"
+
+# --- saved slices ------------------------------------------------------------------------------
+# `slice = "name"` is replaced, while parsing, by the tree of the slice's own query, as if it had
+# been written in parentheses in its place: it binds like a group. Every node of that tree gets
+# the span of the `slice = ...` term, so any later error (binding, counts, depth, metadata types)
+# puts its caret on the term the user typed. The names come from a lookup the caller passes to
+# `parse`; this module never fetches anything.
+
+MAX_SLICE_DEPTH: Final = 8
+MAX_SLICE_EXPANSIONS: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Slices:
+    """The slice lookup of one ``parse`` call and where the expansion stands."""
+
+    lookup: Mapping[str, str]
+    chain: tuple[str, ...]  # slices being expanded, outermost first
+    expanded: list[int]  # expansions so far, shared by the whole call
+
+
+_SLICES: ContextVar[_Slices | None] = ContextVar("autotag_slices", default=None)
+
+
+def _arrow(names: Iterable[str]) -> str:
+    return " -> ".join(f"`{name}`" for name in names)
+
+
+def _expand_slice(name: Token, operator: Token, value: Token) -> Node:
+    span = Span(name.start_pos or 0, value.end_pos or 0)
+    if operator.value != "=":
+        raise UnsupportedOperatorError(
+            f"`{SLICE_FIELD}` is compared with `=`, not `{operator.value}`",
+            operator.start_pos or 0,
+            operator.end_pos or 0,
+            hint=f'for items outside a slice write `NOT {SLICE_FIELD} = "..."`',
+        )
+    wanted = unquote(value.value) if value.type == "STRING" else value.value
+    state = _SLICES.get() or _Slices({}, (), [0])
+    if wanted in state.chain:
+        cycle = (*state.chain[state.chain.index(wanted) :], wanted)
+        raise SliceCycleError(
+            f"slices refer to each other in a cycle: {_arrow(cycle)}",
+            span.start,
+            span.end,
+            hint="change one of them so that it does not use the other",
+        )
+    text = state.lookup.get(wanted)
+    if not wanted:
+        raise UnknownSliceError(
+            "empty slice name", span.start, span.end, hint='name a saved slice: `slice = "name"`'
+        )
+    if text is None:
+        close = difflib.get_close_matches(wanted, list(state.lookup), n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean `{close[0]}`?"
+        elif state.lookup:
+            hint = "saved slices: " + ", ".join(sorted(state.lookup)[:10])
+        else:
+            hint = "no slices are saved; save one first"
+        inside = f" (used by {_arrow(state.chain)})" if state.chain else ""
+        message = f"unknown slice `{wanted}`{inside}"
+        raise UnknownSliceError(message, span.start, span.end, hint=hint)
+    if len(state.chain) >= MAX_SLICE_DEPTH:
+        raise SliceTooDeepError(
+            f"slices nest deeper than {MAX_SLICE_DEPTH} levels: {_arrow((*state.chain, wanted))}",
+            span.start,
+            span.end,
+            hint="use the inner slice's query directly",
+        )
+    state.expanded[0] += 1
+    if state.expanded[0] > MAX_SLICE_EXPANSIONS:
+        raise SliceTooDeepError(
+            f"the query expands more than {MAX_SLICE_EXPANSIONS} slices",
+            span.start,
+            span.end,
+            hint="use fewer slices, or slices that use fewer slices",
+        )
+    token = _SLICES.set(replace(state, chain=(*state.chain, wanted)))
+    try:
+        tree = _parse(text, max_length=len(text))
+    except SliceError as error:
+        # Already says which slices; the caret moves out to the term in the enclosing text.
+        raise type(error)(error.message, span.start, span.end, hint=error.hint) from None
+    except QueryError as error:
+        raise SliceError(
+            f"slice `{wanted}` is not a valid query here: {error.message}",
+            span.start,
+            span.end,
+            hint=error.hint,
+        ) from None
+    finally:
+        _SLICES.reset(token)
+    return respan(tree, span)
+
+
+def respan(node: Node, span: Span) -> Node:
+    """``node`` with every span in it set to ``span``."""
+    match node:
+        case Label() | Comparison():
+            return replace(node, span=span)
+        case Not(operand):
+            return Not(respan(operand, span), span)
+        case And(operands):
+            return And(tuple(respan(child, span) for child in operands), span)
+        case Or(operands):
+            return Or(tuple(respan(child, span) for child in operands), span)
+        case Count(condition=condition):
+            return replace(node, condition=respan(condition, span), span=span)
+        case _:
+            assert_never(node)
 
 
 def _count_number(token: Token) -> int:
@@ -266,13 +395,25 @@ KEYWORDS: Final = frozenset(_KEYWORD_TERMINALS)
 BARE_RE: Final = re.compile(_parser().get_terminal("BARE").pattern.to_regexp())
 
 
-def parse(text: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> Node:
-    """Parse a query into its AST; raises only :class:`QueryError` subclasses."""
+def parse(
+    text: str,
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    slices: Mapping[str, str] | None = None,
+) -> Node:
+    """Parse a query into its AST; raises only :class:`QueryError` subclasses.
+
+    ``slices`` maps saved slice names to their query text: each ``slice = "name"`` term is
+    replaced by that query's tree, as if written in parentheses (see ``search.slices``).
+    """
+    token = _SLICES.set(_Slices(slices or {}, (), [0]))
     try:
         return _parse(text, max_length)
     except QueryError as error:
         error.query = text
         raise
+    finally:
+        _SLICES.reset(token)
 
 
 def _parse(text: str, max_length: int) -> Node:

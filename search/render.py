@@ -77,3 +77,8 @@ def _value(value: Number | Text | ScoreBand | Instant) -> str:
             return iso_text(start_ms, whole_day=whole_day)
         case _:
             assert_never(value)
+
+
+def quote_text(value: str) -> str:
+    """A text value as a query writes it: bare when it reads back the same, else quoted."""
+    return _text(value)

@@ -327,3 +327,11 @@ def _any(queries: list[Query]) -> Query:
     if len(should) == 1:
         return should[0]
     return {"bool": {"should": should, "minimum_should_match": 1}}
+
+
+def matched_or_visible_filters(node: Node) -> dict[str, Query]:
+    """:func:`matched_prediction_filters`, or, for a query that matches no prediction, every
+    visible prediction on each path: the predictions a hit's score is read from."""
+    return matched_prediction_filters(node) or {
+        path: visible_predictions_filter(path) for path in f.PREDICTION_PATHS
+    }

@@ -79,7 +79,9 @@ def router(settings: Settings) -> APIRouter:
         summary="The canonical query and the Elasticsearch DSL it becomes, without running it",
     )
     async def explain(q: TranslateQuery) -> TranslateResponse:
-        return TranslateResponse(query=q.parsed.canonical, dsl=q.parsed.query)
+        return TranslateResponse(
+            query=q.parsed.canonical, dsl=q.parsed.query, slices=q.parsed.slices
+        )
 
     return routes
 

@@ -105,7 +105,11 @@ async def test_translate_explains_without_running(client: httpx.AsyncClient) -> 
     query = "object_prefix:car AND score < 0.5"
     response = await client.post("/v1/translate", json={"query": query})
     assert response.status_code == 200
-    assert response.json() == {"query": render(parse(query)), "dsl": translate(parse(query))}
+    assert response.json() == {
+        "query": render(parse(query)),
+        "dsl": translate(parse(query)),
+        "slices": {},
+    }
 
 
 async def test_facets(client: httpx.AsyncClient, seeded: str) -> None:

@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from api.app import create_app
 from api.settings import Settings
 from store.mapping import index_settings, item_mapping
+from store.slices import slices_index
 from tests.api.conftest import ITEMS, REVIEW_KEY, seed
 
 pytestmark = pytest.mark.es
@@ -68,6 +69,7 @@ def server_url(es: Elasticsearch, es_url: str) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         es.indices.delete(index=index, ignore_unavailable=True)
+        es.indices.delete(index=slices_index(index), ignore_unavailable=True)
 
 
 # JSON Schema cannot say which strings are valid queries or cursors, that a box belongs to
@@ -98,7 +100,7 @@ def test_api_conforms_to_its_schema(server_url: str, mode: GenerationMode) -> No
     # loader does not run under pytest 9.
     schema = schemathesis.openapi.from_url(f"{server_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 17
+    assert len(operations) == 23
 
     for operation in operations:
         if mode is GenerationMode.NEGATIVE and operation.path.startswith("/v1/health"):

@@ -13,6 +13,7 @@ from api.app import create_app
 from api.settings import Settings
 from client import Client
 from harness.browser import served
+from store.slices import slices_index
 from tests.api.conftest import ITEMS, OTHER_REVIEW_KEY, READ_KEY, REVIEW_KEY, seed
 
 __all__ = ["OTHER_REVIEW_KEY", "READ_KEY", "REVIEW_KEY"]
@@ -38,8 +39,11 @@ def anyio_backend() -> str:
 def api_url(es: Elasticsearch, es_url: str, item_index: str) -> Iterator[str]:
     """The base URL of a real server whose index holds ``ITEMS``."""
     seed(es, item_index, ITEMS)
-    with served(create_app(settings_for(es_url, item_index))) as url:
-        yield url
+    try:
+        with served(create_app(settings_for(es_url, item_index))) as url:
+            yield url
+    finally:  # what saving a slice made beside the items
+        es.indices.delete(index=slices_index(item_index), ignore_unavailable=True)
 
 
 @pytest.fixture

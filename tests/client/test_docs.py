@@ -29,8 +29,9 @@ def test_the_settings_table_is_the_settings_model() -> None:
 
 @pytest.mark.es
 def test_the_examples_run_against_a_real_server(
-    api_url: str, monkeypatch: pytest.MonkeyPatch
+    api_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the files the examples write
     monkeypatch.setenv("AUTOTAG_API_URL", api_url)
     monkeypatch.setenv("AUTOTAG_API_KEY", REVIEW_KEY)
     parser = doctest.DocTestParser()

@@ -11,7 +11,7 @@ import pytest
 
 from api.app import create_app
 from api.settings import Settings
-from client.routes import API_KEY_HEADER, ROUTES, Route
+from client.routes import API_KEY_HEADER, EXPORT, EXPORT_STATEMENT_HEADER, ROUTES, Route
 
 # No node is needed for the schema: nothing listens here.
 SCHEMA: dict[str, Any] = create_app(Settings(es_url="http://127.0.0.1:9", index="x")).openapi()
@@ -88,3 +88,8 @@ def test_errors_are_read_with_the_apis_envelope() -> None:
             if status.startswith(("4", "5")) and "application/json" in answer.get("content", {}):
                 refs = _refs(answer["content"]["application/json"]["schema"])
                 assert refs <= {"ErrorEnvelope", "Ready"}, (route.path, status, refs)
+
+
+def test_an_exports_statement_comes_in_the_header_the_api_names() -> None:
+    answer = _operation(EXPORT)["responses"]["200"]
+    assert f"`{EXPORT_STATEMENT_HEADER}`" in answer["description"]

@@ -22,6 +22,14 @@ from typing import Any
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 SEPARATOR = "---"
+# The saved slices every golden query is parsed with (see golden/slices.txt).
+GOLDEN_SLICES: dict[str, str] = {
+    "cars": "object_prefix:car",
+    "confident_cars": "slice = cars AND score >= 0.8",
+    "night_highway": "image_prefix:time_of_day_night AND image_prefix:scene_highway",
+    "v2": 'training_set = "model_v2"',
+    "crowded": "count(object_prefix:pedestrian AND score >= 0.6) >= 5",
+}
 
 
 @dataclass

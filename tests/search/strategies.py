@@ -4,8 +4,10 @@ and item documents with the awkward cases the semantics care about."""
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from hypothesis import strategies as st
@@ -37,6 +39,7 @@ from search.fields import (
     OBJECT_ONLY_ATTRIBUTES,
     ValueType,
 )
+from search.render import render
 from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
 
@@ -209,13 +212,13 @@ def small_counts() -> st.SearchStrategy[Count]:
     return counts(small_label(), small_attribute(), st.integers(0, 4))
 
 
-def small_trees() -> st.SearchStrategy[Node]:
+def small_trees(depth: int = 3) -> st.SearchStrategy[Node]:
     """Queries over the small world; attributes are frequent so binding is exercised."""
     round_two = small_comparison([f.TAGGED_BY, *f.BOX_GEOMETRY])  # coverage and geometry
     leaves = st.one_of(
         small_label(), small_attribute(), small_comparison(), small_counts(), round_two
     )
-    return trees(leaves, depth=3).filter(binds)
+    return trees(leaves, depth=depth).filter(binds)
 
 
 # --- the general tree: any value the parser can produce --------------------------------------
@@ -446,3 +449,38 @@ def random_item(rng: random.Random, item_id: str) -> dict[str, Any]:
     if metadata:
         item[f.METADATA] = metadata
     return item
+
+
+# --- saved slices ------------------------------------------------------------------------------
+SLICE_NAMES = ["s0", "s1", "s2", "s3"]
+_SLICE_TERM = re.compile(r'slice = "(s\d)"')
+
+
+@cache
+def _sliced_text(names: tuple[str, ...]) -> st.SearchStrategy[str]:
+    """Query text mixing parenthesised small trees and ``slice = "sN"`` terms over ``names``.
+
+    Built once per ``names``: Hypothesis validates a new strategy on every use.
+    """
+    leaf = small_trees(depth=2).map(lambda tree: f"({render(tree)})")
+    if names:
+        term = st.sampled_from(names).map(lambda name: f'slice = "{name}"')
+        leaf = st.one_of(term, leaf, term)
+    negated = st.tuples(st.booleans(), leaf).map(lambda t: ("NOT " if t[0] else "") + t[1])
+    return st.tuples(
+        st.sampled_from([" AND ", " OR ", " "]), st.lists(negated, min_size=1, max_size=3)
+    ).map(lambda t: t[0].join(t[1]))
+
+
+@st.composite
+def sliced_queries(draw: st.DrawFn) -> tuple[dict[str, str], str]:
+    """Saved slices ``s0..s3`` (each may use the ones before it) and a query using them."""
+    slices: dict[str, str] = {}
+    for number, name in enumerate(SLICE_NAMES):
+        slices[name] = draw(_sliced_text(tuple(SLICE_NAMES[:number])))
+    return slices, draw(_sliced_text(tuple(SLICE_NAMES)))
+
+
+def substitute(text: str, slices: dict[str, str]) -> str:
+    """The reference meaning of a slice: its query text, in parentheses, in place of the term."""
+    return _SLICE_TERM.sub(lambda m: "(" + substitute(slices[m.group(1)], slices) + ")", text)

@@ -25,10 +25,18 @@ from hypothesis import strategies as st
 
 from search import evaluate, parse, render, translate
 from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or
+from search.errors import QueryError
 from store import schema as f
 from store.documents import prepare_item
 from store.mapping import index_settings, item_mapping
-from tests.search.strategies import items, random_item, small_trees, stored
+from tests.search.strategies import (
+    items,
+    random_item,
+    sliced_queries,
+    small_trees,
+    stored,
+    substitute,
+)
 
 CORPUS_SIZE = 250
 BATCH = 20
@@ -195,3 +203,32 @@ def test_random_corpus_agrees_with_evaluator(
         _check(es, index, documents, trees)
     finally:
         es.indices.delete(index=index, ignore_unavailable=True)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
+@given(st.lists(sliced_queries(), min_size=BATCH // 2, max_size=BATCH // 2))
+def test_queries_with_slices_agree_with_evaluator(
+    es: Elasticsearch,
+    corpus: tuple[str, list[dict[str, Any]]],
+    cases: list[tuple[dict[str, str], str]],
+) -> None:
+    """Slices resolved by the parser: Elasticsearch and the evaluator agree on the resolved
+    tree, and it is the tree of the query with every slice written out in parentheses."""
+    index, documents = corpus
+    trees: list[Node] = []
+    for slices, query in cases:
+        try:
+            tree = parse(query, slices=slices)
+        except QueryError:
+            continue  # refused written out too (tests/search/test_slices.py)
+        assert tree == parse(substitute(query, slices)), query
+        trees.append(tree)
+    _check(es, index, documents, trees)

@@ -51,8 +51,16 @@ def _sample_items() -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def _sample_slices() -> dict[str, str]:
+    text = DOC.read_text(encoding="utf-8")
+    body = text.split("<!-- sample-slices -->\n```json\n", 1)[1].split("```", 1)[0]
+    slices: dict[str, str] = json.loads(body)
+    return slices
+
+
 EXAMPLES = _examples()
 ITEMS = _sample_items()
+SLICES = _sample_slices()
 
 
 def test_the_reference_has_examples() -> None:
@@ -67,7 +75,7 @@ def test_the_reference_has_examples() -> None:
     ("sample_set", "query", "expected"), EXAMPLES, ids=[q for _, q, _ in EXAMPLES]
 )
 def test_example_with_evaluator(sample_set: str, query: str, expected: set[str]) -> None:
-    tree = parse(query)
+    tree = parse(query, slices=SLICES)
     assert {item["item_id"] for item in ITEMS[sample_set] if evaluate(tree, item)} == expected
 
 
@@ -76,7 +84,7 @@ def test_error_example(body: str) -> None:
     query, marker = body.rstrip("\n").rsplit("\n", 1)
     expected = getattr(search, marker.removeprefix("# error:").strip())
     with pytest.raises(QueryError) as caught:
-        parse(query)
+        parse(query, slices=SLICES)
     assert type(caught.value) is expected
 
 
@@ -109,6 +117,6 @@ def test_examples_on_elasticsearch(es: Elasticsearch, item_index: str) -> None:
     for sample_set, query, expected in EXAMPLES:
         # The sets share the index; each example looks at its own set's items only.
         ids = {"ids": {"values": [item["item_id"] for item in ITEMS[sample_set]]}}
-        body = {"bool": {"filter": [translate(parse(query)), ids]}}
+        body = {"bool": {"filter": [translate(parse(query, slices=SLICES)), ids]}}
         response = es.search(index=item_index, query=body, size=100)
         assert {hit["_id"] for hit in response["hits"]["hits"]} == expected, query

@@ -17,6 +17,20 @@ import search
 from search import QueryError, parse
 
 TABLE = Path(__file__).parent / "errors.txt"
+# The saved slices every query of the table is parsed with.
+ERROR_SLICES: dict[str, str] = {
+    "cars": "object_prefix:car",
+    "images": "image_prefix:weather",
+    "loop_a": "slice = loop_b",
+    "loop_b": "dataset = x AND slice = loop_a",
+    "uses_missing": "object_prefix:car OR slice = nothere",
+    "broken": "scor >= 0.5",
+    "item_fields": "dataset = train",
+    **{f"deep{n}": f"slice = deep{n + 1}" for n in range(9)},
+    "deep9": "object_prefix:car",
+    "fan0": "object_prefix:car",
+    **{f"fan{n}": " OR ".join([f"slice = fan{n - 1}"] * 4) for n in (1, 2, 3)},
+}
 
 
 @dataclass
@@ -47,7 +61,7 @@ def read_table() -> list[ErrorCase]:
 
 def _raise(query: str) -> QueryError:
     with pytest.raises(QueryError) as caught:
-        parse(query)
+        parse(query, slices=ERROR_SLICES)
     return caught.value
 
 
