@@ -319,7 +319,7 @@ class AsyncClient:
             async with self._http.stream(
                 call.route.method, call.url, content=call.content()
             ) as response:
-                if response.status_code != 200:
+                if response.status_code not in call.route.ok:
                     await response.aread()
                     raise error_from(response)
                 sink = Sink(to)

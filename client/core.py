@@ -77,8 +77,7 @@ class Call(Generic[Answer]):
         return None if self.body is None else self.body.model_dump_json(exclude_unset=True).encode()
 
     def answer(self, response: httpx.Response) -> Answer:
-        status = response.status_code
-        if status != 200 and status not in self.route.also_ok:
+        if response.status_code not in self.route.ok:
             raise error_from(response)
         if self.route.answer is bytes:
             return cast(Answer, response.content)

@@ -4,7 +4,7 @@ it against the served OpenAPI schema, so the client cannot drift from the API.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
@@ -55,15 +55,15 @@ Method = Literal["GET", "POST", "PUT", "DELETE"]
 
 @dataclass(frozen=True, slots=True)
 class Route(Generic[Answer]):
-    """One operation. ``answer`` is a model, or ``bytes`` for an image; ``also_ok`` lists
-    statuses besides 200 whose body is still the answer (readiness says 503 with a body)."""
+    """One operation. ``answer`` is a model, or ``bytes`` for an image or an export; ``ok``
+    lists the statuses whose body is the answer (readiness answers 503 with its body too)."""
 
     method: Method
     path: str
     body: type[BaseModel] | None
     answer: type[Answer]
     query_params: tuple[str, ...] = ()
-    also_ok: frozenset[int] = field(default_factory=frozenset)
+    ok: frozenset[int] = frozenset({200})
 
     def url(self, **params: str) -> str:
         """The path with its ``{names}`` filled in, each escaped as one path segment."""
@@ -96,7 +96,7 @@ RENAME_SLICE = Route("POST", "/v1/slices/{name}/rename", SliceRenameRequest, Sli
 # Streamed to a file: a ZIP (coco, yolo) or JSON lines (jsonl).
 EXPORT = Route("POST", "/v1/export", ExportRequest, bytes)
 LIVE = Route("GET", "/v1/health/live", None, Live)
-READY = Route("GET", "/v1/health/ready", None, Ready, also_ok=frozenset({503}))
+READY = Route("GET", "/v1/health/ready", None, Ready, ok=frozenset({200, 503}))
 
 ROUTES: tuple[Route[Any], ...] = (
     SEARCH,

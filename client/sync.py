@@ -312,7 +312,7 @@ class Client:
 
         def once() -> dict[str, Any]:
             with self._http.stream(call.route.method, call.url, content=call.content()) as response:
-                if response.status_code != 200:
+                if response.status_code not in call.route.ok:
                     response.read()
                     raise error_from(response)
                 sink = Sink(to)
