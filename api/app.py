@@ -26,6 +26,7 @@ from api.routes import (
     page,
     review,
     review_query,
+    runs,
     search,
     slices,
 )
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         review_query.router,
         slices.router,
         export.router,
+        runs.router(settings),
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")

@@ -121,6 +121,16 @@ class QueryRead(Generic[BodyT]):
     settings: Settings
 
 
+async def resolve_query(es: AsyncElasticsearch, settings: Settings, text: str) -> Parsed:
+    """The one way query text becomes a query, for reads and for runs alike: parsed
+    (memoised) with the saved slices it names, text compared with numeric metadata refused with
+    its position, translated."""
+    lookup = await lookup_for(es, settings.index, text)
+    parsed = parse_query(text, settings.query_max_length, lookup)
+    await check_metadata(es, settings.index, parsed.ast, text)
+    return parsed
+
+
 def read_query(model: type[BodyT]) -> Callable[..., Awaitable[QueryRead[BodyT]]]:
     """The dependency of every endpoint that runs a query, for request bodies of ``model``.
 
@@ -131,11 +141,8 @@ def read_query(model: type[BodyT]) -> Callable[..., Awaitable[QueryRead[BodyT]]]
     """
 
     async def read(body: BodyT, reading: ReadDep) -> QueryRead[BodyT]:
-        settings = reading.settings
-        lookup = await lookup_for(reading.es, settings.index, body.query)
-        parsed = parse_query(body.query, settings.query_max_length, lookup)
-        await check_metadata(reading.es, settings.index, parsed.ast, body.query)
-        return QueryRead(body, parsed, reading.es, settings)
+        parsed = await resolve_query(reading.es, reading.settings, body.query)
+        return QueryRead(body, parsed, reading.es, reading.settings)
 
     # FastAPI validates the body against the parameter's annotation. The model is an argument
     # because search's is built per app (its page-size bound is configuration).

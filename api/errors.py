@@ -150,6 +150,33 @@ def whole_answer(response: Any) -> Any:
     return response
 
 
+_INT64: Final = 2**63
+
+
+def refuse_unstorable(value: Any, loc: tuple[str | int, ...] = ("body",)) -> None:
+    """A 400 naming where ``value`` (a request body, as data) holds an integer beyond 64 bits.
+
+    JSON allows any integer and JSON Schema cannot bound those of free-form metadata, but no
+    document can hold one: it is refused up front, with its place, before anything is written.
+    (Lone UTF-16 surrogates, the other thing no document can hold, never get this far: the
+    body's JSON parser refuses them.)
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -_INT64 <= value < _INT64:
+            raise ApiError(
+                400,
+                "invalid_value",
+                "Cannot be stored: integers must fit in 64 bits",
+                {"loc": list(loc)},
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            refuse_unstorable(item, (*loc, str(key)))
+    elif isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            refuse_unstorable(item, (*loc, position))
+
+
 def _es_reason(exc: elasticsearch.ApiError) -> dict[str, Any]:
     """The error type and reason ES reports; never headers, URLs or credentials."""
     body = exc.body if isinstance(exc.body, Mapping) else {}

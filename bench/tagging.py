@@ -49,6 +49,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.gc_tuning import tune_gc_for_bulk_work
+from harness.images import ImageFormat, make_dataset
 from indexer import models as shipped
 from indexer.clip_tagger import ClipTagger
 from indexer.decoding import decode_min_side, open_image
@@ -56,7 +57,6 @@ from indexer.detector import ObjectDetector
 from indexer.pipeline import IndexOptions, default_workers, run_index
 from indexer.report import Writer
 from indexer.sources import open_source
-from indexer.synthetic.world import render_scene
 from indexer.taxonomy import load_taxonomy
 from store.connection import connect
 from store.mapping import index_settings, item_mapping
@@ -88,48 +88,6 @@ def model_specs(which: str = "tiny") -> tuple[str, str, str]:
     else:
         detector = "random:autotag_tiny_fasterrcnn"
     return clip[0], clip[1], detector
-
-
-@dataclass(frozen=True)
-class ImageFormat:
-    width: int = 192
-    height: int = 128
-    suffix: str = "png"
-
-    @classmethod
-    def parse(cls, size: str, suffix: str) -> ImageFormat:
-        width, _, height = size.lower().partition("x")
-        return cls(int(width), int(height), suffix)
-
-    def __str__(self) -> str:
-        return f"{self.width}x{self.height}-{self.suffix}"
-
-
-def make_dataset(
-    root: Path, size: int, unique: int, fmt: ImageFormat = ImageFormat(), seed: int = 5
-) -> Path:
-    """A folder of ``size`` images: ``unique`` rendered scenes, hard-linked round-robin."""
-    scenes = root / f"scenes-{seed}-{unique}-{fmt}"
-    scenes.mkdir(parents=True, exist_ok=True)
-    for index in range(unique):
-        path = scenes / f"{index:06d}.{fmt.suffix}"
-        if not path.exists():
-            image, _ = render_scene(seed, index, size=(fmt.width, fmt.height))
-            if fmt.suffix == "jpeg":
-                image.save(path, quality=90)
-            else:
-                image.save(path)
-    folder = root / f"data-{seed}-{unique}-{fmt}-{size}"
-    if not folder.exists():
-        partial = folder.with_suffix(".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        for index in range(size):
-            target = partial / f"{index // 1000:03d}" / f"{index:07d}.{fmt.suffix}"
-            target.parent.mkdir(exist_ok=True)
-            if not target.exists():
-                os.link(scenes / f"{index % unique:06d}.{fmt.suffix}", target)
-        partial.rename(folder)
-    return folder
 
 
 def bare_forward(

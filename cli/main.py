@@ -1,10 +1,11 @@
 """The ``autotag`` command: one entry point for the whole product.
 
-``autotag up`` is the main job (Elasticsearch, index, sample, API); ``autotag es`` manages the
-local cluster; ``index``/``import``/``import-truth`` run the indexer; ``evaluate`` says which
-model version is better; ``slices`` manages saved slices; ``export`` writes a query's items for
-retraining; ``serve`` runs the API; ``update-mapping`` adds a later version's fields to an
-existing index.
+``autotag up`` is the main job (Elasticsearch, index, sample, API, a worker); ``autotag es``
+manages the local cluster; ``index``/``import``/``import-truth`` run the indexer; ``worker``
+executes runs, ``runs`` lists, watches and cancels them, ``watch`` registers a folder's new
+images; ``evaluate`` says which model version is better; ``slices`` manages saved slices;
+``export`` writes a query's items for retraining; ``serve`` runs the API; ``update-mapping`` adds
+a later version's fields to an existing index.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from api.settings import Settings
 from cli.evaluate import add_subcommand as add_evaluate_subcommand
 from cli.export import add_subcommands as add_export_subcommands
 from cli.indexing import add_subcommands as add_indexer_subcommands
+from cli.runs import add_subcommands as add_run_subcommands
 from cli.slices import add_subcommands as add_slices_subcommands
+from store.model_choice import CatalogueError
 from store.provision import LocalCluster, ProvisionError
 from store.settings import DEFAULT_CLUSTER_NAME
 
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_subcommand(commands)
     add_slices_subcommands(commands)
     add_export_subcommands(commands)
+    add_run_subcommands(commands)
     return parser
 
 
@@ -151,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args, settings)
     except ProvisionError as error:
         print(f"autotag: {error.message}\n  how to fix: {error.fix}", file=sys.stderr)
+        return 2
+    except CatalogueError as error:  # AUTOTAG_MODELS_FILE that does not parse
+        print(f"autotag: {error}", file=sys.stderr)
         return 2
     except ValidationError as error:  # a setting from the environment that does not parse
         for problem in error.errors():

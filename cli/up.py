@@ -3,9 +3,10 @@
 Starts (or finds) Elasticsearch, creates the index behind its alias, loads the sample
 predictions through the product's writer, tags a small synthetic image dataset with the shipped
 tiny CLIP model and detector (recording their folder, so the review page shows them), prints the
-cluster health, then serves the API and the review page and prints example queries to try with
-curl, and a review that works: the main job makes a local review key on its first run (kept in
-the cache, readable by its owner only), serves with it, and prints it for the page.
+cluster health, then starts one worker (``autotag worker``, a child process that executes runs)
+and serves the API and the review page, and prints example queries to try with curl, and a
+review that works: the main job makes a local review key on its first run (kept in the cache,
+readable by its owner only), serves with it, and prints it for the page.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -182,5 +185,34 @@ def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: 
         print(f"  curl -s {base}/v1/items/sample-00001\n  open {base}/ (the review page)")
         print(f"  open {base}/docs (the API)")
         served = with_local_review_key(settings, secret)
-        run_api(served.model_copy(update={"es_url": ",".join(urls)}), host=host, port=port)
+        worker = start_worker(urls)
+        print(
+            f"autotag: a worker (pid {worker.pid}) tags runs; start one:\n"
+            f"  curl -s -X POST {base}/v1/runs -H 'X-API-Key: {secret}' "
+            "-H 'content-type: application/json' "
+            f"""-d '{{"dataset": "synthetic_drives", "training_set": "demo_v2"}}'\n"""
+            "  autotag runs watch RUN_ID"
+        )
+        try:
+            run_api(served.model_copy(update={"es_url": ",".join(urls)}), host=host, port=port)
+        finally:
+            stop_worker(worker)
     return 0
+
+
+def start_worker(urls: list[str]) -> subprocess.Popen[bytes]:
+    """``autotag worker`` as a child process (runs are tagged outside the API's process)."""
+    env = {**os.environ, "AUTOTAG_ES_URL": ",".join(urls)}
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env)
+
+
+def stop_worker(worker: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """SIGTERM (the worker gives its batch back), then SIGKILL if it does not exit in time."""
+    if worker.poll() is not None:
+        return
+    worker.terminate()
+    try:
+        worker.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()

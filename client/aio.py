@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -35,6 +36,14 @@ from api.models import (
     TranslateResponse,
     Version,
 )
+from api.run_models import (
+    DatasetAutotag,
+    ModelsResponse,
+    NewItemBody,
+    RegisterResponse,
+    Run,
+    RunList,
+)
 from client import retry
 from client.core import (
     Call,
@@ -43,6 +52,7 @@ from client.core import (
     Destination,
     Order,
     Sink,
+    changed,
     headers,
     settings_for,
     statement,
@@ -333,3 +343,76 @@ class AsyncClient:
                 return statement(response)
 
         return await AsyncRetrying(**retry.policy(self.settings))(once)
+
+    # --- runs (submitting, cancelling and auto-tagging need a review key) ----------------------
+
+    async def register_items(
+        self, items: Sequence[NewItemBody | Mapping[str, Any]], *, dataset: str | None = None
+    ) -> RegisterResponse:
+        """Register new items (``uri``, optional ``item_id``, ``dataset``, ``metadata``);
+        datasets with auto-tagging queue their tagging."""
+        return await self._send(Calls.register_items(items, dataset))
+
+    async def submit_run(
+        self,
+        training_set: str,
+        *,
+        query: str | None = None,
+        dataset: str | None = None,
+        uris: Sequence[str] | None = None,
+        models: str | None = None,
+    ) -> Run:
+        """Tag the items a query finds, a dataset, or new ``uris`` (of ``dataset``) with a
+        model set of :meth:`models`; workers (``autotag worker``) execute it."""
+        call = Calls.submit_run(
+            training_set, query=query, dataset=dataset, uris=uris, models=models
+        )
+        return await self._send(call)
+
+    async def runs(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        origin: str | None = None,
+        training_set: str | None = None,
+        size: int | None = None,
+    ) -> RunList:
+        """The most recent runs, newest first."""
+        states = [state] if isinstance(state, str) else state
+        call = Calls.runs(state=states, origin=origin, training_set=training_set, size=size)
+        return await self._send(call)
+
+    async def run(self, run_id: str) -> Run:
+        return await self._send(Calls.run(run_id))
+
+    async def cancel_run(self, run_id: str) -> Run:
+        """Cancel a queued or running run (``Conflict`` when it already finished)."""
+        return await self._send(Calls.cancel_run(run_id))
+
+    async def watch_run(self, run_id: str, *, interval: float = 1.0) -> AsyncIterator[Run]:
+        """The run now, then each time it moves, until it finished (done, failed, cancelled)."""
+        shown: Run | None = None
+        while True:
+            now = await self.run(run_id)
+            if changed(shown, now):
+                yield now
+                shown = now
+            if now.state.finished:
+                return
+            await asyncio.sleep(interval)
+
+    async def models(self) -> ModelsResponse:
+        """The model sets runs may name, and whether their weights are here."""
+        return await self._send(Calls.models())
+
+    async def set_dataset_autotag(
+        self, dataset: str, *, training_set: str, models: str | None = None
+    ) -> DatasetAutotag:
+        """Tag the dataset's new items with these models as they are registered."""
+        return await self._send(Calls.set_dataset_autotag(dataset, training_set, models))
+
+    async def dataset_autotag(self, dataset: str) -> DatasetAutotag:
+        return await self._send(Calls.dataset_autotag(dataset))
+
+    async def stop_dataset_autotag(self, dataset: str) -> None:
+        await self._send(Calls.stop_dataset_autotag(dataset))

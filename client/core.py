@@ -53,6 +53,18 @@ from api.models import (
     TranslateResponse,
     Version,
 )
+from api.run_models import (
+    DatasetAutotag,
+    DatasetAutotagRequest,
+    ModelsResponse,
+    NewItemBody,
+    RegisterRequest,
+    RegisterResponse,
+    Run,
+    RunFilter,
+    RunList,
+    RunRequest,
+)
 from client import routes
 from client.errors import error_from
 from client.routes import API_KEY_HEADER, Route
@@ -81,6 +93,8 @@ class Call(Generic[Answer]):
             raise error_from(response)
         if self.route.answer is bytes:
             return cast(Answer, response.content)
+        if self.route.answer is type(None):
+            return self.route.answer()  # None: the answer has no body
         model = cast(type[BaseModel], self.route.answer)
         return cast(Answer, model.model_validate_json(response.content))
 
@@ -282,6 +296,76 @@ class Calls:
     def export(query: str, format: str, options: Mapping[str, Any]) -> Call[bytes]:
         body = ExportRequest.model_validate({"query": query, "format": format, **options})
         return Call(routes.EXPORT, routes.EXPORT.path, body)
+
+    @staticmethod
+    def register_items(
+        items: Sequence[NewItemBody | Mapping[str, Any]], dataset: str | None
+    ) -> Call[RegisterResponse]:
+        body = RegisterRequest.model_validate({"items": list(items), **_set(dataset=dataset)})
+        return Call(routes.REGISTER_ITEMS, routes.REGISTER_ITEMS.path, body)
+
+    @staticmethod
+    def submit_run(
+        training_set: str,
+        *,
+        query: str | None = None,
+        dataset: str | None = None,
+        uris: Sequence[str] | None = None,
+        models: str | None = None,
+    ) -> Call[Run]:
+        if sum(x is not None for x in (query, uris)) + (dataset is not None and uris is None) != 1:
+            raise ValueError("select the items with one of query, dataset or uris")
+        select: dict[str, Any]
+        if query is not None:
+            select = {"query": query}
+        elif uris is not None:
+            select = {"uris": list(uris), **_set(dataset=dataset)}
+        else:
+            select = {"dataset": dataset}
+        body = RunRequest.model_validate(
+            {"select": select, "training_set": training_set, **_set(models=models)}
+        )
+        return Call(routes.SUBMIT_RUN, routes.SUBMIT_RUN.path, body)
+
+    @staticmethod
+    def runs(**filters: Any) -> Call[RunList]:
+        checked = RunFilter.model_validate(_set(**filters))
+        params = checked.model_dump(mode="json", exclude_unset=True)
+        return Call(routes.RUNS, routes.RUNS.path, params=params or None)
+
+    @staticmethod
+    def run(run_id: str) -> Call[Run]:
+        return Call(routes.RUN, routes.RUN.url(run_id=run_id))
+
+    @staticmethod
+    def cancel_run(run_id: str) -> Call[Run]:
+        return Call(routes.CANCEL_RUN, routes.CANCEL_RUN.url(run_id=run_id))
+
+    @staticmethod
+    def models() -> Call[ModelsResponse]:
+        return Call(routes.MODELS, routes.MODELS.path)
+
+    @staticmethod
+    def set_dataset_autotag(
+        dataset: str, training_set: str, models: str | None
+    ) -> Call[DatasetAutotag]:
+        body = DatasetAutotagRequest(**_set(training_set=training_set, models=models))
+        route = routes.SET_DATASET_AUTOTAG
+        return Call(route, route.url(dataset=dataset), body)
+
+    @staticmethod
+    def dataset_autotag(dataset: str) -> Call[DatasetAutotag]:
+        return Call(routes.DATASET_AUTOTAG, routes.DATASET_AUTOTAG.url(dataset=dataset))
+
+    @staticmethod
+    def stop_dataset_autotag(dataset: str) -> Call[None]:
+        route = routes.STOP_DATASET_AUTOTAG
+        return Call(route, route.url(dataset=dataset))
+
+
+def changed(previous: Run | None, now: Run) -> bool:
+    """Whether a watched run moved since the last snapshot shown."""
+    return previous is None or previous.model_dump() != now.model_dump()
 
 
 Destination = str | os.PathLike[str] | BinaryIO

@@ -42,6 +42,17 @@ from api.models import (
     TranslateRequest,
     TranslateResponse,
 )
+from api.run_models import (
+    DatasetAutotag,
+    DatasetAutotagRequest,
+    ModelsResponse,
+    RegisterRequest,
+    RegisterResponse,
+    Run,
+    RunFilter,
+    RunList,
+    RunRequest,
+)
 from evaluation.report import EvaluationReport
 
 # The header the API reads keys from (checked against the schema's security scheme).
@@ -55,7 +66,8 @@ Method = Literal["GET", "POST", "PUT", "DELETE"]
 
 @dataclass(frozen=True, slots=True)
 class Route(Generic[Answer]):
-    """One operation. ``answer`` is a model, or ``bytes`` for an image or an export; ``ok``
+    """One operation. ``answer`` is a model, ``bytes`` for an image or an export, or
+    ``NoneType`` for no body; ``ok``
     lists the statuses whose body is the answer (readiness answers 503 with its body too)."""
 
     method: Method
@@ -95,6 +107,16 @@ DELETE_SLICE = Route("DELETE", "/v1/slices/{name}", None, SliceDeleted, query_pa
 RENAME_SLICE = Route("POST", "/v1/slices/{name}/rename", SliceRenameRequest, SliceRenamed)
 # Streamed to a file: a ZIP (coco, yolo) or JSON lines (jsonl).
 EXPORT = Route("POST", "/v1/export", ExportRequest, bytes)
+REGISTER_ITEMS = Route("POST", "/v1/items", RegisterRequest, RegisterResponse)
+SUBMIT_RUN = Route("POST", "/v1/runs", RunRequest, Run, ok=frozenset({201}))
+RUNS = Route("GET", "/v1/runs", None, RunList, query_params=tuple(RunFilter.model_fields))
+RUN = Route("GET", "/v1/runs/{run_id}", None, Run)
+CANCEL_RUN = Route("POST", "/v1/runs/{run_id}/cancel", None, Run)
+MODELS = Route("GET", "/v1/models", None, ModelsResponse)
+_DATASET_AUTOTAG = "/v1/datasets/{dataset}/autotag"
+SET_DATASET_AUTOTAG = Route("PUT", _DATASET_AUTOTAG, DatasetAutotagRequest, DatasetAutotag)
+DATASET_AUTOTAG = Route("GET", _DATASET_AUTOTAG, None, DatasetAutotag)
+STOP_DATASET_AUTOTAG = Route("DELETE", _DATASET_AUTOTAG, None, type(None), ok=frozenset({204}))
 LIVE = Route("GET", "/v1/health/live", None, Live)
 READY = Route("GET", "/v1/health/ready", None, Ready, ok=frozenset({200, 503}))
 
@@ -120,6 +142,15 @@ ROUTES: tuple[Route[Any], ...] = (
     DELETE_SLICE,
     RENAME_SLICE,
     EXPORT,
+    REGISTER_ITEMS,
+    SUBMIT_RUN,
+    RUNS,
+    RUN,
+    CANCEL_RUN,
+    MODELS,
+    SET_DATASET_AUTOTAG,
+    DATASET_AUTOTAG,
+    STOP_DATASET_AUTOTAG,
     LIVE,
     READY,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -34,6 +35,14 @@ from api.models import (
     TranslateResponse,
     Version,
 )
+from api.run_models import (
+    DatasetAutotag,
+    ModelsResponse,
+    NewItemBody,
+    RegisterResponse,
+    Run,
+    RunList,
+)
 from client import retry
 from client.core import (
     Call,
@@ -42,6 +51,7 @@ from client.core import (
     Destination,
     Order,
     Sink,
+    changed,
     headers,
     settings_for,
     statement,
@@ -326,3 +336,76 @@ class Client:
                 return statement(response)
 
         return Retrying(**retry.policy(self.settings))(once)
+
+    # --- runs (submitting, cancelling and auto-tagging need a review key) ----------------------
+
+    def register_items(
+        self, items: Sequence[NewItemBody | Mapping[str, Any]], *, dataset: str | None = None
+    ) -> RegisterResponse:
+        """Register new items (``uri``, optional ``item_id``, ``dataset``, ``metadata``);
+        datasets with auto-tagging queue their tagging."""
+        return self._send(Calls.register_items(items, dataset))
+
+    def submit_run(
+        self,
+        training_set: str,
+        *,
+        query: str | None = None,
+        dataset: str | None = None,
+        uris: Sequence[str] | None = None,
+        models: str | None = None,
+    ) -> Run:
+        """Tag the items a query finds, a dataset, or new ``uris`` (of ``dataset``) with a
+        model set of :meth:`models`; workers (``autotag worker``) execute it."""
+        call = Calls.submit_run(
+            training_set, query=query, dataset=dataset, uris=uris, models=models
+        )
+        return self._send(call)
+
+    def runs(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        origin: str | None = None,
+        training_set: str | None = None,
+        size: int | None = None,
+    ) -> RunList:
+        """The most recent runs, newest first."""
+        states = [state] if isinstance(state, str) else state
+        call = Calls.runs(state=states, origin=origin, training_set=training_set, size=size)
+        return self._send(call)
+
+    def run(self, run_id: str) -> Run:
+        return self._send(Calls.run(run_id))
+
+    def cancel_run(self, run_id: str) -> Run:
+        """Cancel a queued or running run (``Conflict`` when it already finished)."""
+        return self._send(Calls.cancel_run(run_id))
+
+    def watch_run(self, run_id: str, *, interval: float = 1.0) -> Iterator[Run]:
+        """The run now, then each time it moves, until it finished (done, failed, cancelled)."""
+        shown: Run | None = None
+        while True:
+            now = self.run(run_id)
+            if changed(shown, now):
+                yield now
+                shown = now
+            if now.state.finished:
+                return
+            time.sleep(interval)
+
+    def models(self) -> ModelsResponse:
+        """The model sets runs may name, and whether their weights are here."""
+        return self._send(Calls.models())
+
+    def set_dataset_autotag(
+        self, dataset: str, *, training_set: str, models: str | None = None
+    ) -> DatasetAutotag:
+        """Tag the dataset's new items with these models as they are registered."""
+        return self._send(Calls.set_dataset_autotag(dataset, training_set, models))
+
+    def dataset_autotag(self, dataset: str) -> DatasetAutotag:
+        return self._send(Calls.dataset_autotag(dataset))
+
+    def stop_dataset_autotag(self, dataset: str) -> None:
+        self._send(Calls.stop_dataset_autotag(dataset))

@@ -8,6 +8,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from store.calls import Call, Op, drive
 from store.mapping import INDEX_ALIAS, index_settings, item_mapping, versioned_index_name
 
 
@@ -18,18 +19,32 @@ def ensure_index(
 
     Returns the concrete index name the alias points to.
     """
-    if client.indices.exists_alias(name=alias):
-        return next(iter(client.indices.get_alias(name=alias)))
+    return drive(client, ensure_index_op(alias, shards=shards, replicas=replicas))
+
+
+def ensure_index_op(alias: str = INDEX_ALIAS, *, shards: int = 1, replicas: int = 0) -> Op[str]:
+    """:func:`ensure_index` as a :mod:`store.calls` operation (for the API's async client).
+
+    An existing concrete index of that name (not an alias) is used as it is.
+    """
+    if (yield Call("indices.exists_alias", {"name": alias})):
+        aliases = yield Call("indices.get_alias", {"name": alias})
+        return str(next(iter(aliases)))
+    if (yield Call("indices.exists", {"index": alias})):
+        return alias
     concrete = versioned_index_name(alias)
-    if not client.indices.exists(index=concrete):
-        client.indices.create(
-            index=concrete,
-            mappings=item_mapping(),
-            settings=index_settings(shards=shards, replicas=replicas),
-            aliases={alias: {"is_write_index": True}},
+    if not (yield Call("indices.exists", {"index": concrete})):
+        yield Call(
+            "indices.create",
+            {
+                "index": concrete,
+                "mappings": item_mapping(),
+                "settings": index_settings(shards=shards, replicas=replicas),
+                "aliases": {alias: {"is_write_index": True}},
+            },
         )
     else:
-        client.indices.put_alias(index=concrete, name=alias, is_write_index=True)
+        yield Call("indices.put_alias", {"index": concrete, "name": alias, "is_write_index": True})
     return concrete
 
 

@@ -13,6 +13,8 @@ from typing import Any, Final
 from store import schema as f
 
 INDEX_ALIAS: Final = "autotag-items"
+# Runs, their batches, training-set locks and per-dataset settings (store.runs).
+RUNS_INDEX: Final = "autotag-runs"
 # Bump when the mapping changes in a way that needs a new index (then copy items across).
 SCHEMA_VERSION: Final = 1
 

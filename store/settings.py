@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from store.mapping import INDEX_ALIAS
+from store.mapping import INDEX_ALIAS, RUNS_INDEX
 
 # The name of the cluster `autotag up`, `serve`, `index` and `es` use unless told otherwise.
 DEFAULT_CLUSTER_NAME = "autotag"
@@ -81,6 +81,16 @@ class StoreSettings(BaseSettings):
     )
 
     index: str = Field(INDEX_ALIAS, description="Index or alias holding items.")
+    runs_index: str = Field(
+        RUNS_INDEX,
+        description="Index holding runs, their batches, training-set locks and the per-dataset "
+        "auto-tagging settings.",
+    )
+    models_file: Path | None = Field(
+        None,
+        description="TOML model catalogue that runs may name besides the built-in `demo` "
+        "(see docs/runs.md).",
+    )
 
     # --- the local cluster --------------------------------------------------------------
     cache: Path | None = Field(

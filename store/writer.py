@@ -225,6 +225,7 @@ class PredictionWriter:
         max_attempts: int = 6,
         backoff_s: float = 0.25,
         refresh: bool = False,
+        expect_new: bool = True,
     ) -> None:
         if not training_set.strip():
             raise ValueError("a training set name is required")
@@ -236,8 +237,9 @@ class PredictionWriter:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.refresh = refresh
-        # Whether the next batch is probably all new items (see ``_create_first``).
-        self._expect_new = True
+        # Whether the next batch is probably all new items (see ``_build_creates``); False
+        # when the caller knows the items exist (runs over registered items).
+        self._expect_new = expect_new
 
     def already_tagged(self, item_ids: Sequence[str]) -> set[str]:
         """The ids among ``item_ids`` that this training set has already tagged."""

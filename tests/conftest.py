@@ -64,6 +64,14 @@ def item_index(es: Elasticsearch) -> Iterator[str]:
     es.indices.delete(index=roots_index_name(name), ignore_unavailable=True)
 
 
+@pytest.fixture
+def runs_index(es: Elasticsearch) -> Iterator[str]:
+    """A uniquely named runs index (created by the first run or setting); deleted afterwards."""
+    name = f"test-runs-{uuid.uuid4().hex[:12]}"
+    yield name
+    es.indices.delete(index=name, ignore_unavailable=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test that uses the node is marked ``es`` (so `-m "not es"` is meaningful)."""
     for item in items:

@@ -1,7 +1,8 @@
 """The import arrows of README's "Where things live", checked on the source: api never imports
-the indexer, export sits on search and store only, search reads nothing of store but its field
-names, and no layer below cli imports api (harness and bench drive it as clients do) but the
-Python client, which reads the API's request and response models only."""
+the indexer, export sits on search and store only, the worker on the indexer and store, search
+reads nothing of store but its field names, and no layer below cli imports api (harness and
+bench drive it as clients do) but the Python client, which reads the API's request and response
+models only."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ OURS = (
     "store",
     "bench",
     "tests",
+    "worker",
 )
 
 
@@ -46,10 +48,11 @@ ALLOWED = {
     "export": ("export", "search", "store"),
     "evaluation": ("evaluation", "search", "store"),
     "indexer": ("indexer", "store"),
+    "worker": ("worker", "indexer", "store"),
     "api": ("api", "search", "store", "export", "evaluation"),
     # The client speaks in the API's own models (so it cannot drift from the schema), raises
     # the language's QueryError, and never reaches the app, the store or the cluster.
-    "client": ("client", "api.models", "evaluation.report", "search"),
+    "client": ("client", "api.models", "api.run_models", "evaluation.report", "search"),
 }
 
 
@@ -62,6 +65,6 @@ def test_imports_follow_the_arrows(package: str) -> None:
 
 
 def test_only_cli_and_the_test_and_bench_harness_import_api() -> None:
-    for package in ("search", "store", "export", "evaluation", "indexer"):
+    for package in ("search", "store", "export", "evaluation", "indexer", "worker"):
         for module, names in _imports(package).items():
             assert not [n for n in names if n.split(".")[0] == "api"], module

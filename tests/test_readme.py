@@ -10,6 +10,7 @@ from pydantic.fields import FieldInfo
 
 from api.settings import Settings
 from store.settings import StoreSettings
+from worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -43,18 +44,23 @@ def settings_table(model: type[BaseModel], names: list[str]) -> str:
 
 STORE_FIELDS = list(StoreSettings.model_fields)
 SERVICE_FIELDS = [name for name in Settings.model_fields if name not in StoreSettings.model_fields]
+WORKER_FIELDS = [
+    name for name in WorkerSettings.model_fields if name not in StoreSettings.model_fields
+]
 
 
 def test_the_settings_tables_are_the_settings_model() -> None:
     # To regenerate after changing a setting: print(settings_table(...)) and paste.
     assert settings_table(StoreSettings, STORE_FIELDS) in README
     assert settings_table(Settings, SERVICE_FIELDS) in README
+    assert settings_table(WorkerSettings, WORKER_FIELDS) in README
 
 
 def test_every_variable_the_readme_names_is_a_setting() -> None:
     known = {
         variable
-        for name, field in Settings.model_fields.items()
+        for model in (Settings, WorkerSettings)
+        for name, field in model.model_fields.items()
         for variable in variable_names(name, field)
     }
     section = README[README.index("## Settings") : README.index("## Where things live")]

@@ -36,11 +36,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def api_url(es: Elasticsearch, es_url: str, item_index: str) -> Iterator[str]:
+def api_url(es: Elasticsearch, es_url: str, item_index: str, runs_index: str) -> Iterator[str]:
     """The base URL of a real server whose index holds ``ITEMS``."""
     seed(es, item_index, ITEMS)
     try:
-        with served(create_app(settings_for(es_url, item_index))) as url:
+        with served(create_app(settings_for(es_url, item_index, runs_index=runs_index))) as url:
             yield url
     finally:  # what saving a slice made beside the items
         es.indices.delete(index=slices_index(item_index), ignore_unavailable=True)

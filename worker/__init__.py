@@ -1,0 +1,1 @@
+"""``autotag worker``: processes that execute runs (``store.runs``) with the indexer's pipeline."""
