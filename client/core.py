@@ -117,8 +117,8 @@ def settings_for(
         )
         if value is not None
     }
-    if settings is not None:
-        return settings.model_copy(update=given)
+    if settings is not None:  # validated again: an argument is checked like a variable
+        return ClientSettings.model_validate({**settings.model_dump(), **given})
     return ClientSettings(**given)
 
 
