@@ -14,8 +14,10 @@ from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 
 from api import errors
+from api.autotags import AutotagJobs
 from api.images import ImageService
 from api.routes import (
+    autotags,
     docs,
     evaluate,
     export,
@@ -31,6 +33,7 @@ from api.routes import (
     slices,
 )
 from api.settings import Settings
+from api.similarity import ClipService
 from store.connection import node_urls, serializers
 
 API_VERSION = "1"
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.es = None
+            app.state.autotag_jobs.shutdown()
             await client.close()
 
     app = FastAPI(
@@ -76,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.images = ImageService.create(
         settings.cache_dir() / "thumbnails", settings.thumbnail_cache_mb * 1024 * 1024
     )
+    app.state.clip = ClipService(settings)  # CLIP for similar: texts, loaded on first use
+    app.state.autotag_jobs = AutotagJobs(settings)  # autotag scoring in the background
     errors.install(app)
     # Search's routes are built for these settings: its page-size bound is configuration.
     for router in (
@@ -90,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slices.router,
         export.router,
         runs.router(settings),
+        autotags.router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router, prefix="/v1")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from elasticsearch import AsyncElasticsearch
 from fastapi import Depends, Request, Security
@@ -27,7 +27,9 @@ from api.errors import ApiError
 from api.models import QueryBody
 from api.query import Parsed, check_metadata, parse_query
 from api.settings import ApiKey, Settings
+from api.similarity import ClipService, Resolved, resolve
 from api.slices import lookup_for
+from search.errors import SimilarityError
 
 _api_key_header = APIKeyHeader(
     name="X-API-Key",
@@ -113,12 +115,27 @@ BodyT = TypeVar("BodyT", bound=QueryBody)
 
 @dataclass(frozen=True, slots=True)
 class QueryRead(Generic[BodyT]):
-    """A read whose key is checked and whose query is parsed, checked and translated."""
+    """A read whose key is checked and whose query is parsed, checked and translated.
+
+    A similarity query also comes resolved (``similarity``: its vector and kNN requests);
+    :attr:`query` is then the kNN query, never the bare filter.
+    """
 
     body: BodyT
     parsed: Parsed
     es: AsyncElasticsearch
     settings: Settings
+    similarity: Resolved | None = None
+
+    @property
+    def query(self) -> dict[str, Any]:
+        """What counts and facets run, and ``/v1/translate`` shows."""
+        return self.parsed.query if self.similarity is None else self.similarity.query
+
+
+def get_clip(request: Request) -> ClipService:
+    clip: ClipService = request.app.state.clip
+    return clip
 
 
 async def resolve_query(es: AsyncElasticsearch, settings: Settings, text: str) -> Parsed:
@@ -131,18 +148,50 @@ async def resolve_query(es: AsyncElasticsearch, settings: Settings, text: str) -
     return parsed
 
 
-def read_query(model: type[BodyT]) -> Callable[..., Awaitable[QueryRead[BodyT]]]:
+def refuse_similarity(parsed: Parsed, what: str) -> None:
+    """Refuse, at the clause, a similarity clause where ``what`` (an export, a run...) works on
+    every item a filter selects and nothing ranks them."""
+    clause = parsed.similarity
+    if clause is not None:
+        raise SimilarityError(
+            f"{what} takes every item a query selects; a similarity clause only ranks search hits",
+            clause.span.start,
+            clause.span.end,
+            hint="search with it, or leave it out and select the items with a filter",
+        )
+
+
+def read_query(
+    model: type[BodyT], *, ranked: str | None = None
+) -> Callable[..., Awaitable[QueryRead[BodyT]]]:
     """The dependency of every endpoint that runs a query, for request bodies of ``model``.
 
     It validates the body, checks the read key, fetches the saved slices the query names (only
     when it names one), parses the query (memoised), refuses text
     compared with numeric metadata (with the position) and translates: query errors are the
-    same, answered the same way, on every endpoint.
+    same, answered the same way, on every endpoint. ``ranked``: what the endpoint does, when it
+    cannot take a similarity clause (refused with :func:`refuse_similarity`).
     """
 
-    async def read(body: BodyT, reading: ReadDep) -> QueryRead[BodyT]:
-        parsed = await resolve_query(reading.es, reading.settings, body.query)
-        return QueryRead(body, parsed, reading.es, reading.settings)
+    async def read(body: BodyT, reading: ReadDep, request: Request) -> QueryRead[BodyT]:
+        settings = reading.settings
+        parsed = await resolve_query(reading.es, settings, body.query)
+        if ranked is not None:
+            refuse_similarity(parsed, ranked)
+        similarity = None
+        if parsed.similarity is not None:
+            rest = None if parsed.rest is None else parsed.query
+            hits = None if parsed.rest is None else parsed.hits_query
+            similarity = await resolve(
+                reading.es,
+                settings,
+                get_clip(request),
+                parsed.similarity,
+                rest,
+                hits,
+                body.query,
+            )
+        return QueryRead(body, parsed, reading.es, settings, similarity)
 
     # FastAPI validates the body against the parameter's annotation. The model is an argument
     # because search's is built per app (its page-size bound is configuration).

@@ -23,7 +23,7 @@ from api.cache import PerIndexCache
 from api.errors import ApiError, whole_answer
 from api.models import LabelHint
 from search import Node
-from search.ast import And, Comparison, Count, Label, Not, Op, Or
+from search.ast import And, Comparison, Count, Label, Not, Op, Or, Similar
 from store import schema as f
 from store.schema import PredictionKind
 
@@ -55,7 +55,7 @@ def required_labels(node: Node) -> Iterator[Label]:
     match node:
         case Label():
             yield node
-        case Comparison() | Not():
+        case Comparison() | Not() | Similar():
             return
         case And(operands) | Or(operands):
             for child in operands:

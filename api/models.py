@@ -167,7 +167,8 @@ class SearchRequest(QueryBody):
     )
     sort: SortKey = Field(
         SortKey.SCORE,
-        description="`score`: the best score among the predictions the query matched.",
+        description="`score`: the best score among the predictions the query matched; for a "
+        "similarity query, the similarity.",
     )
     order: Literal["asc", "desc"] | None = Field(
         None, description="Default: `desc` for score and uploaded_at, `asc` for item_id."
@@ -202,9 +203,20 @@ class MatchedPrediction(BaseModel):
     id: str | None
 
 
+_SKIPPED_HELP = (
+    "Similarity queries only: items the rest of the query selects that have no embedding, "
+    "so were not ranked (imported predictions without images, items not yet embedded)."
+)
+
+
 class SearchHit(BaseModel):
     item: Item
     matched_predictions: list[MatchedPrediction]
+    similarity: float | None = Field(
+        None,
+        description="Similarity queries only: cosine similarity of the item's image embedding "
+        "with the query's (-1..1), as the index computed it.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -214,6 +226,7 @@ class SearchResponse(BaseModel):
     hits: list[SearchHit]
     next_cursor: str | None = Field(description="Pass back for the next page; null at the end.")
     hints: Hints
+    skipped_without_embedding: int | None = Field(None, description=_SKIPPED_HELP)
 
 
 class CountRequest(QueryBody):
@@ -224,6 +237,7 @@ class CountResponse(BaseModel):
     query: str
     count: int
     hints: Hints
+    skipped_without_embedding: int | None = Field(None, description=_SKIPPED_HELP)
 
 
 class TranslateRequest(QueryBody):

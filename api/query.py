@@ -33,9 +33,10 @@ from search import (
     used_slices,
     visible_predictions_filter,
 )
-from search.ast import Band
+from search.ast import Band, Similar
 from search.fields import BAND_RANGES
 from search.metadata_types import check_metadata_types, compares_metadata, metadata_field_types
+from search.similarity import has_similarity, split
 from search.translate import matched_or_visible_filters
 from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
@@ -45,8 +46,9 @@ _ORDERS: Final[tuple[Order, ...]] = ("asc", "desc")
 _CURSOR_VERSION: Final = 1
 # Elasticsearch's own default bound on counted hits.
 DEFAULT_TRACK_TOTAL_HITS: Final = 10_000
-# Review history can be long and is never needed to list hits.
-_HIT_SOURCE: Final = {"excludes": [f.REVIEW_HISTORY]}
+# Review history can be long and is never needed to list hits; nor is the embedding (hundreds
+# of floats; a similarity search says how close each hit is instead).
+_HIT_SOURCE: Final = {"excludes": [f.REVIEW_HISTORY, f.EMBEDDING]}
 # (kind, nested path) in the order matched predictions are listed, and each path's rank.
 _KINDS_IN_ORDER: Final = tuple(
     (kind.value, kind.path) for kind in (PredictionKind.IMAGE, PredictionKind.OBJECT)
@@ -70,7 +72,11 @@ def sort_clause(ast: Any, key: SortKey, order: Order) -> list[dict[str, Any]]:
     tiebreak = {f.ITEM_ID: {"order": "asc"}}
     if key is SortKey.UPLOADED_AT:
         return [{f.UPLOADED_AT: {"order": order, "missing": "_last"}}, tiebreak]
-    filters = matched_or_visible_filters(ast)
+    filters = (
+        matched_or_visible_filters(ast)
+        if ast is not None
+        else {p: visible_predictions_filter(p) for p in f.PREDICTION_PATHS}
+    )
     sorts: list[dict[str, Any]] = []
     for path in f.PREDICTION_PATHS:
         if path not in filters:
@@ -89,6 +95,10 @@ class Parsed:
     ``query`` is the translation (what counts and facets run, and ``/v1/translate`` shows);
     ``hits_query`` the same with inner hits, to tell which predictions of a hit matched.
     ``slices``: the saved slices it used (name -> saved query), written out in ``canonical``.
+
+    With a similarity clause (``similarity``), ``query`` and ``hits_query`` translate the rest
+    of the query, the kNN's filter (``rest``: ``None`` when nothing else was asked); the kNN
+    query itself needs the vector the API resolves per request (``api.similarity``).
     """
 
     ast: Any
@@ -97,9 +107,21 @@ class Parsed:
     hits_query: dict[str, Any]
     sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]]
     slices: dict[str, str] = field(default_factory=dict)
+    similarity: Similar | None = None
+    rest: Any = None
 
     def sort(self, key: SortKey, order: Order) -> list[dict[str, Any]]:
         return self.sorts[key, order]
+
+
+_MATCH_ALL: Final[dict[str, Any]] = {"match_all": {}}
+
+
+def similarity_sort(key: SortKey, order: Order, rest: Any) -> list[dict[str, Any]]:
+    """A similarity query's hits: by similarity for ``score`` (the default), else as asked."""
+    if key is SortKey.SCORE:
+        return [{"_score": {"order": order}}, {f.ITEM_ID: {"order": "asc"}}]
+    return sort_clause(rest, key, order)
 
 
 @lru_cache(maxsize=2048)
@@ -112,10 +134,19 @@ def parse_query(text: str, max_length: int, slices: tuple[tuple[str, str], ...] 
     """
     lookup = dict(slices)
     ast = parse(text, max_length=max_length, slices=lookup)
-    sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]] = {
-        (key, order): sort_clause(ast, key, order) for key in SortKey for order in ("asc", "desc")
-    }
     used = used_slices(text, lookup)
+    orders: tuple[Order, ...] = ("asc", "desc")
+    if has_similarity(ast):
+        clause, rest = split(ast)
+        ranked = {
+            (key, order): similarity_sort(key, order, rest) for key in SortKey for order in orders
+        }
+        query = translate(rest) if rest is not None else _MATCH_ALL
+        hits = translate(rest, inner_hits=True) if rest is not None else _MATCH_ALL
+        return Parsed(ast, render(ast), query, hits, ranked, used, clause, rest)
+    sorts: dict[tuple[SortKey, Order], list[dict[str, Any]]] = {
+        (key, order): sort_clause(ast, key, order) for key in SortKey for order in orders
+    }
     return Parsed(ast, render(ast), translate(ast), translate(ast, inner_hits=True), sorts, used)
 
 
@@ -124,6 +155,8 @@ class Cursor:
     fingerprint: str
     after: list[Any]
     pit_id: str | None
+    # Hits already returned: a similarity query stops after its k neighbours.
+    returned: int = 0
 
 
 def fingerprint(canonical: str, key: SortKey, order: Order) -> str:
@@ -132,9 +165,10 @@ def fingerprint(canonical: str, key: SortKey, order: Order) -> str:
 
 
 def encode_cursor(cursor: Cursor) -> str:
-    raw = orjson.dumps(
-        {"v": _CURSOR_VERSION, "f": cursor.fingerprint, "a": cursor.after, "p": cursor.pit_id}
-    )
+    data = {"v": _CURSOR_VERSION, "f": cursor.fingerprint, "a": cursor.after, "p": cursor.pit_id}
+    if cursor.returned:
+        data["n"] = cursor.returned
+    raw = orjson.dumps(data)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -162,7 +196,10 @@ def decode_cursor(text: str, *, expect: str, keys: int) -> Cursor:
     for value in after:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise _bad_cursor("bad sort value")
-    return Cursor(fingerprint=expect, after=after, pit_id=pit_id)
+    returned = data.get("n", 0)
+    if isinstance(returned, bool) or not isinstance(returned, int) or returned < 0:
+        raise _bad_cursor("bad hit count")
+    return Cursor(fingerprint=expect, after=after, pit_id=pit_id, returned=returned)
 
 
 def search_body(
@@ -174,6 +211,7 @@ def search_body(
     after: Sequence[Any] | None = None,
     pit: Mapping[str, Any] | None = None,
     track_total_hits: int = DEFAULT_TRACK_TOTAL_HITS,
+    query: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``_search`` body for one page (ask for ``size + 1`` hits to know if more follow).
 
@@ -181,14 +219,19 @@ def search_body(
     (``relation: gte``) and Elasticsearch may stop early: on an index sorted like the page
     (``store.mapping.index_settings``) once the page is full, on other field sorts by
     skipping documents that cannot compete.
+
+    ``query`` replaces the parsed query's (a similarity query's kNN, made per request); its
+    hits are scored whatever the sort, so each one can say how similar it is.
     """
     body: dict[str, Any] = {
-        "query": parsed.hits_query,
+        "query": parsed.hits_query if query is None else query,
         "size": size,
         "sort": parsed.sort(key, order),
         "_source": _HIT_SOURCE,
         "track_total_hits": track_total_hits,
     }
+    if query is not None:
+        body["track_scores"] = True
     if after is not None:
         body["search_after"] = list(after)
     if pit is not None:

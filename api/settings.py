@@ -80,6 +80,20 @@ class Settings(StoreSettings):
         "2m", pattern=r"^[1-9][0-9]{0,4}(ms|s|m|h)$", description="Point-in-time keep-alive."
     )
 
+    # --- similarity -----------------------------------------------------------------------
+    clip_weights: str | None = Field(
+        None,
+        description="CLIP weights that embed `similar:` texts: the index's embedding model "
+        "(a checkpoint file, `local-dir:FOLDER` or a pretrained tag). Unset: no text "
+        "similarity (`similar_to:` still works).",
+    )
+    clip_model: str | None = Field(
+        None,
+        description="open_clip architecture of `AUTOTAG_CLIP_WEIGHTS`, e.g. ViT-B-32 "
+        "(not needed with `local-dir:`).",
+    )
+    clip_device: str = Field("cpu", description="Where the API runs CLIP: cpu, cuda, cuda:N.")
+
     # --- review ---------------------------------------------------------------------------
     review_api_keys: SecretStr | None = Field(
         None,

@@ -85,6 +85,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     models.add_argument("--no-clip", action="store_true", help="skip image-level tagging")
     models.add_argument(
+        "--no-embeddings",
+        dest="embeddings",
+        action="store_false",
+        help="do not store the CLIP image embeddings (used by similar:/similar_to: and autotags)",
+    )
+    models.add_argument(
         "--detector-weights",
         default=None,
         help="torchvision:ARCH[:FILE] or FILE.safetensors with FILE.json",
@@ -261,6 +267,7 @@ class IndexJob:
     clip_model: str | None = None
     clip_weights: str | None = None
     no_clip: bool = False
+    embeddings: bool = True
     detector_weights: str | None = None
     no_detector: bool = False
     # the shipped tiny models, which know only the synthetic world; never picked silently
@@ -364,6 +371,8 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
         console.print(problem, style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
     device = resolve_device(job.device)
+    from store.embeddings import EmbeddingModelMismatch, record_embedding_model
+
     try:
         slice_filter = SliceFilter.parse([job.dataset] if job.dataset else [], list(job.filters))
         source = open_source(job.source, slice_filter=slice_filter, dataset=job.dataset)
@@ -396,6 +405,12 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
             force=job.force,
             batch_size=job.write_batch_size,
         )
+        if clip is not None and job.embeddings:
+            # One model's embeddings per index: recorded before the first one is written.
+            record_embedding_model(writer.client, writer.index, clip.embedding_model)
+    except EmbeddingModelMismatch as error:
+        console.print(f"[red]autotag index: {error}; or --no-embeddings[/red]", highlight=False)
+        return 1
     except Exception as error:  # a clear one-line message, not a traceback
         console.print(f"[red]autotag index: {error}[/red]", highlight=False)
         return 1
@@ -407,6 +422,7 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
         max_pixels=job.max_pixels or DEFAULT_MAX_PIXELS,
         write_batch_size=job.write_batch_size,
         progress=job.progress,
+        embeddings=job.embeddings,
     )
     with FailureLog(job.failures_file, training_set=job.training_set) as failure_log:
         try:

@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from api.settings import Settings
+from cli.autotags import add_subcommand as add_autotags_subcommand
+from cli.embed import add_subcommand as add_embed_subcommand
 from cli.evaluate import add_subcommand as add_evaluate_subcommand
 from cli.export import add_subcommands as add_export_subcommands
 from cli.indexing import add_subcommands as add_indexer_subcommands
+from cli.migrate import add_subcommand as add_migrate_subcommand
 from cli.runs import add_subcommands as add_run_subcommands
 from cli.slices import add_subcommands as add_slices_subcommands
 from store.model_choice import CatalogueError
@@ -144,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_slices_subcommands(commands)
     add_export_subcommands(commands)
     add_run_subcommands(commands)
+    add_migrate_subcommand(commands)
+    add_embed_subcommand(commands)
+    add_autotags_subcommand(commands)
     return parser
 
 

@@ -26,11 +26,13 @@ from pydantic import SecretStr
 from api.settings import Settings
 from cli.indexing import IndexJob, run_index_job
 from cli.serve import serve as run_api
+from indexer.models import TINY_CLIP
 from indexer.sample import TRAINING_SETS, sample_items
 from indexer.synthetic.dataset import MANIFEST_FILE, write_dataset
 from store import schema as f
 from store.admin import ensure_index
 from store.connection import connect, ensure_elasticsearch
+from store.migrate import migrate, needs_migration
 from store.settings import StoreSettings
 from store.writer import PredictionWriter, WriteResult
 
@@ -45,12 +47,21 @@ EXAMPLE_QUERIES = (
     "object_prefix:car AND score < 0.5",
     'training_set = "tiny_v1" AND image_prefix:weather_rain AND score >= 0.5',
     'training_set = "model_v2" AND autotag_status = "pending"',
+    'similar:"a snowy road at night"~5 AND object_prefix:car',
 )
 
 
 def load_sample(settings: StoreSettings, urls: list[str]) -> WriteResult:
-    """Write the sample into the settings' index (idempotent: a second run skips every item)."""
+    """Write the sample into the settings' index (idempotent: a second run skips every item).
+
+    An index left by an older autotag (an older schema version) is first copied to the
+    current one, as ``autotag migrate`` does.
+    """
     client = connect(urls, settings=settings, request_timeout=settings.es_bulk_timeout)
+    if needs_migration(client, settings.index):
+        print(f"autotag: '{settings.index}' has an older schema; migrating it (autotag migrate)")
+        report = migrate(client, settings.index)
+        print(f"autotag: {report.target_count} items now in {report.plan.target}")
     ensure_index(client, settings.index)
     total = WriteResult()
     for training_set in TRAINING_SETS:
@@ -185,6 +196,8 @@ def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: 
         print(f"  curl -s {base}/v1/items/sample-00001\n  open {base}/ (the review page)")
         print(f"  open {base}/docs (the API)")
         served = with_local_review_key(settings, secret)
+        if served.clip_weights is None:  # similar:"..." with the model of the sample's embeddings
+            served = served.model_copy(update={"clip_weights": TINY_CLIP})
         worker = start_worker(urls)
         print(
             f"autotag: a worker (pid {worker.pid}) tags runs; start one:\n"

@@ -13,6 +13,14 @@ from typing import Any, BinaryIO, Generic, Literal, TypeVar, cast
 import httpx
 from pydantic import BaseModel, SecretStr
 
+from api.autotag_models import (
+    AutotagList,
+    AutotagOut,
+    CreateAutotag,
+    Deleted,
+    ExamplesBody,
+    JobRequest,
+)
 from api.models import (
     AcceptDecision,
     BBox,
@@ -361,6 +369,43 @@ class Calls:
     def stop_dataset_autotag(dataset: str) -> Call[None]:
         route = routes.STOP_DATASET_AUTOTAG
         return Call(route, route.url(dataset=dataset))
+
+    @staticmethod
+    def autotags() -> Call[AutotagList]:
+        return Call(routes.AUTOTAGS, routes.AUTOTAGS.path)
+
+    @staticmethod
+    def get_autotag(name: str) -> Call[AutotagOut]:
+        return Call(routes.AUTOTAG, routes.AUTOTAG.url(name=name))
+
+    @staticmethod
+    def create_autotag(
+        name: str,
+        positives: ExamplesBody | Mapping[str, Any],
+        negatives: ExamplesBody | Mapping[str, Any] | None,
+        description: str | None,
+        wait: bool | None,
+    ) -> Call[AutotagOut]:
+        fields = _set(
+            name=name, positives=positives, negatives=negatives, description=description, wait=wait
+        )
+        body = CreateAutotag.model_validate(fields)
+        return Call(routes.CREATE_AUTOTAG, routes.CREATE_AUTOTAG.path, body)
+
+    @staticmethod
+    def refine_autotag(name: str, wait: bool | None) -> Call[AutotagOut]:
+        body = JobRequest(**_set(wait=wait))
+        return Call(routes.REFINE_AUTOTAG, routes.REFINE_AUTOTAG.url(name=name), body)
+
+    @staticmethod
+    def score_autotag(name: str, wait: bool | None) -> Call[AutotagOut]:
+        body = JobRequest(**_set(wait=wait))
+        return Call(routes.SCORE_AUTOTAG, routes.SCORE_AUTOTAG.url(name=name), body)
+
+    @staticmethod
+    def delete_autotag(name: str, wait: bool | None) -> Call[Deleted]:
+        params = {"wait": "true"} if wait else None
+        return Call(routes.DELETE_AUTOTAG, routes.DELETE_AUTOTAG.url(name=name), params=params)
 
 
 def changed(previous: Run | None, now: Run) -> bool:

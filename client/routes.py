@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
+from api.autotag_models import AutotagList, AutotagOut, CreateAutotag, Deleted, JobRequest
 from api.models import (
     CountRequest,
     CountResponse,
@@ -117,6 +118,19 @@ _DATASET_AUTOTAG = "/v1/datasets/{dataset}/autotag"
 SET_DATASET_AUTOTAG = Route("PUT", _DATASET_AUTOTAG, DatasetAutotagRequest, DatasetAutotag)
 DATASET_AUTOTAG = Route("GET", _DATASET_AUTOTAG, None, DatasetAutotag)
 STOP_DATASET_AUTOTAG = Route("DELETE", _DATASET_AUTOTAG, None, type(None), ok=frozenset({204}))
+AUTOTAGS = Route("GET", "/v1/autotags", None, AutotagList)
+AUTOTAG = Route("GET", "/v1/autotags/{name}", None, AutotagOut)
+# 201/200: done before answering (``wait``); 202: the scoring job runs on in the server.
+CREATE_AUTOTAG = Route("POST", "/v1/autotags", CreateAutotag, AutotagOut, ok=frozenset({201, 202}))
+REFINE_AUTOTAG = Route(
+    "POST", "/v1/autotags/{name}/refine", JobRequest, AutotagOut, ok=frozenset({201, 202})
+)
+SCORE_AUTOTAG = Route(
+    "POST", "/v1/autotags/{name}/score", JobRequest, AutotagOut, ok=frozenset({200, 202})
+)
+DELETE_AUTOTAG = Route(
+    "DELETE", "/v1/autotags/{name}", None, Deleted, query_params=("wait",), ok=frozenset({200, 202})
+)
 LIVE = Route("GET", "/v1/health/live", None, Live)
 READY = Route("GET", "/v1/health/ready", None, Ready, ok=frozenset({200, 503}))
 
@@ -151,6 +165,12 @@ ROUTES: tuple[Route[Any], ...] = (
     SET_DATASET_AUTOTAG,
     DATASET_AUTOTAG,
     STOP_DATASET_AUTOTAG,
+    AUTOTAGS,
+    AUTOTAG,
+    CREATE_AUTOTAG,
+    REFINE_AUTOTAG,
+    SCORE_AUTOTAG,
+    DELETE_AUTOTAG,
     LIVE,
     READY,
 )

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from tenacity import Retrying
 
+from api.autotag_models import AutotagList, AutotagOut, Deleted, ExamplesBody
 from api.models import (
     BBox,
     CompareRequest,
@@ -409,3 +410,38 @@ class Client:
 
     def stop_dataset_autotag(self, dataset: str) -> None:
         self._send(Calls.stop_dataset_autotag(dataset))
+
+    # --- autotags: labels fitted from examples on the image embeddings ----------------------
+
+    def autotags(self) -> AutotagList:
+        return self._send(Calls.autotags())
+
+    def get_autotag(self, name: str) -> AutotagOut:
+        """An autotag, its versions and how far their scoring got."""
+        return self._send(Calls.get_autotag(name))
+
+    def create_autotag(
+        self,
+        name: str,
+        positives: ExamplesBody | Mapping[str, Any],
+        *,
+        negatives: ExamplesBody | Mapping[str, Any] | None = None,
+        description: str | None = None,
+        wait: bool | None = None,
+    ) -> AutotagOut:
+        """Fit version 1 from examples (``{"item_ids": [...], "query": "..."}``) and score
+        every item; with ``wait`` the scoring is done before the answer, else it runs on in
+        the server (follow it with :meth:`get_autotag`). A review key."""
+        return self._send(Calls.create_autotag(name, positives, negatives, description, wait))
+
+    def refine_autotag(self, name: str, *, wait: bool | None = None) -> AutotagOut:
+        """Fit the next version from the last one's examples and the reviews since."""
+        return self._send(Calls.refine_autotag(name, wait))
+
+    def score_autotag(self, name: str, *, wait: bool | None = None) -> AutotagOut:
+        """Score the items the latest version has not scored yet (resumes a stopped job)."""
+        return self._send(Calls.score_autotag(name, wait))
+
+    def delete_autotag(self, name: str, *, wait: bool | None = None) -> Deleted:
+        """Take every version's predictions off the items, then the autotag."""
+        return self._send(Calls.delete_autotag(name, wait))

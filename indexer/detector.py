@@ -5,7 +5,7 @@ Weights are given as one of:
 - ``torchvision:<arch>``: the architecture's default COCO weights (e.g.
   ``torchvision:fasterrcnn_mobilenet_v3_large_320_fpn``), from the torch hub cache when present,
   downloaded otherwise; with no network it fails at once with
-  :class:`~indexer.model_weights.WeightsUnavailableError`;
+  :class:`~embeddings.weights.WeightsUnavailableError`;
 - ``torchvision:<arch>:<file>``: the same with a local copy of that checkpoint file;
 - ``<file>.safetensors`` next to ``<file>.json`` (``arch``, ``labels``, ``kwargs``, ``name``): a
   model saved by :func:`save_detector`, e.g. the shipped tiny detector of the synthetic world
@@ -38,7 +38,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms.functional import pil_to_tensor
 
-from indexer.model_weights import (
+from embeddings.weights import (
     WeightsUnavailableError,
     ensure_download_possible,
     file_sha256,

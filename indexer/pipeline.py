@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -79,6 +79,15 @@ class ImageTagger(Protocol):
     def predict(self, batch: torch.Tensor) -> list[list[tuple[str, float]]]: ...
 
 
+@runtime_checkable
+class EmbeddingTagger(ImageTagger, Protocol):
+    """An image tagger that also hands back the image embeddings it computed (CLIP)."""
+
+    def predict_with_embeddings(
+        self, batch: torch.Tensor
+    ) -> tuple[list[list[tuple[str, float]]], torch.Tensor]: ...
+
+
 class ObjectDetector(Protocol):
     """Object detection on a list of (differently sized) preprocessed images."""
 
@@ -100,6 +109,8 @@ class IndexOptions:
     reduced_decoding: bool = True
     # Inference batches waiting for the writer; bounds memory when Elasticsearch is slow.
     queue_batches: int = 8
+    # Store the CLIP image embedding of each item (when the tagger computes one).
+    embeddings: bool = True
     write_batch_size: int = 500
     progress: bool = True
 
@@ -164,25 +175,35 @@ def _to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
     return tensor if device == "cpu" else tensor.to(device, non_blocking=True)
 
 
+# Per item: image predictions, object predictions, the image embedding (or None).
+_Outputs = tuple[list[dict[str, Any]], list[dict[str, Any]], Any]
+
+
 class _Models:
     """Runs the configured models on a batch, isolating an item whose inference fails."""
 
-    def __init__(self, clip: ImageTagger | None, detector: ObjectDetector | None, device: str):
+    def __init__(
+        self,
+        clip: ImageTagger | None,
+        detector: ObjectDetector | None,
+        device: str,
+        *,
+        embeddings: bool = True,
+    ):
         self.clip = clip
         self.detector = detector
         self.device = device
+        self.embeddings = embeddings and isinstance(clip, EmbeddingTagger)
 
-    def predict(
-        self, batch: Batch
-    ) -> tuple[list[tuple[list[dict[str, Any]], list[dict[str, Any]]]], list[tuple[int, str]]]:
-        """Per decoded item (in order): (image predictions, object predictions); failures."""
+    def predict(self, batch: Batch) -> tuple[list[_Outputs], list[tuple[int, str]]]:
+        """Per decoded item (in order): its outputs; failures."""
         try:
             return self._predict(batch.clip_inputs, batch.detector_inputs, len(batch.decoded)), []
         except Exception:
             if len(batch.decoded) == 1:
                 raise
         # One bad input must not cost its batch: retry item by item.
-        results: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+        results: list[_Outputs] = []
         failures: list[tuple[int, str]] = []
         for i in range(len(batch.decoded)):
             clip = batch.clip_inputs[i : i + 1] if batch.clip_inputs is not None else None
@@ -191,28 +212,35 @@ class _Models:
                 results.extend(self._predict(clip, det, 1))
             except Exception as error:
                 failures.append((i, describe(error)))
-                results.append(([], []))
+                results.append(([], [], None))
         return results, failures
 
     def _predict(
         self, clip_inputs: torch.Tensor | None, det_inputs: list[torch.Tensor] | None, n: int
-    ) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    ) -> list[_Outputs]:
         image_preds: list[list[dict[str, Any]]] = [[] for _ in range(n)]
         object_preds: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        vectors: list[Any] = [None] * n
         with torch.inference_mode():
             if self.clip is not None:
                 if clip_inputs is None:
                     raise ValueError("image tagger input missing")
-                tags = self.clip.predict(_to_device(clip_inputs, self.device))
+                inputs = _to_device(clip_inputs, self.device)
+                if self.embeddings and isinstance(self.clip, EmbeddingTagger):
+                    tags, features = self.clip.predict_with_embeddings(inputs)
+                    # float32 rows: the bulk serializer writes them compactly (orjson)
+                    vectors = list(features.numpy().astype("float32"))
+                else:
+                    tags = self.clip.predict(inputs)
                 image_preds = [_image_predictions(self.clip, scores) for scores in tags]
             if self.detector is not None:
                 if det_inputs is None:
                     raise ValueError("detector input missing")
                 found = self.detector.predict([_to_device(t, self.device) for t in det_inputs])
                 object_preds = [_object_predictions(self.detector, d) for d in found]
-        if len(image_preds) != n or len(object_preds) != n:
+        if len(image_preds) != n or len(object_preds) != n or len(vectors) != n:
             raise RuntimeError(f"a model returned {len(image_preds)} results for {n} images")
-        return list(zip(image_preds, object_preds, strict=True))
+        return list(zip(image_preds, object_preds, vectors, strict=True))
 
 
 # --- stage 3: writing (background thread) ---------------------------------------------------
@@ -374,7 +402,7 @@ def run_index(
         worker_init_fn=worker_init if options.workers else None,
         prefetch_factor=4 if options.workers else None,
     )
-    models = _Models(clip, detector, options.device)
+    models = _Models(clip, detector, options.device, embeddings=options.embeddings)
     work: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.queue_batches))
 
     # Fork the decoding workers before any other thread of ours (progress, writer) exists.
@@ -441,12 +469,14 @@ def _handle_batch(
         if i in failed_at:
             fail(Failure(item.item_id, item.uri, "predict", failed_at[i]))
             continue
-        image_preds, object_preds = predictions[i]
+        image_preds, object_preds, vector = predictions[i]
         if decoded.scale != (1.0, 1.0):
             _to_file_pixels(object_preds, decoded.scale)
         fields = item.fields()
         fields[f.WIDTH] = decoded.width
         fields[f.HEIGHT] = decoded.height
+        if vector is not None:
+            fields[f.EMBEDDING] = vector
         outputs.append(ItemPredictions(fields, image_preds, object_preds))
     return outputs
 

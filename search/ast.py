@@ -135,4 +135,27 @@ class Count:
     span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
 
 
-Node = Label | Comparison | Not | And | Or | Count
+class SimilarityKind(StrEnum):
+    """What a similarity clause compares items with: a text, or another item."""
+
+    TEXT = "similar"
+    ITEM = "similar_to"
+
+
+@dataclass(frozen=True, slots=True)
+class Similar:
+    """``similar:"text"`` or ``similar_to:ITEM_ID``, with ``~k`` neighbours (``None``: default).
+
+    It ranks the items the rest of the query selects by how close their embedding is and
+    keeps the ``k`` nearest (see ``search.similarity``); it may only be ANDed with the rest.
+    """
+
+    kind: SimilarityKind
+    value: str
+    k: int | None = None
+    span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+    # Where the value (the text or the item id) is, for errors about it.
+    value_span: Span = attribute(default=NO_SPAN, compare=False, repr=False)
+
+
+Node = Label | Comparison | Not | And | Or | Count | Similar

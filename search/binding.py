@@ -20,6 +20,8 @@ conditions". The rules (see docs/query-language.md):
 - Ground-truth labels (``truth_object_prefix:L``) match an annotation of the imported truth
   (any source; nothing there is hidden). Prediction attributes never bind to them: they are
   skipped when looking for labels to bind to, and a count of truth takes no attributes.
+- A similarity clause (``similar:``) is not a condition: callers bind the rest of the query
+  (``search.similarity.split``); met here, it binds nothing and selects everything.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, assert_never
 
-from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or
-from search.errors import CountError, ObjectAttributeError
+from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or, Similar
+from search.errors import CountError, ObjectAttributeError, SimilarityError
 from search.fields import ATTRIBUTES, OBJECT_ONLY_ATTRIBUTES, geometry_example
 from store import schema as f
 from store.schema import PredictionKind
@@ -97,7 +99,7 @@ def is_attribute_only(node: Node) -> bool:
     match node:
         case Comparison(field=name):
             return name in ATTRIBUTES
-        case Label() | Count():
+        case Label() | Count() | Similar():
             return False
         case Not(operand):
             return is_attribute_only(operand)
@@ -112,7 +114,7 @@ def reaches_label(node: Node) -> bool:
     match node:
         case Label(truth=truth):
             return not truth
-        case Comparison() | Not() | Count():
+        case Comparison() | Not() | Count() | Similar():
             return False
         case And(operands) | Or(operands):
             return any(reaches_label(child) for child in operands)
@@ -129,7 +131,7 @@ def mentions_status(nodes: tuple[Node, ...]) -> bool:
             case Comparison(field=name):
                 if name == f.PRED_STATUS:
                     return True
-            case Label() | Count():
+            case Label() | Count() | Similar():
                 pass
             case Not(operand):
                 stack.append(operand)
@@ -149,7 +151,7 @@ def object_attribute(nodes: tuple[Node, ...]) -> Comparison | None:
             case Comparison(field=name):
                 if name in OBJECT_ONLY_ATTRIBUTES:
                     return node
-            case Label() | Count():
+            case Label() | Count() | Similar():
                 pass
             case Not(operand):
                 stack.append(operand)
@@ -221,6 +223,13 @@ def check_count(condition: Node) -> tuple[str, ...]:
                     node.span.start,
                     node.span.end,
                     hint="combine counts with AND/OR outside each other",
+                )
+            case Similar():
+                raise SimilarityError(
+                    "a similarity clause cannot be counted",
+                    node.span.start,
+                    node.span.end,
+                    hint="AND it, outside the count, with the rest of the query",
                 )
             case Not(operand):
                 stack.append(operand)
@@ -332,7 +341,7 @@ class _Binder:
         match node:
             case Comparison(field=name):
                 only = name in ATTRIBUTES
-            case Label() | Count():
+            case Label() | Count() | Similar():
                 only = False
             case Not(operand):
                 only = self._mark(operand)
@@ -359,6 +368,8 @@ class _Binder:
                 return ItemTest(node)
             case Count():
                 return count_plan(node)
+            case Similar():
+                return EVERYTHING
             case Not(operand):
                 return NoneOf(self.plan(operand, ()))
             case Or(operands):

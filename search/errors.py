@@ -150,3 +150,10 @@ class SliceTooDeepError(SliceError):
     """Slices nested too deep, or a query expanding too many slices."""
 
     code = "slice_too_deep"
+
+
+class SimilarityError(QueryError):
+    """A ``similar:``/``similar_to:`` clause that cannot be answered: placed under OR, NOT or a
+    count, a second one, a bad ``~k``, or (from the API) an item without an embedding."""
+
+    code = "invalid_similarity"

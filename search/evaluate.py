@@ -4,12 +4,18 @@ Written from the language's semantics, directly over the AST, without the bindin
 translator, so that comparing it with Elasticsearch (the differential test) checks both.
 Values are compared the way the index stores them: prediction scores and metadata floats as
 32-bit floats, dates as UTC milliseconds, keyword lists as "any element".
+
+A query with a similarity clause ranks a collection rather than testing one document:
+:func:`nearest` answers it by brute-force cosine over every document (``search.similarity``
+states the semantics), which is what Elasticsearch's approximate kNN is checked against.
 """
 
 from __future__ import annotations
 
+import math
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
@@ -25,9 +31,12 @@ from search.ast import (
     Op,
     Or,
     ScoreBand,
+    Similar,
+    SimilarityKind,
     Text,
 )
 from search.fields import ATTRIBUTES, BAND_RANGES, FLOAT_ATTRIBUTES, OBJECT_ONLY_ATTRIBUTES
+from search.similarity import has_similarity, neighbours, split
 from store import schema as f
 from store.schema import PredictionKind
 
@@ -37,13 +46,78 @@ Prediction = Mapping[str, Any]
 
 def evaluate(node: Node, document: Document) -> bool:
     """Whether ``document`` (an item ``_source`` as stored) matches ``node``."""
+    if has_similarity(node):
+        raise ValueError("a similarity query ranks a collection: use search.evaluate.nearest")
     return _matches(node, document, bound=())
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The answer to a similarity query: ``(document, cosine similarity)``, nearest first, and
+    how many documents the filter selected that have no embedding (never ranked)."""
+
+    hits: list[tuple[Document, float]]
+    skipped_without_embedding: int
+
+
+def nearest(
+    node: Node, documents: Iterable[Document], vector: Sequence[float] | None = None
+) -> Ranked:
+    """The ``k`` documents the similarity query ``node`` answers, by exact cosine similarity.
+
+    ``vector`` is the query's: the text's embedding for ``similar:``; for ``similar_to:ID`` it
+    may be left out and is then ``ID``'s stored embedding.
+    """
+    clause, rest = split(node)
+    if clause is None:
+        raise ValueError("not a similarity query")
+    corpus = list(documents)
+    if vector is None:
+        if clause.kind is not SimilarityKind.ITEM:
+            raise ValueError("similar: needs the text's vector")
+        vector = _reference_vector(clause, corpus)
+    query = _unit(vector)
+    scored: list[tuple[float, str, Document]] = []
+    skipped = 0
+    for document in corpus:
+        item_id = str(document.get(f.ITEM_ID))
+        if clause.kind is SimilarityKind.ITEM and item_id == clause.value:
+            continue
+        if rest is not None and not _matches(rest, document, bound=()):
+            continue
+        stored = document.get(f.EMBEDDING)
+        if stored is None:
+            skipped += 1
+            continue
+        similarity = sum(a * b for a, b in zip(query, _unit(stored), strict=True))
+        scored.append((-similarity, item_id, document))
+    scored.sort(key=lambda entry: (entry[0], entry[1]))
+    hits = [(document, -negated) for negated, _, document in scored[: neighbours(clause)]]
+    return Ranked(hits, skipped)
+
+
+def _reference_vector(clause: Similar, corpus: list[Document]) -> Sequence[float]:
+    for document in corpus:
+        if str(document.get(f.ITEM_ID)) == clause.value:
+            stored = document.get(f.EMBEDDING)
+            if stored is None:
+                raise ValueError(f"item {clause.value!r} has no embedding")
+            return list(stored)
+    raise ValueError(f"no item {clause.value!r}")
+
+
+def _unit(vector: Iterable[float]) -> list[float]:
+    values = [float(x) for x in vector]
+    norm = math.sqrt(sum(x * x for x in values))
+    if norm == 0 or not math.isfinite(norm):
+        raise ValueError("a zero or non-finite vector has no direction")
+    return [x / norm for x in values]
 
 
 def _attribute_only(node: Node) -> bool:
     if isinstance(node, Comparison):
         return node.field in ATTRIBUTES
-    if isinstance(node, Label | Count):
+    if isinstance(node, Label | Count | Similar):
         return False
     if isinstance(node, Not):
         return _attribute_only(node.operand)
@@ -164,6 +238,8 @@ def _matches(node: Node, document: Document, bound: tuple[Node, ...]) -> bool:
             return _compare(node, _item_values(document, node.field))
         case Count():
             return _count(node, document)
+        case Similar():
+            return True  # not a condition: nearest() ranks what the rest selects
         case Not(operand):
             return not _matches(operand, document, ())
         case Or(operands):
@@ -203,8 +279,8 @@ def _prediction_matches(node: Node, prediction: Prediction) -> bool:
             return all(_prediction_matches(child, prediction) for child in operands)
         case Or(operands):
             return any(_prediction_matches(child, prediction) for child in operands)
-        case Count():
-            raise AssertionError("counts are never inside a count")
+        case Count() | Similar():
+            raise AssertionError("counts and similarity are never inside a count")
         case _:
             assert_never(node)
 

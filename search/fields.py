@@ -15,7 +15,7 @@ from datetime import date
 from enum import Enum
 from typing import Final
 
-from search.ast import Band, Instant, Number, Op, ScoreBand, Span, Text, Value
+from search.ast import Band, Instant, Number, Op, ScoreBand, SimilarityKind, Span, Text, Value
 from search.errors import (
     InvalidValueError,
     LeadingWildcardError,
@@ -190,7 +190,8 @@ def lookup_label(name: str, span: Span) -> tuple[PredictionKind, bool]:
     if lowered in ATTRIBUTES or lowered in ITEM_FIELDS or lowered.startswith(METADATA_PREFIX):
         hint = f"`{name}` is compared with an operator, e.g. `{lowered} = ...`"
     else:
-        hint = _did_you_mean(name, [*PREFIX_FIELDS, *TRUTH_PREFIX_FIELDS]) or (
+        known = [*PREFIX_FIELDS, *TRUTH_PREFIX_FIELDS, *(kind.value for kind in SimilarityKind)]
+        hint = _did_you_mean(name, known) or (
             "use `image_prefix:` or `object_prefix:` (ground truth: `truth_object_prefix:`)"
         )
     raise UnknownPrefixError(f"unknown prefix `{name}:`", span.start, span.end, hint=hint)

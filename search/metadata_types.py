@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, assert_never
 
-from search.ast import And, Comparison, Count, Label, Node, Not, Or, Text
+from search.ast import And, Comparison, Count, Label, Node, Not, Or, Similar, Text
 from search.errors import TypeMismatchError
 from store import schema as f
 
@@ -46,7 +46,7 @@ def _comparisons(node: Node) -> Iterator[Comparison]:
     match node:
         case Comparison():
             yield node
-        case Label():
+        case Label() | Similar():
             return
         case Not(operand) | Count(condition=operand):
             yield from _comparisons(operand)

@@ -22,7 +22,19 @@ from lark.common import LexerConf
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import Lexer, LexerState, PatternStr, TerminalDef
 
-from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or, Span
+from search.ast import (
+    And,
+    Comparison,
+    Count,
+    Label,
+    Node,
+    Not,
+    Op,
+    Or,
+    Similar,
+    SimilarityKind,
+    Span,
+)
 from search.binding import bind, check_count
 from search.errors import (
     CountError,
@@ -33,6 +45,7 @@ from search.errors import (
     QuerySyntaxError,
     QueryTooDeepError,
     QueryTooLongError,
+    SimilarityError,
     SliceCycleError,
     SliceError,
     SliceTooDeepError,
@@ -57,6 +70,7 @@ from search.fields import (
     read_label,
     read_value,
 )
+from search.similarity import MAX_K, check_placement, split
 from store import schema as f
 
 DEFAULT_MAX_LENGTH: Final = 4096
@@ -72,6 +86,7 @@ _DESCRIBE: Final = {
     "STRING_STAR": "a quoted prefix",
     "OPERATOR": f"an operator ({', '.join(Op)})",
     "COLON": "`:`",
+    "TILDE": "`~`",
     "LPAR": "`(`",
     "RPAR": "`)`",
     "_AND": "AND",
@@ -113,7 +128,7 @@ class _Builder(Transformer[Token, Node]):
         assert not isinstance(inner, Token)
         return replace(inner, span=Span(left.start_pos or 0, right.end_pos or 0))
 
-    def label(self, children: list[Token]) -> Label:
+    def label(self, children: list[Token]) -> Label | Similar:
         name, _, value = children
         if name.value.lower() == SLICE_FIELD:
             raise UnknownPrefixError(
@@ -122,6 +137,9 @@ class _Builder(Transformer[Token, Node]):
                 name.end_pos or 0,
                 hint=f'write `{SLICE_FIELD} = "name"` for a saved slice',
             )
+        similarity = _SIMILARITY_FIELDS.get(name.value.lower())
+        if similarity is not None:
+            return _similar(similarity, name, value, None)
         kind, truth = lookup_label(name.value, _span(name))
         quoted = value.type != "BARE"
         star = value.type == "STRING_STAR"
@@ -130,8 +148,27 @@ class _Builder(Transformer[Token, Node]):
         span = Span(name.start_pos or 0, value.end_pos or 0)
         return Label(kind, text, prefix, span, truth=truth)
 
+    def neighbours(self, children: list[Token]) -> Similar:
+        name, _, value, tilde, k = children
+        similarity = _SIMILARITY_FIELDS.get(name.value.lower())
+        if similarity is None:
+            raise SimilarityError(
+                "`~k` (how many neighbours) only follows `similar:` or `similar_to:`",
+                tilde.start_pos or 0,
+                k.end_pos or 0,
+                hint='e.g. `similar:"rain at night"~200`',
+            )
+        return _similar(similarity, name, value, k)
+
     def comparison(self, children: list[Token]) -> Node:
         name, operator, value = children
+        if name.value.lower() in _SIMILARITY_FIELDS:
+            raise SimilarityError(
+                f"`{name.value.lower()}` takes a text or an item id after `:`, not an operator",
+                name.start_pos or 0,
+                operator.end_pos or 0,
+                hint=f'e.g. `{name.value.lower()}:"{_SIMILARITY_EXAMPLE[name.value.lower()]}"`',
+            )
         if name.value.lower() == SLICE_FIELD:
             return _expand_slice(name, operator, value)
         spec = lookup_field(name.value, _span(name))
@@ -170,6 +207,56 @@ class _Builder(Transformer[Token, Node]):
 
 
 COUNT: Final = "count"
+_SIMILARITY_FIELDS: Final = {kind.value: kind for kind in SimilarityKind}
+_SIMILARITY_EXAMPLE: Final = {"similar": "a snowy highway at night", "similar_to": "item-42"}
+
+
+def _similar(kind: SimilarityKind, name: Token, value: Token, k: Token | None) -> Similar:
+    """A similarity clause: its text or item id, and its ``~k`` checked."""
+    span = _span(value)
+    what = "text" if kind is SimilarityKind.TEXT else "item id"
+    if value.type == "STRING_STAR" or (value.type == "BARE" and "*" in value.value):
+        raise SimilarityError(
+            f"`{kind.value}:` takes a {what}, not a wildcard",
+            span.start,
+            span.end,
+            hint='quote a literal `*`: "a*b"',
+        )
+    text = unquote(value.value) if value.type == "STRING" else value.value
+    if not text.strip():
+        raise SimilarityError(
+            f"`{kind.value}:` needs a {what}",
+            span.start,
+            span.end,
+            hint=f'e.g. `{kind.value}:"{_SIMILARITY_EXAMPLE[kind.value]}"`',
+        )
+    number = None
+    end = value.end_pos or 0
+    if k is not None:
+        number = _neighbour_count(k)
+        end = k.end_pos or 0
+    return Similar(kind, text, number, Span(name.start_pos or 0, end), span)
+
+
+def _neighbour_count(token: Token) -> int:
+    span = _span(token)
+    hint = f'a whole number from 1 to {MAX_K}, e.g. `similar:"rain at night"~200`'
+    if token.type != "BARE" or not token.value.isdigit():
+        raise SimilarityError(
+            f"`~` is followed by how many neighbours to keep, not {token.value}",
+            span.start,
+            span.end,
+            hint=hint,
+        )
+    if len(token.value) > 6 or not 1 <= int(token.value) <= MAX_K:
+        raise SimilarityError(
+            f"`~{token.value}` is out of range: from 1 to {MAX_K} neighbours",
+            span.start,
+            span.end,
+            hint=hint,
+        )
+    return int(token.value)
+
 
 # --- saved slices ------------------------------------------------------------------------------
 # `slice = "name"` is replaced, while parsing, by the tree of the slice's own query, as if it had
@@ -269,7 +356,7 @@ def _expand_slice(name: Token, operator: Token, value: Token) -> Node:
 def respan(node: Node, span: Span) -> Node:
     """``node`` with every span in it set to ``span``."""
     match node:
-        case Label() | Comparison():
+        case Label() | Comparison() | Similar():
             return replace(node, span=span)
         case Not(operand):
             return Not(respan(operand, span), span)
@@ -337,7 +424,7 @@ class _Lexer(Lexer):
             parts = [f"(?P<{n}>{terminals[n].pattern.to_regexp()})" for n in names]
             return re.compile("|".join(parts))
 
-        punctuation = ("OPERATOR", "COLON", "LPAR", "RPAR")
+        punctuation = ("OPERATOR", "COLON", "TILDE", "LPAR", "RPAR")
         # Where a condition may start or continue, a word is a field (so `image_prefix:car`
         # splits at the colon); after `:` or an operator it is a value, colons included.
         self.term = master("WS", "STRING_STAR", "STRING", *punctuation, "FIELD", "BARE")
@@ -353,7 +440,7 @@ class _Lexer(Lexer):
         position, end = 0, len(text)
         previous = ""
         while position < end:
-            pattern = self.value if previous in ("COLON", "OPERATOR") else self.term
+            pattern = self.value if previous in ("COLON", "OPERATOR", "TILDE") else self.term
             match = pattern.match(text, position)
             if match is None:
                 raise UnexpectedCharacters(text, position, 0, 0)  # type: ignore[no-untyped-call]
@@ -443,15 +530,22 @@ def _parse(text: str, max_length: int) -> Node:
         raise
     except UnexpectedInput as error:
         raise _syntax_error(error, text) from None
-    assert isinstance(tree, Label | Comparison | Not | And | Or | Count)
-    if _check_depth(tree):
-        bind(tree)  # raises where box geometry binds to an image label
+    assert isinstance(tree, Label | Comparison | Not | And | Or | Count | Similar)
+    geometry, similarity = _check_depth(tree)
+    if similarity:
+        check_placement(tree)
+    if geometry:
+        # raises where box geometry binds to an image label (in the filter a similarity
+        # clause leaves: the rest of the query)
+        rest = split(tree)[1] if similarity else tree
+        if rest is not None:
+            bind(rest)
     return tree
 
 
-def _check_depth(root: Node) -> bool:
-    """Refuses a tree nested too deep; says whether it mentions box geometry."""
-    geometry = False
+def _check_depth(root: Node) -> tuple[bool, bool]:
+    """Refuses a tree nested too deep; says whether it mentions box geometry, and similarity."""
+    geometry = similarity = False
     stack: list[tuple[Node, int]] = [(root, 1)]
     while stack:
         node, depth = stack.pop()
@@ -471,9 +565,11 @@ def _check_depth(root: Node) -> bool:
                 stack.append((condition, depth + 1))
             case Comparison(field=name):
                 geometry = geometry or name in OBJECT_ONLY_ATTRIBUTES
+            case Similar():
+                similarity = True
             case _:
                 pass
-    return geometry
+    return geometry, similarity
 
 
 def _syntax_error(error: UnexpectedInput, text: str) -> QueryError:
@@ -732,6 +828,8 @@ def _example_for(text: str, position: int) -> str:
     before = text[:position].rstrip()
     if count := _COUNT_OPERATOR_AT_END.search(before):
         return f"{COUNT}(object_prefix:car) {count.group(1)} 2"
+    if before.endswith("~"):
+        return 'similar:"rain at night"~200'  # how many neighbours
     match = _OPERATOR_AT_END.search(before)
     if match is None:
         return 'dataset = "train"'

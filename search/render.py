@@ -20,6 +20,7 @@ from search.ast import (
     Number,
     Or,
     ScoreBand,
+    Similar,
     Text,
 )
 from search.fields import NUMBER_RE, iso_text
@@ -35,6 +36,8 @@ def render(node: Node) -> str:
             return f"{field} {op} {_value(value)}"
         case Count(condition=condition, op=op, number=number):
             return f"count({render(condition)}) {op} {number}"
+        case Similar(kind=kind, value=value, k=k):
+            return f"{kind.value}:{_text(value)}{'' if k is None else f'~{k}'}"
         case Not(operand):
             inner = render(operand)
             return f"NOT ({inner})" if isinstance(operand, And | Or) else f"NOT {inner}"

@@ -25,10 +25,13 @@ from search.ast import (
     Op,
     Or,
     ScoreBand,
+    Similar,
     Text,
 )
 from search.binding import AllOf, AnyOf, AtLeast, Exists, ItemTest, NoneOf, Plan, bind
+from search.errors import SimilarityError
 from search.fields import BAND_RANGES, MAX_EPOCH_MS, iso_text
+from search.similarity import similarity_clause
 from store import schema as f
 
 Query = dict[str, Any]
@@ -39,8 +42,18 @@ def translate(node: Node, *, inner_hits: bool = False) -> Query:
     """The ``query`` clause for ``node``, wrapped in ``bool.filter`` so nothing is scored.
 
     With ``inner_hits``, every ``nested`` clause not under a negation asks for its matching
-    predictions (``_nested.offset``), under a name unique within the query.
+    predictions (``_nested.offset``), under a name unique within the query. A query with a
+    similarity clause is translated by ``search.similarity`` (it needs the query's vector).
     """
+    clause = similarity_clause(node)
+    if clause is not None:
+        raise SimilarityError(
+            "a similarity clause needs the query's vector: it is answered by a search "
+            "(the API), not by a plain filter",
+            clause.span.start,
+            clause.span.end,
+            hint="leave it out here, or search with it through /v1/search",
+        )
     query = _Builder(inner_hits).plan(bind(node), positive=True)
     if _only(query, _FILTER) or _only(query, _FILTER_MUST_NOT):
         return query
@@ -195,8 +208,8 @@ def condition_query(node: Node, path: str) -> Query:
             return _all([condition_query(child, path) for child in operands])
         case Or(operands):
             return _any([condition_query(child, path) for child in operands])
-        case Count():
-            raise AssertionError("counts are never inside a count")
+        case Count() | Similar():
+            raise AssertionError("counts and similarity are never inside a count")
         case _:
             assert_never(node)
 
@@ -218,8 +231,8 @@ def attribute_query(node: Node, path: str) -> Query:
             return _all([attribute_query(child, path) for child in operands])
         case Or(operands):
             return _any([attribute_query(child, path) for child in operands])
-        case Label() | Count():
-            raise AssertionError("labels and counts are never attribute conditions")
+        case Label() | Count() | Similar():
+            raise AssertionError("labels, counts, similarity are never attribute conditions")
         case _:
             assert_never(node)
 

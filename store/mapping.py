@@ -2,12 +2,13 @@
 
 One document per item. Predictions live in two ``nested`` lists so that a query can demand that
 *one and the same* prediction satisfies a label and a score condition. Only server-core field
-types are used (keyword, float, date, nested, object), so the schema works on the minimal
-Elasticsearch distribution as well as on any full cluster.
+types are used (keyword, float, date, nested, object, dense_vector), so the schema works on the
+minimal Elasticsearch distribution as well as on any full cluster.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Final
 
 from store import schema as f
@@ -15,8 +16,16 @@ from store import schema as f
 INDEX_ALIAS: Final = "autotag-items"
 # Runs, their batches, training-set locks and per-dataset settings (store.runs).
 RUNS_INDEX: Final = "autotag-runs"
-# Bump when the mapping changes in a way that needs a new index (then copy items across).
-SCHEMA_VERSION: Final = 1
+# Bump when the mapping changes in a way that needs a new index; `autotag migrate`
+# (store.migrate) then copies items across. 2: the item's image `embedding`.
+SCHEMA_VERSION: Final = 2
+# The mapping's _meta key holding the schema version an index was created with.
+SCHEMA_VERSION_META: Final = "schema_version"
+# How embeddings are indexed for approximate kNN, chosen by measurement (docs/benchmarks.md,
+# "Embeddings: quantization"): recall against bytes per item at 512 dimensions. int8 vectors in
+# the graph (a quarter of float's memory), the best candidates rescored with the float vectors
+# Elasticsearch keeps anyway: recall@10 0.997 where plain int8 stops at 0.95.
+EMBEDDING_INDEX_OPTIONS: Final = {"type": "int8_hnsw", "rescore_vector": {"oversample": 2.0}}
 
 
 def versioned_index_name(alias: str = INDEX_ALIAS, version: int = SCHEMA_VERSION) -> str:
@@ -85,6 +94,7 @@ def item_mapping() -> dict[str, Any]:
     """The ``mappings`` body: strict everywhere except under ``metadata``."""
     return {
         "dynamic": "strict",
+        "_meta": {SCHEMA_VERSION_META: SCHEMA_VERSION},
         # Metadata strings stay strings: "2024-01-01" in metadata is not guessed to be a date.
         "date_detection": False,
         "properties": {
@@ -108,6 +118,14 @@ def item_mapping() -> dict[str, Any]:
             f.OBJECT_PREDICTIONS: {
                 "type": "nested",
                 "properties": _prediction_properties(with_bbox=True),
+            },
+            # Unit vectors compared by cosine; the dimension is set by the first vector written
+            # (the model's), and the model is recorded in _meta (store.embeddings).
+            f.EMBEDDING: {
+                "type": "dense_vector",
+                "similarity": "cosine",
+                "index": True,
+                "index_options": copy.deepcopy(EMBEDDING_INDEX_OPTIONS),
             },
             # Who changed what and when; kept for audit, never searched.
             f.REVIEW_HISTORY: {"type": "object", "enabled": False},
@@ -135,6 +153,11 @@ def index_settings(*, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
         # Items carry up to a few dozen predictions; leave room for bigger ones.
         "mapping.nested_objects.limit": 20000,
         **INDEX_SORT,
+        # Elasticsearch 9 leaves vectors out of _source unless a read asks for them; every
+        # writer here rewrites whole documents it has read (the writer's merge, reviews), and
+        # one that forgot to ask would silently drop the embedding. Kept in _source, they
+        # survive any read-modify-write (cost: docs/benchmarks.md, bytes per item).
+        "mapping.exclude_source_vectors": False,
     }
 
 

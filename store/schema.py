@@ -57,6 +57,8 @@ UPDATED_AT: Final = "updated_at"
 METADATA: Final = "metadata"
 AUTOTAG_STATUS: Final = "autotag_status"
 REVIEW_HISTORY: Final = "review_history"
+# The item's image embedding (a unit vector; which model made it is in the index's _meta).
+EMBEDDING: Final = "embedding"
 # Training sets that have tagged this item: "already tagged?" must not depend on whether the
 # model happened to predict anything.
 TAGGED_BY: Final = "tagged_by"

@@ -17,7 +17,10 @@ in a first load); items that exist answer 409 and take the read-merge-write path
 of a batch exists the writer reads first again.
 
 Every item document is written whole, so a crash between batches loses nothing already
-acknowledged and a rerun writes each item exactly once.
+acknowledged and a rerun writes each item exactly once. A writer given ``untouched`` fields
+(say the embedding, hundreds of floats, and the review history) neither reads nor writes them:
+existing items are then written as partial updates (bulk ``update`` with ``doc`` and the same
+``if_seq_no``/``if_primary_term`` check), which leave those fields as they are.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -226,6 +229,7 @@ class PredictionWriter:
         backoff_s: float = 0.25,
         refresh: bool = False,
         expect_new: bool = True,
+        untouched: Sequence[str] = (),
     ) -> None:
         if not training_set.strip():
             raise ValueError("a training set name is required")
@@ -237,9 +241,11 @@ class PredictionWriter:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.refresh = refresh
+        self.untouched = tuple(untouched)
         # Whether the next batch is probably all new items (see ``_build_creates``); False
-        # when the caller knows the items exist (runs over registered items).
-        self._expect_new = expect_new
+        # when the caller knows the items exist (runs over registered items), or leaves fields
+        # untouched (for items that exist).
+        self._expect_new = expect_new and not self.untouched
 
     def already_tagged(self, item_ids: Sequence[str]) -> set[str]:
         """The ids among ``item_ids`` that this training set has already tagged."""
@@ -315,6 +321,82 @@ class PredictionWriter:
             while pending:
                 yield _joined(pending.popleft())
 
+    def remove(
+        self, item_ids: Sequence[str], training_sets: Collection[str] | None = None
+    ) -> WriteResult:
+        """Take every prediction of this training set, or of ``training_sets`` (reviewed ones
+        too), off ``item_ids``.
+
+        ``written`` counts the items changed; the same concurrency checks as :meth:`write`.
+        """
+        result = WriteResult()
+        removing = set(training_sets or (self.training_set,))
+        pending = list(dict.fromkeys(item_ids))
+        for attempt in range(self.max_attempts):
+            if not pending:
+                break
+            if attempt:
+                result.retries += len(pending)
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            pending = self._remove_once(pending, removing, result)
+        result.failed += [(i, f"gave up after {self.max_attempts} attempts") for i in pending]
+        return result
+
+    def _remove_once(
+        self, item_ids: list[str], removing: set[str], result: WriteResult
+    ) -> list[str]:
+        excludes = list(self.untouched) or None
+        current = self._call(
+            lambda: self.client.mget(index=self.index, ids=item_ids, source_excludes=excludes)
+        )
+        now = utc_iso()
+        operations: list[Mapping[str, Any]] = []
+        sent: list[str] = []
+        for doc in current["docs"]:
+            if not doc.get("found"):
+                continue
+            source = dict(doc["_source"])
+            for path in f.PREDICTION_PATHS:
+                if path in source:
+                    source[path] = [
+                        p for p in source[path] if p.get(f.PRED_TRAINING_SET) not in removing
+                    ]
+            source[f.TAGGED_BY] = [t for t in source.get(f.TAGGED_BY) or () if t not in removing]
+            source[f.UPDATED_AT] = now
+            finish_item(source)
+            guard = {
+                "_index": self.index,
+                "_id": doc["_id"],
+                "if_seq_no": doc["_seq_no"],
+                "if_primary_term": doc["_primary_term"],
+            }
+            if self.untouched:
+                fields = {k: v for k, v in source.items() if k not in self.untouched}
+                operations.extend(({"update": guard}, {"doc": fields}))
+            else:
+                operations.extend(({"index": guard}, source))
+            sent.append(str(doc["_id"]))
+        if not operations:
+            return []
+        response = self._call(
+            lambda: self.client.bulk(
+                operations=operations,
+                refresh="wait_for" if self.refresh else False,
+                filter_path=["items.*.status", "items.*.error.reason"],
+            )
+        )
+        retry: list[str] = []
+        for item_id, outcome in zip(sent, response["items"], strict=True):
+            status = next(iter(outcome.values()))
+            code = int(status.get("status", 500))
+            if code < 300:
+                result.written += 1
+            elif code == 409 or code in RETRYABLE_STATUSES:
+                retry.append(item_id)
+            elif code != 404:
+                result.failed.append((item_id, str(status.get("error", {}).get("reason", code))))
+        return retry
+
     def _chunks(self, batch: Sequence[ItemPredictions]) -> Iterator[Sequence[ItemPredictions]]:
         for start in range(0, len(batch), self.batch_size):
             yield batch[start : start + self.batch_size]
@@ -379,7 +461,11 @@ class PredictionWriter:
         self, pending: dict[str, ItemPredictions], result: WriteResult
     ) -> dict[str, ItemPredictions]:
         """One read-merge-write round; returns the entries to try again."""
-        current = self._call(lambda: self.client.mget(index=self.index, ids=list(pending)))
+        current = self._call(
+            lambda: self.client.mget(
+                index=self.index, ids=list(pending), source_excludes=list(self.untouched) or None
+            )
+        )
         now = utc_iso()
         operations: list[Mapping[str, Any]] = []
         sent: list[_Sent] = []
@@ -398,14 +484,18 @@ class PredictionWriter:
                 result.failed.append((item_id, str(error)))
                 continue
             if found:
-                action = {
-                    "index": {
-                        "_index": self.index,
-                        "_id": item_id,
-                        "if_seq_no": doc["_seq_no"],
-                        "if_primary_term": doc["_primary_term"],
-                    }
+                guard = {
+                    "_index": self.index,
+                    "_id": item_id,
+                    "if_seq_no": doc["_seq_no"],
+                    "if_primary_term": doc["_primary_term"],
                 }
+                if self.untouched:  # a partial update: the fields not read stay as they are
+                    fields = {k: v for k, v in merged.items() if k not in self.untouched}
+                    operations.extend(({"update": guard}, {"doc": fields}))
+                    sent.append((item_id, merged, writing))
+                    continue
+                action = {"index": guard}
             else:
                 action = {"create": {"_index": self.index, "_id": item_id}}
             operations.extend((action, merged))

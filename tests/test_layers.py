@@ -14,8 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 OURS = (
     "api",
+    "autotags",
     "cli",
     "client",
+    "embeddings",
     "evaluation",
     "export",
     "harness",
@@ -47,12 +49,21 @@ ALLOWED = {
     "store": ("store",),
     "export": ("export", "search", "store"),
     "evaluation": ("evaluation", "search", "store"),
-    "indexer": ("indexer", "store"),
+    "embeddings": ("embeddings", "store"),
+    "autotags": ("autotags", "search", "store"),
+    "indexer": ("indexer", "embeddings", "store"),
     "worker": ("worker", "indexer", "store"),
-    "api": ("api", "search", "store", "export", "evaluation"),
+    "api": ("api", "search", "store", "embeddings", "autotags", "export", "evaluation"),
     # The client speaks in the API's own models (so it cannot drift from the schema), raises
     # the language's QueryError, and never reaches the app, the store or the cluster.
-    "client": ("client", "api.models", "api.run_models", "evaluation.report", "search"),
+    "client": (
+        "client",
+        "api.models",
+        "api.run_models",
+        "api.autotag_models",
+        "evaluation.report",
+        "search",
+    ),
 }
 
 
@@ -65,6 +76,15 @@ def test_imports_follow_the_arrows(package: str) -> None:
 
 
 def test_only_cli_and_the_test_and_bench_harness_import_api() -> None:
-    for package in ("search", "store", "export", "evaluation", "indexer", "worker"):
+    for package in (
+        "search",
+        "store",
+        "embeddings",
+        "autotags",
+        "export",
+        "evaluation",
+        "indexer",
+        "worker",
+    ):
         for module, names in _imports(package).items():
             assert not [n for n in names if n.split(".")[0] == "api"], module

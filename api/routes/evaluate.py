@@ -14,7 +14,9 @@ from evaluation.report import EvaluationOptions, EvaluationReport
 from evaluation.run import EvaluationError, evaluate
 
 router = APIRouter(tags=["evaluation"])
-EvaluateQuery = Annotated[QueryRead[EvaluateRequest], Depends(read_query(EvaluateRequest))]
+EvaluateQuery = Annotated[
+    QueryRead[EvaluateRequest], Depends(read_query(EvaluateRequest, ranked="an evaluation"))
+]
 
 
 @router.post(

@@ -16,7 +16,9 @@ from export.run import Export, selection_for
 from export.spec import ExportSpec, Sampling
 
 router = APIRouter(tags=["export"])
-ExportQuery = Annotated[QueryRead[ExportRequest], Depends(read_query(ExportRequest))]
+ExportQuery = Annotated[
+    QueryRead[ExportRequest], Depends(read_query(ExportRequest, ranked="an export"))
+]
 STATEMENT_HEADER = "X-Autotag-Export"
 _MEDIA = {True: "application/zip", False: "application/x-ndjson"}
 

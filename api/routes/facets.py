@@ -41,7 +41,7 @@ FacetsQuery = Annotated[QueryRead[FacetsRequest], Depends(read_query(FacetsReque
     summary="Counts per label, training set and review status; score bands; model comparison",
 )
 async def facets(q: FacetsQuery) -> FacetsResponse:
-    es, settings, request, query = q.es, q.settings, q.body, q.parsed.query
+    es, settings, request, query = q.es, q.settings, q.body, q.query
     cmp = request.compare
     compare = None if cmp is None else (cmp.training_set_a, cmp.training_set_b, cmp.threshold)
     body = facets_body(query, labels=request.labels, compare=compare)

@@ -11,6 +11,7 @@ from api.responses import OrjsonResponse
 from api.review import load_item
 from api.routes import error_responses
 from api.run_models import RegisterFailure, RegisterRequest, RegisterResponse
+from store import schema as f
 from store.calls import drive_async
 from store.clock import utc_iso
 from store.runs import NewItem, register_items
@@ -26,6 +27,7 @@ router = APIRouter(prefix="/items", tags=["items"])
 )
 async def get_item(item_id: str, read: ReadDep) -> OrjsonResponse:
     stored = await load_item(read.es, read.settings.index, item_id)
+    stored.source.pop(f.EMBEDDING, None)  # hundreds of floats, for the index's use
     version = {"seq_no": stored.seq_no, "primary_term": stored.primary_term}
     return OrjsonResponse({"item": stored.source, "version": version})
 

@@ -23,6 +23,7 @@ from api.models import (
 from api.responses import OrjsonResponse
 from api.review import review, save_review
 from api.routes import error_responses
+from store import schema as f
 
 router = APIRouter(prefix="/items/{item_id}/predictions/{prediction_id}", tags=["review"])
 item_router = APIRouter(prefix="/items/{item_id}", tags=["review"])
@@ -68,6 +69,7 @@ def _route(
             request=change,
             key=key,
         )
+        done.item.pop(f.EMBEDDING, None)  # the index's, not the reviewer's
         return OrjsonResponse(
             {
                 "item": done.item,

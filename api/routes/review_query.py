@@ -22,9 +22,13 @@ from store.schema import PredictionKind
 
 router = APIRouter(prefix="/review-by-query", tags=["review"])
 PreviewQuery = Annotated[
-    QueryRead[ReviewByQueryPreviewRequest], Depends(read_query(ReviewByQueryPreviewRequest))
+    QueryRead[ReviewByQueryPreviewRequest],
+    Depends(read_query(ReviewByQueryPreviewRequest, ranked="a review by query")),
 ]
-ApplyQuery = Annotated[QueryRead[ReviewByQueryRequest], Depends(read_query(ReviewByQueryRequest))]
+ApplyQuery = Annotated[
+    QueryRead[ReviewByQueryRequest],
+    Depends(read_query(ReviewByQueryRequest, ranked="a review by query")),
+]
 
 
 @router.post(

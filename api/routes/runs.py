@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import EsDep, ReadDep, ReviewerDep, SettingsDep, resolve_query
+from api.deps import EsDep, ReadDep, ReviewerDep, SettingsDep, refuse_similarity, resolve_query
 from api.errors import ApiError, refuse_unstorable
 from api.routes import error_responses
 from api.run_models import (
@@ -91,6 +91,7 @@ def router(settings: Settings) -> APIRouter:
         select = body.select
         if isinstance(select, QuerySelection):
             parsed = await resolve_query(es, settings, select.query)
+            refuse_similarity(parsed, "a run")
             selection = Selection(SelectionKind.QUERY, query=parsed.canonical, dsl=parsed.query)
         elif isinstance(select, UrisSelection):
             uris = list(dict.fromkeys(select.uris))

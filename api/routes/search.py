@@ -5,6 +5,7 @@ states it in both the validation and the schema. (No ``from __future__ import an
 here: FastAPI reads the endpoints' annotations, which name the app's own dependency.)
 """
 
+import asyncio
 import contextlib
 from typing import Annotated, Any
 
@@ -39,6 +40,7 @@ from api.query import (
 from api.responses import OrjsonResponse
 from api.routes import error_responses
 from api.settings import Settings
+from search.similarity import cosine_of_score
 
 CountQuery = Annotated[QueryRead[CountRequest], Depends(read_query(CountRequest))]
 TranslateQuery = Annotated[QueryRead[TranslateRequest], Depends(read_query(TranslateRequest))]
@@ -63,10 +65,14 @@ def router(settings: Settings) -> APIRouter:
     @routes.post(
         "/count",
         response_model=CountResponse,
+        # skipped_without_embedding only answers a similarity query
+        response_model_exclude_unset=True,
         responses=error_responses(400, 401),
         summary="How many items match a query",
     )
     async def count(q: CountQuery) -> CountResponse:
+        if q.similarity is not None:
+            return await similarity_count(q)
         response = whole_answer(await q.es.count(index=q.settings.index, query=q.parsed.query))
         count = int(response["count"])
         hints = [] if count else await label_hints(q.es, q.settings.index, q.parsed.ast)
@@ -79,16 +85,32 @@ def router(settings: Settings) -> APIRouter:
         summary="The canonical query and the Elasticsearch DSL it becomes, without running it",
     )
     async def explain(q: TranslateQuery) -> TranslateResponse:
-        return TranslateResponse(
-            query=q.parsed.canonical, dsl=q.parsed.query, slices=q.parsed.slices
-        )
+        return TranslateResponse(query=q.parsed.canonical, dsl=q.query, slices=q.parsed.slices)
 
     return routes
 
 
+async def similarity_count(q: QueryRead[CountRequest]) -> CountResponse:
+    """The k nearest by definition number min(k, the items ranked); and those skipped."""
+    assert q.similarity is not None
+    index = q.settings.index
+    ranked, skipped = await asyncio.gather(
+        q.es.count(index=index, query=q.similarity.ranked),
+        q.es.count(index=index, query=q.similarity.skipped),
+    )
+    count = min(q.similarity.k, int(whole_answer(ranked)["count"]))
+    hints = [] if count else await label_hints(q.es, index, q.parsed.ast)
+    return CountResponse(
+        query=q.parsed.canonical,
+        count=count,
+        hints=hints,
+        skipped_without_embedding=int(whole_answer(skipped)["count"]),
+    )
+
+
 async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
     """One page of hits, and the cursor to the next one."""
-    es, settings, request, parsed = q.es, q.settings, q.body, q.parsed
+    es, settings, request, parsed, similar = q.es, q.settings, q.body, q.parsed, q.similarity
     size = request.size or settings.default_page_size
     canonical = parsed.canonical
     order = request.order or default_order(request.sort)
@@ -105,6 +127,9 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
         )
         pit_id = str(opened["id"])
     pit = None if pit_id is None else {"id": pit_id, "keep_alive": settings.pit_keep_alive}
+    returned = 0 if cursor is None else cursor.returned
+    if similar is not None:  # never past the k nearest
+        size = max(0, min(size, similar.k - returned))
     body = search_body(
         parsed,
         size=size + 1,
@@ -113,9 +138,18 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
         after=None if cursor is None else cursor.after,
         pit=pit,
         track_total_hits=settings.track_total_hits,
+        query=None if similar is None else similar.hits_query,
     )
     response = None
-    if cursor is None and pit is None and request.sort is SortKey.SCORE:
+    skipped = None
+    if similar is not None:
+        found, missing = await asyncio.gather(
+            _plain_page(es, settings.index, body, pit),
+            es.count(index=settings.index, query=similar.skipped),
+        )
+        response = found
+        skipped = int(whole_answer(missing)["count"])
+    elif cursor is None and pit is None and request.sort is SortKey.SCORE:
         response = await probed_first_page(
             es,
             settings.index,
@@ -131,14 +165,24 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
     hits: list[dict[str, Any]] = response["hits"]["hits"]
     next_cursor = None
     pit_id = response.get("pit_id", pit_id)
-    if len(hits) > size:
-        hits = hits[:size]
-        next_cursor = encode_cursor(Cursor(expect, hits[-1]["sort"], pit_id))
+    more = len(hits) > size
+    hits = hits[:size]
+    if similar is not None and returned + len(hits) >= similar.k:
+        more = False
+    if more:
+        after = hits[-1]["sort"]
+        next_cursor = encode_cursor(Cursor(expect, after, pit_id, returned + len(hits)))
     elif pit_id is not None:
         await _close_quietly(es, pit_id)
 
     total = response["hits"]["total"]
+    if similar is not None:  # k per shard were found: the answer is the k nearest of them
+        total = {"value": min(similar.k, int(total["value"])), "relation": "eq"}
     hints = [] if total["value"] else dump(await label_hints(es, settings.index, parsed.ast))
+    out_hits = answer_hits(hits)
+    if similar is not None:
+        for out, hit in zip(out_hits, hits, strict=True):
+            out["similarity"] = cosine_of_score(hit["_score"])
     # Built as plain data and serialised by orjson: validating every stored item against the
     # response model would cost more than the search itself. Tests check conformance.
     return OrjsonResponse(
@@ -146,9 +190,10 @@ async def search_page(q: QueryRead[SearchRequest]) -> OrjsonResponse:
             "query": canonical,
             "total": total["value"],
             "total_relation": total["relation"],
-            "hits": answer_hits(hits),
+            "hits": out_hits,
             "next_cursor": next_cursor,
             "hints": hints,
+            **({} if skipped is None else {"skipped_without_embedding": skipped}),
         }
     )
 

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embeddings.weights import DEMO_CONFIG_KEY, DEMO_MODEL_PREFIX
+
 MODELS_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = MODELS_DIR / "configs"
 
-# A model config (open_clip_config.json, a detector's .json) with this key set to true is a
-# demo model; the names it records on predictions start with DEMO_MODEL_PREFIX.
-DEMO_CONFIG_KEY = "demo"
-DEMO_MODEL_PREFIX = "demo:"
+__all__ = [
+    "CONFIGS_DIR",
+    "DEMO_CONFIG_KEY",
+    "DEMO_MODEL_PREFIX",
+    "MODELS_DIR",
+    "TINY_CLIP",
+    "TINY_CLIP_DIR",
+    "TINY_CLIP_MODEL",
+    "TINY_DETECTOR",
+    "TINY_DETECTOR_CONFIG",
+    "TINY_DETECTOR_PATH",
+]
 
 TINY_CLIP_MODEL = "autotag-tiny"
 TINY_CLIP_DIR = MODELS_DIR / "autotag-tiny-clip"

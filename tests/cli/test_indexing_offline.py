@@ -13,8 +13,8 @@ import torch
 from elasticsearch import Elasticsearch
 
 from cli.main import main
+from embeddings.weights import file_sha256
 from indexer.clip_tagger import LOCAL_DIR_PREFIX  # importing it registers autotag-tiny
-from indexer.model_weights import file_sha256
 from indexer.models import DEMO_MODEL_PREFIX, TINY_CLIP_MODEL
 from indexer.taxonomy import load_taxonomy
 from store.image_roots import roots_in_answer, roots_index_name, roots_search_body

@@ -26,7 +26,9 @@ from cli.up import (
 )
 from indexer.models import DEMO_MODEL_PREFIX
 from search import parse, translate
+from store import schema as f
 from store.image_roots import roots_in_answer, roots_index_name, roots_search_body
+from store.mapping import versioned_index_name
 from store.settings import StoreSettings
 
 pytestmark = pytest.mark.es
@@ -36,7 +38,7 @@ pytestmark = pytest.mark.es
 def alias(es: Elasticsearch) -> Iterator[str]:
     name = f"test-up-{uuid.uuid4().hex[:8]}"
     yield name
-    es.indices.delete(index=f"{name}-v1", ignore_unavailable=True)
+    es.indices.delete(index=versioned_index_name(name), ignore_unavailable=True)
     es.indices.delete(index=roots_index_name(name), ignore_unavailable=True)
 
 
@@ -63,8 +65,12 @@ def test_the_main_job_loads_and_tags_the_samples_idempotently(
     es.indices.refresh(index=alias)
     assert es.count(index=alias)["count"] == SAMPLE_SIZE + SAMPLE_IMAGES
     assert es.indices.get_alias(name=alias) == {
-        f"{alias}-v1": {"aliases": {alias: {"is_write_index": True}}}
+        versioned_index_name(alias): {"aliases": {alias: {"is_write_index": True}}}
     }
+    # the sample images carry their embeddings (similar: works on them), the sample
+    # predictions (no images) none
+    with_embedding = {"exists": {"field": f.EMBEDDING}}
+    assert es.count(index=alias, query=with_embedding)["count"] == SAMPLE_IMAGES
     rainy = translate(parse('training_set = "tiny_v1" AND image_prefix:weather_rain'))
     assert es.count(index=alias, query=rainy)["count"] > 0
     # the sample is tagged by the demo models, and its predictions say so

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from embeddings.weights import WeightsUnavailableError
 from indexer.clip_tagger import ClipTagger
-from indexer.model_weights import WeightsUnavailableError
 from indexer.taxonomy import Taxonomy, load_taxonomy, parse_taxonomy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -133,7 +133,7 @@ def test_pretrained_tag_without_network_fails_fast(taxonomy: Taxonomy) -> None:
 def test_unreachable_hub_fails_fast_without_offline_mode(
     taxonomy: Taxonomy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from indexer import model_weights
+    from embeddings import weights as model_weights
 
     for name in model_weights.OFFLINE_ENV_VARS:
         monkeypatch.delenv(name, raising=False)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from embeddings.weights import WeightsUnavailableError
 from indexer.detector import (
     BACKGROUND,
     TINY_ARCH,
@@ -20,7 +21,6 @@ from indexer.detector import (
     load_detector,
     save_detector,
 )
-from indexer.model_weights import WeightsUnavailableError
 from indexer.models import TINY_DETECTOR_CONFIG
 from indexer.synthetic import DETECTOR_LABELS, generate
 from indexer.synthetic.train_detector import LABELS as TRAINED_LABELS

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search import evaluate, parse, render, translate
-from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or
+from search.ast import And, Comparison, Count, Label, Node, Not, Op, Or, Similar
 from search.errors import QueryError
 from store import schema as f
 from store.documents import prepare_item
@@ -100,7 +100,7 @@ def features(node: Node) -> set[str]:
             if name in f.BOX_GEOMETRY:
                 return {"geometry", name}
             return set()
-        case Label():
+        case Label() | Similar():
             return set()
         case Not(operand):
             return features(operand)

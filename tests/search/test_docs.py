@@ -1,6 +1,8 @@
 """docs/query-language.md is executed: every ``query`` block must find exactly the sample items
-it lists, both with the reference evaluator and on a real node; every ``query-error`` block
-must raise the error it names."""
+it lists, both with the reference evaluator and on a real node; every ``similar`` block must
+rank them in the order it lists (and skip as many without an embedding), with the evaluator's
+exact search and Elasticsearch's kNN; every ``query-error`` block must raise the error it
+names."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from elasticsearch import Elasticsearch
 
 import search
 from search import QueryError, evaluate, parse, translate
+from search.evaluate import nearest
+from search.similarity import knn_query, split
 from store.documents import prepare_item
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "query-language.md"
 # A block's info string may name the sample set it runs on: ```query fleet
 _BLOCK = re.compile(
-    r"^```(query|query-error|json)(?: (\w+))?\n(.*?)^```$", re.MULTILINE | re.DOTALL
+    r"^```(query|query-error|similar|json)(?: (\w+))?\n(.*?)^```$", re.MULTILINE | re.DOTALL
 )
 _SAMPLES = re.compile(r"^<!-- sample-items(?:: (\w+))? -->\n```json\n(.*?)^```$", re.M | re.S)
 DEFAULT_SET = "sample"
@@ -58,7 +62,19 @@ def _sample_slices() -> dict[str, str]:
     return slices
 
 
+def _similar_examples() -> list[tuple[str, list[float] | None, list[str], int]]:
+    """(query, the text's vector if given, items in rank order, items skipped)."""
+    examples = []
+    for _, body in _blocks("similar"):  # on the default sample set
+        query, *lines = body.rstrip("\n").split("\n")
+        marks = dict(line.removeprefix("# ").split(": ", 1) for line in lines)
+        vector = json.loads(marks["vector"]) if "vector" in marks else None
+        examples.append((query, vector, marks["ranked"].split(), int(marks["skipped"])))
+    return examples
+
+
 EXAMPLES = _examples()
+SIMILAR = _similar_examples()
 ITEMS = _sample_items()
 SLICES = _sample_slices()
 
@@ -69,6 +85,18 @@ def test_the_reference_has_examples() -> None:
     assert {sample_set for sample_set, _, _ in EXAMPLES} == set(ITEMS)
     ids = [item["item_id"] for items in ITEMS.values() for item in items]
     assert len(ids) == len(set(ids))
+    assert len(SIMILAR) >= 5
+
+
+@pytest.mark.parametrize(
+    ("query", "vector", "ranked", "skipped"), SIMILAR, ids=[s[0] for s in SIMILAR]
+)
+def test_similar_example_with_evaluator(
+    query: str, vector: list[float] | None, ranked: list[str], skipped: int
+) -> None:
+    answer = nearest(parse(query), ITEMS[DEFAULT_SET], vector)
+    assert [item["item_id"] for item, _ in answer.hits] == ranked
+    assert answer.skipped_without_embedding == skipped
 
 
 @pytest.mark.parametrize(
@@ -120,3 +148,16 @@ def test_examples_on_elasticsearch(es: Elasticsearch, item_index: str) -> None:
         body = {"bool": {"filter": [translate(parse(query, slices=SLICES)), ids]}}
         response = es.search(index=item_index, query=body, size=100)
         assert {hit["_id"] for hit in response["hits"]["hits"]} == expected, query
+    by_id = {item["item_id"]: item for item in ITEMS[DEFAULT_SET]}
+    in_set = {"ids": {"values": list(by_id)}}
+    for query, vector, ranked, skipped in SIMILAR:
+        clause, rest = split(parse(query))
+        assert clause is not None
+        if vector is None:  # similar_to: the item's stored embedding
+            vector = by_id[clause.value]["embedding"]
+        filters = [in_set] if rest is None else [in_set, translate(rest)]
+        knn = knn_query(clause, vector, {"bool": {"filter": filters}})
+        response = es.search(index=item_index, query=knn, size=100)
+        assert [hit["_id"] for hit in response["hits"]["hits"]] == ranked, query
+        without = {"bool": {"must_not": [{"exists": {"field": "embedding"}}], "filter": filters}}
+        assert es.count(index=item_index, query=without)["count"] == skipped, query

@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from search import QueryError, evaluate, parse, render, translate
-from search.ast import And, Comparison, Count, Label, Node, Not, Or
+from search.ast import And, Comparison, Count, Label, Node, Not, Or, Similar
 from store import schema as f
 from store.documents import prepare_item
 from tests.search.strategies import any_trees, items, small_trees
@@ -53,7 +53,7 @@ def _mentions_status(node: Node) -> bool:
     match node:
         case Comparison(field=field):
             return field == f.PRED_STATUS
-        case Label():
+        case Label() | Similar():
             return False
         case Not(operand) | Count(condition=operand):
             return _mentions_status(operand)

@@ -11,6 +11,10 @@ from pathlib import Path
 import torch
 
 OFFLINE_ENV_VARS = ("AUTOTAG_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# A model config (open_clip_config.json, a detector's .json) with this key set to true is a
+# demo model; the names it records on predictions start with DEMO_MODEL_PREFIX.
+DEMO_CONFIG_KEY = "demo"
+DEMO_MODEL_PREFIX = "demo:"
 _TRUE = {"1", "true", "yes", "on"}
 
 
