@@ -1,4 +1,5 @@
-"""Autotags in the API: request and response bodies, and the scoring jobs run in the background.
+"""Autotags in the API: the scoring jobs run in the background (the request and response bodies
+are :mod:`api.autotag_models`).
 
 Fitting a version takes a moment and is done in the request (so bad examples are a 400 at
 once); scoring every item is a job: it runs in a background thread of the API process and the
@@ -13,15 +14,15 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 from elasticsearch import Elasticsearch
-from pydantic import BaseModel, ConfigDict, Field
 
+from api.autotag_models import AutotagOut, ScoringState, VersionOut
 from api.errors import ApiError
 from api.settings import Settings
-from autotags.registry import NAME_HELP, NAME_PATTERN, Autotag, AutotagError, Version
+from autotags.registry import Autotag, AutotagError, Version
 
 _CODES = {
     400: "invalid_autotag",
@@ -33,81 +34,6 @@ _CODES = {
 
 def api_error(error: AutotagError) -> ApiError:
     return ApiError(error.status, _CODES.get(error.status, "invalid_autotag"), str(error))
-
-
-class ExamplesBody(BaseModel):
-    """Items given by id, by a query of the language, or both."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    item_ids: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
-        default_factory=list, max_length=5000
-    )
-    query: str | None = Field(None, max_length=4096, description="e.g. `image_prefix:glare`")
-
-
-class CreateAutotag(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # The name's pattern is checked by the job (a 400 saying what a name looks like): a JSON
-    # Schema regex and Python's do not read `$` alike.
-    name: str = Field(
-        min_length=1,
-        max_length=100,
-        description=f"The label: {NAME_HELP} ({NAME_PATTERN.pattern}).",
-    )
-    description: str | None = Field(None, max_length=1000)
-    positives: ExamplesBody
-    negatives: ExamplesBody | None = Field(
-        None, description="Default: random items with an embedding (not among the positives)."
-    )
-    wait: bool = Field(False, description="Score every item before answering (else 202).")
-
-
-class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    wait: bool = Field(False, description="Run the job before answering (else 202).")
-
-
-class ScoringState(BaseModel):
-    state: str = Field(description="pending, running, done or failed")
-    total: int
-    scored: int
-    failed: int
-    started_at: str | None
-    finished_at: str | None
-    error: str | None
-    seconds: dict[str, float] = Field(description="Time per stage: read, score, write.")
-
-
-class VersionOut(BaseModel):
-    version: int
-    training_set: str = Field(description="Its predictions' training set, `autotag:<name>@<n>`.")
-    created_at: str
-    positives: int
-    negatives: int
-    random_negatives: int
-    embedding_model: dict[str, Any]
-    fit: dict[str, Any]
-    scoring: ScoringState
-
-
-class AutotagOut(BaseModel):
-    name: str
-    description: str | None
-    created_at: str
-    versions: list[VersionOut]
-
-
-class AutotagList(BaseModel):
-    autotags: list[AutotagOut]
-
-
-class Deleted(BaseModel):
-    name: str
-    state: str = Field(description="running or done")
-    items_changed: int | None = None
 
 
 def version_out(version: Version) -> VersionOut:

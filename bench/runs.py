@@ -16,7 +16,7 @@ Prints three tables:
    that moment minus the moment its registration returned.
 
 Needs Elasticsearch (``ES_URL`` or ``AUTOTAG_ES_URL``); everything it writes goes into throwaway
-indexes, deleted at the end. Run it under the shared lock on a shared machine::
+indexes, deleted at the end. On a shared machine, run it when nothing else heavy runs::
 
     .venv/bin/python -m bench.runs --images 1000 --unique 250
 """

@@ -1,7 +1,8 @@
 """The import arrows of README's "Where things live", checked on the source: api never imports
 the indexer, export sits on search and store only, the worker on the indexer and store, search
 reads nothing of store but its field names, and no layer below cli imports api (harness and
-bench drive it as clients do)."""
+bench drive it as clients do) but the Python client, which reads the API's request and response
+models only."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ OURS = (
     "api",
     "autotags",
     "cli",
+    "client",
     "embeddings",
     "evaluation",
     "export",
@@ -52,6 +54,16 @@ ALLOWED = {
     "indexer": ("indexer", "embeddings", "store"),
     "worker": ("worker", "indexer", "store"),
     "api": ("api", "search", "store", "embeddings", "autotags", "export", "evaluation"),
+    # The client speaks in the API's own models (so it cannot drift from the schema), raises
+    # the language's QueryError, and never reaches the app, the store or the cluster.
+    "client": (
+        "client",
+        "api.models",
+        "api.run_models",
+        "api.autotag_models",
+        "evaluation.report",
+        "search",
+    ),
 }
 
 

@@ -10,15 +10,8 @@ from typing import Annotated, Any
 from elasticsearch import Elasticsearch
 from fastapi import APIRouter, Depends, Request, Response
 
-from api.autotags import (
-    AutotagJobs,
-    AutotagList,
-    AutotagOut,
-    CreateAutotag,
-    Deleted,
-    JobRequest,
-    autotag_out,
-)
+from api.autotag_models import AutotagList, AutotagOut, CreateAutotag, Deleted, JobRequest
+from api.autotags import AutotagJobs, autotag_out
 from api.deps import ReadDep, ReviewerDep
 from api.errors import ApiError
 from api.routes import error_responses
