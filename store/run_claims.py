@@ -331,6 +331,10 @@ class RunStore:
         training_set = str(run[r.TRAINING_SET])
         tagged = {"term": {f.TAGGED_BY: training_set}}
         chosen = selection.es_query()
+        # Searches see what the last refresh made visible: items registered a moment ago (an
+        # incremental run's) and tags written a moment ago would be missed, and an item never
+        # planned is never tagged. One refresh per planned run makes them all visible.
+        self.client.indices.refresh(index=items_index)
         skipped = int(
             self.client.count(index=items_index, query={"bool": {"filter": [chosen, tagged]}})[
                 "count"

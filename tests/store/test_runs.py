@@ -121,6 +121,23 @@ def test_planning_skips_what_the_training_set_tagged_and_batches_the_rest(
     assert listed == sorted(ids[3:])  # every item to do, once
 
 
+def test_items_registered_a_moment_ago_are_planned_not_lost(
+    es: Elasticsearch, runs_index: str, item_index: str
+) -> None:
+    # No periodic refresh: only an explicit one makes a write searchable, as it would be in
+    # the second after an upload.
+    es.indices.put_settings(index=item_index, settings={"refresh_interval": "-1"})
+    setting = DatasetAutotag("uploads", DEMO_SET, "auto_v1")
+    drive(es, r.put_dataset_autotag(runs_index, setting))
+    new = [NewItem(f"up/{i}", f"/data/up/{i}.png", "uploads") for i in range(3)]
+    registered = drive(es, r.register_items(item_index, runs_index, new))
+    assert len(registered.created) == 3
+    assert len(registered.runs) == 1
+    planned = RunStore(es, runs_index).plan_next()
+    assert planned is not None
+    assert (planned.run_id, planned.total, planned.skipped) == (registered.runs[0], 3, 0)
+
+
 def _run(es: Elasticsearch, runs_index: str, run_id: str) -> dict[str, Any]:
     source: dict[str, Any] = es.get(index=runs_index, id=run_id)["_source"]
     return source
