@@ -2,10 +2,11 @@
 
 ``autotag up`` is the main job (Elasticsearch, index, sample, API, a worker); ``autotag es``
 manages the local cluster; ``index``/``import``/``import-truth`` run the indexer; ``worker``
-executes runs, ``runs`` lists, watches and cancels them, ``watch`` registers a folder's new
-images; ``evaluate`` says which model version is better; ``slices`` manages saved slices;
-``export`` writes a query's items for retraining; ``serve`` runs the API; ``update-mapping`` adds
-a later version's fields to an existing index.
+executes runs, ``runs`` submits, lists, watches and cancels them, ``watch`` registers a folder's
+new images; ``migrate`` copies the index to the current schema, ``embed`` adds image embeddings,
+``autotags`` trains autotags from examples; ``evaluate`` says which model version is better;
+``slices`` manages saved slices; ``export`` writes a query's items for retraining; ``serve`` runs
+the API; ``update-mapping`` adds a later version's fields to an existing index.
 """
 
 from __future__ import annotations

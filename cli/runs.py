@@ -1,4 +1,4 @@
-"""``autotag worker``, ``autotag runs list|watch|cancel`` and ``autotag watch DIR``.
+"""``autotag worker``, ``autotag runs submit|list|watch|cancel`` and ``autotag watch DIR``.
 
 The commands talk to Elasticsearch through the run store (:mod:`store.runs`), the same
 operations the API runs, so they work whether or not the API is up.
@@ -50,8 +50,21 @@ def add_subcommands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     worker.set_defaults(func=run_worker_command)
 
-    runs = commands.add_parser("runs", help="list, watch or cancel runs")
+    runs = commands.add_parser("runs", help="submit, list, watch or cancel runs")
     actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    submit = actions.add_parser(
+        "submit", help="tag a query's (or saved slice's) items or a dataset; workers execute it"
+    )
+    chosen = submit.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--query", help="what to tag, e.g. 'slice = \"night_highway\"'")
+    chosen.add_argument("--dataset", help="tag every item of this dataset")
+    submit.add_argument("--training-set", required=True, help="the model version to write")
+    submit.add_argument(
+        "--models", default="demo", help="a model set of the catalogue (default: demo)"
+    )
+    submit.add_argument("--watch", action="store_true", help="then watch it to the end")
+    submit.add_argument("--interval", type=float, default=WATCH_INTERVAL_S, help="seconds")
+    submit.set_defaults(func=submit_run_command)
     listing = actions.add_parser("list", help="the most recent runs")
     listing.add_argument("--size", type=int, default=20)
     listing.add_argument("--state", action="append", default=[], help="repeatable")
@@ -269,6 +282,80 @@ def _report(view: Mapping[str, Any]) -> None:
         console.print(f"... and {items['failed'] - 20} more (GET /v1/runs/{view['run_id']})")
     if view.get("error"):
         console.print(f"[red]{view['error']}[/red]", highlight=False)
+
+
+def submit_run_command(args: argparse.Namespace, settings: StoreSettings) -> int:
+    """Checked as ``POST /v1/runs`` checks it: the models (known, their weights here) and the
+    query (saved slices resolved, errors with a caret), before anything is queued."""
+    import asyncio
+
+    from store.calls import drive
+    from store.model_choice import UnknownModelsError, choose, load_catalogue, weight_problems
+    from store.runs import Selection, SelectionKind, new_run, submit_run
+
+    err = Console(stderr=True)
+    try:
+        models = choose(load_catalogue(settings.models_file), args.models)
+    except UnknownModelsError as error:
+        err.print(f"autotag runs submit: {error}", markup=False, highlight=False)
+        return 2
+    problems = weight_problems(models)
+    if problems:
+        err.print(
+            f"autotag runs submit: the weights of models {args.models!r} cannot be had here: "
+            + "; ".join(problems),
+            markup=False,
+            highlight=False,
+        )
+        return 2
+    if args.dataset is not None:
+        selection = Selection(SelectionKind.DATASET, dataset=args.dataset)
+    else:
+        resolved = asyncio.run(_resolve_query(args.query, settings))
+        if isinstance(resolved, str):
+            err.print(resolved, markup=False, highlight=False)
+            return 1
+        selection = resolved
+    run = new_run(
+        selection=selection,
+        models=models,
+        training_set=args.training_set,
+        items_index=settings.index,
+    )
+    drive(_client(settings), submit_run(settings.runs_index, run))
+    run_id = str(run["run_id"])
+    print(run_id)
+    if not args.watch:
+        return 0
+    args.run_id = run_id
+    return watch_run_command(args, settings)
+
+
+async def _resolve_query(text: str, settings: StoreSettings) -> Any:
+    """The query as a run stores it, or the rendered error (with its caret) to print."""
+    from api.app import make_client
+    from api.settings import Settings
+    from api.slices import lookup_for
+    from search import QueryError, parse, render, translate
+    from search.similarity import has_similarity
+    from store.runs import Selection, SelectionKind
+
+    served = settings if isinstance(settings, Settings) else Settings(**_explicit(settings))
+    es = make_client(served)
+    try:
+        lookup = dict(await lookup_for(es, served.index, text))
+    finally:
+        await es.close()
+    try:
+        ast = parse(text, max_length=served.query_max_length, slices=lookup)
+        if has_similarity(ast):
+            return "autotag runs submit: a run takes every item a query selects; a similarity " + (
+                "clause only ranks search hits"
+            )
+        return Selection(SelectionKind.QUERY, query=render(ast), dsl=translate(ast))
+    except QueryError as error:
+        rendered: str = error.render()
+        return rendered
 
 
 def cancel_run_command(args: argparse.Namespace, settings: StoreSettings) -> int:

@@ -1,4 +1,4 @@
-"""``autotag runs list|watch|cancel`` and ``autotag watch DIR`` against a real node."""
+"""``autotag runs submit|list|watch|cancel`` and ``autotag watch DIR`` against a real node."""
 
 from __future__ import annotations
 
@@ -67,6 +67,29 @@ def test_watching_a_run_to_its_end_and_cancelling(
     assert main(["runs", "cancel", queued]) == 0
     assert main(["runs", "watch", queued]) == 1  # cancelled: not a success
     assert main(["runs", "watch", "run-nope"]) == 2
+
+
+def test_submitting_checks_models_and_query_first_and_takes_a_saved_slice(
+    es: Elasticsearch, configured: StoreSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refused = [
+        (["--dataset", "d", "--models", "dmeo"], 2, "did you mean 'demo'"),
+        (["--query", "object_prefx:car"], 1, "^"),
+        (["--query", 'similar:"rain"'], 1, "only ranks search hits"),
+    ]
+    for extra, code, message in refused:
+        assert main(["runs", "submit", "--training-set", "v1", *extra]) == code
+        assert message in capsys.readouterr().err
+    assert drive(es, r.list_runs(configured.runs_index)) == []  # nothing was queued
+
+    assert main(["slices", "put", "first", "dataset = d1"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "submit", "--training-set", "v1", "--query", 'slice = "first"']) == 0
+    run_id = capsys.readouterr().out.strip()
+    [view] = drive(es, r.list_runs(configured.runs_index))
+    assert view["run_id"] == run_id
+    assert view["selection"]["kind"] == "query"
+    assert view["selection"]["query"] == "dataset = d1"  # the slice, written out
 
 
 def test_watch_registers_a_folder_and_sets_its_auto_tagging(
