@@ -74,7 +74,13 @@ def _es(args: argparse.Namespace, settings: Settings) -> int:
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from cli.up import run_demo
 
-    return run_demo(settings, serve=not args.no_serve, host=args.host, port=args.port)
+    return run_demo(
+        settings,
+        serve=not args.no_serve,
+        host=args.host,
+        port=args.port,
+        with_worker=not args.no_worker,
+    )
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -106,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start Elasticsearch, load the sample, serve the API")
     up.add_argument("--no-serve", action="store_true", help="stop after loading the sample")
+    up.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve without starting a worker (workers run elsewhere, e.g. compose's)",
+    )
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.set_defaults(func=_up)

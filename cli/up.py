@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Final
 
 from pydantic import SecretStr
 
@@ -78,7 +79,7 @@ def sample_images(settings: StoreSettings) -> Path:
     if not manifest.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="sample-images-", dir=folder.parent))
-        write_dataset(scratch, SAMPLE_IMAGES, seed=SAMPLE_IMAGE_SEED, dataset="synthetic_drives")
+        write_dataset(scratch, SAMPLE_IMAGES, seed=SAMPLE_IMAGE_SEED, dataset=SAMPLE_DATASET)
         shutil.rmtree(folder, ignore_errors=True)
         scratch.rename(folder)  # whole or absent, never half written
         # The manifest names the images by absolute path: rewrite it for the final folder.
@@ -154,7 +155,14 @@ def page_invitation(base: str, secret: str) -> str:
     )
 
 
-def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: int = 8000) -> int:
+def run_demo(
+    settings: Settings,
+    *,
+    serve: bool,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    with_worker: bool = True,
+) -> int:
     started = time.monotonic()
     print("autotag: finding or starting Elasticsearch ...", flush=True)
     urls = ensure_elasticsearch(settings)
@@ -198,19 +206,31 @@ def run_demo(settings: Settings, *, serve: bool, host: str = "127.0.0.1", port: 
         served = with_local_review_key(settings, secret)
         if served.clip_weights is None:  # similar:"..." with the model of the sample's embeddings
             served = served.model_copy(update={"clip_weights": TINY_CLIP})
-        worker = start_worker(urls)
+        worker = start_worker(urls) if with_worker else None
+        who = (
+            "workers started elsewhere tag"
+            if worker is None
+            else f"a worker (pid {worker.pid}) tags"
+        )
         print(
-            f"autotag: a worker (pid {worker.pid}) tags runs; start one:\n"
+            f"autotag: {who} runs; start one:\n"
             f"  curl -s -X POST {base}/v1/runs -H 'X-API-Key: {secret}' "
             "-H 'content-type: application/json' "
-            f"""-d '{{"dataset": "synthetic_drives", "training_set": "demo_v2"}}'\n"""
+            f"""-d '{RUN_EXAMPLE}'\n"""
             "  autotag runs watch RUN_ID"
         )
         try:
             run_api(served.model_copy(update={"es_url": ",".join(urls)}), host=host, port=port)
         finally:
-            stop_worker(worker)
+            if worker is not None:
+                stop_worker(worker)
     return 0
+
+
+# The dataset of the sample's synthetic images, and the run the main job suggests: tag them
+# under another training set.
+SAMPLE_DATASET: Final = "synthetic_drives"
+RUN_EXAMPLE: Final = json.dumps({"select": {"dataset": SAMPLE_DATASET}, "training_set": "demo_v2"})
 
 
 def start_worker(urls: list[str]) -> subprocess.Popen[bytes]:

@@ -8,7 +8,8 @@ import time
 import pytest
 from elasticsearch import Elasticsearch
 
-from cli.up import start_worker, stop_worker
+from api.run_models import DatasetSelection, RunRequest
+from cli.up import RUN_EXAMPLE, SAMPLE_DATASET, start_worker, stop_worker
 from store import runs as r
 from store.calls import drive
 from store.model_choice import DEMO_SET
@@ -45,3 +46,9 @@ def test_the_main_jobs_worker_executes_runs_and_stops_cleanly(
     finally:
         stop_worker(worker)
     assert worker.returncode == 0
+
+
+def test_the_run_the_main_job_suggests_is_a_valid_request() -> None:
+    request = RunRequest.model_validate_json(RUN_EXAMPLE)
+    assert isinstance(request.select, DatasetSelection)
+    assert request.select.dataset == SAMPLE_DATASET
