@@ -48,6 +48,7 @@ from store import runs as r
 from store import schema as f
 from store.calls import drive
 from store.connection import connect
+from store.mapping import versioned_index_name
 from store.model_choice import DEMO_SET
 from store.runs import DatasetAutotag, NewItem, Selection, SelectionKind
 from store.settings import StoreSettings
@@ -76,8 +77,9 @@ class Scratch:
         return name
 
     def drop(self) -> None:
-        for name in self.names:  # an alias's index is <alias>-v1 (store.admin)
-            self.client.indices.delete(index=[name, f"{name}-v1"], ignore_unavailable=True)
+        for name in self.names:  # an alias's index is versioned (store.admin)
+            concrete = [name, versioned_index_name(name)]
+            self.client.indices.delete(index=concrete, ignore_unavailable=True)
 
 
 def index_rate(url: str, folder: Path, index: str, cache: Path) -> float:
