@@ -48,6 +48,7 @@ from store import runs as r
 from store import schema as f
 from store.calls import drive
 from store.connection import connect
+from store.image_roots import roots_index_name
 from store.mapping import versioned_index_name
 from store.model_choice import DEMO_SET
 from store.runs import DatasetAutotag, NewItem, Selection, SelectionKind
@@ -77,8 +78,9 @@ class Scratch:
         return name
 
     def drop(self) -> None:
-        for name in self.names:  # an alias's index is versioned (store.admin)
-            concrete = [name, versioned_index_name(name)]
+        for name in self.names:  # an alias's index is versioned (store.admin), and indexing
+            # records its image roots beside it (store.image_roots)
+            concrete = [name, versioned_index_name(name), roots_index_name(name)]
             self.client.indices.delete(index=concrete, ignore_unavailable=True)
 
 
