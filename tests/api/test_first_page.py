@@ -100,7 +100,7 @@ async def test_the_score_probe_finds_the_same_first_page(
     api_settings: Settings, es: Elasticsearch, item_index: str, size: int
 ) -> None:
     operations: list[dict[str, Any]] = []
-    for entry in generate(300, seed=7):
+    for entry in generate(3000, seed=7):
         operations.append({"index": {"_index": item_index, "_id": entry.item_id}})
         operations.append(merge_item(None, entry, training_set="t", now="2026-01-01T00:00:00Z"))
     assert not es.bulk(operations=operations, refresh=True)["errors"]
