@@ -47,10 +47,10 @@ from store import schema as f
 from store.clock import utc_iso
 from store.embeddings import read_embedding_model
 from store.schema import PredictionStatus
+from store.snapshot import snapshot_pages
 from store.writer import ItemPredictions, PredictionWriter
 
 BATCH: Final = 1000
-PIT_KEEP_ALIVE: Final = "5m"
 # What scoring writes leave alone: neither read nor rewritten.
 UNTOUCHED: Final = (f.EMBEDDING, f.REVIEW_HISTORY)
 # Save scoring progress in the registry every this many seconds.
@@ -246,29 +246,8 @@ def _pages(
     client: Elasticsearch, index: str, query: Mapping[str, Any], fields: list[str], size: int
 ) -> Iterator[list[dict[str, Any]]]:
     """Hits of ``query`` (id and ``fields`` of the source), ``size`` at a time, from a snapshot."""
-    pit = client.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)["id"]
-    after: list[Any] | None = None
-    try:
-        while True:
-            body: dict[str, Any] = {
-                "query": query,
-                "size": size,
-                "sort": ["_shard_doc"],
-                "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE},
-                "_source": {"includes": fields, "exclude_vectors": False},
-                "track_total_hits": False,
-            }
-            if after is not None:
-                body["search_after"] = after
-            response = client.search(body=body)
-            pit = response.get("pit_id", pit)
-            hits = response["hits"]["hits"]
-            if not hits:
-                return
-            yield hits
-            after = hits[-1]["sort"]
-    finally:
-        client.close_point_in_time(id=pit)
+    source = {"includes": fields, "exclude_vectors": False}
+    return snapshot_pages(client, index, size=size, source=source, query=query)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from elasticsearch import Elasticsearch
 from rich.console import Console
@@ -36,8 +36,7 @@ from indexer.report import Failure, FailureLog
 from indexer.sources import resolve_uri
 from store import schema as f
 from store.embeddings import record_embedding_model, write_embeddings
-
-PIT_KEEP_ALIVE: Final = "5m"
+from store.snapshot import snapshot_pages
 
 
 @dataclass
@@ -82,29 +81,8 @@ def items_lacking(
     client: Elasticsearch, index: str, query: Mapping[str, Any], batch: int
 ) -> Iterator[list[tuple[str, str | None]]]:
     """(item id, uri) of the items ``query`` selects, ``batch`` at a time, from a snapshot."""
-    pit = client.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)["id"]
-    after: list[Any] | None = None
-    try:
-        while True:
-            body: dict[str, Any] = {
-                "query": query,
-                "size": batch,
-                "sort": ["_shard_doc"],
-                "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE},
-                "_source": [f.URI],
-                "track_total_hits": False,
-            }
-            if after is not None:
-                body["search_after"] = after
-            response = client.search(body=body)
-            pit = response.get("pit_id", pit)
-            hits = response["hits"]["hits"]
-            if not hits:
-                return
-            yield [(str(hit["_id"]), hit["_source"].get(f.URI)) for hit in hits]
-            after = hits[-1]["sort"]
-    finally:
-        client.close_point_in_time(id=pit)
+    for hits in snapshot_pages(client, index, size=batch, source=[f.URI], query=query):
+        yield [(str(hit["_id"]), hit["_source"].get(f.URI)) for hit in hits]
 
 
 def run_backfill(

@@ -41,9 +41,9 @@ from store.mapping import (
     item_mapping,
     versioned_index_name,
 )
+from store.snapshot import snapshot_pages
 
 BATCH: Final = 500
-PIT_KEEP_ALIVE: Final = "5m"
 _WRITE_BLOCK: Final = "index.blocks.write"
 
 
@@ -185,29 +185,8 @@ def _create_target(client: Elasticsearch, found: MigrationPlan) -> None:
 
 def _documents(client: Elasticsearch, index: str, batch: int) -> Any:
     """Every document of ``index`` (id and full ``_source``), ``batch`` at a time."""
-    pit = client.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)["id"]
-    after: list[Any] | None = None
-    try:
-        while True:
-            body: dict[str, Any] = {
-                "size": batch,
-                "sort": ["_shard_doc"],
-                "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE},
-                # Vectors too, whatever the old index's exclude_source_vectors says.
-                "_source": {"exclude_vectors": False},
-                "track_total_hits": False,
-            }
-            if after is not None:
-                body["search_after"] = after
-            response = client.search(body=body)
-            pit = response.get("pit_id", pit)
-            hits = response["hits"]["hits"]
-            if not hits:
-                return
-            yield hits
-            after = hits[-1]["sort"]
-    finally:
-        client.close_point_in_time(id=pit)
+    # Vectors too, whatever the old index's exclude_source_vectors says.
+    return snapshot_pages(client, index, size=batch, source={"exclude_vectors": False})
 
 
 def _copy(

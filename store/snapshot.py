@@ -1,0 +1,47 @@
+"""Reading a whole selection from a snapshot: a point in time paged with ``search_after``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+from elasticsearch import Elasticsearch
+
+PIT_KEEP_ALIVE: Final = "5m"
+
+
+def snapshot_pages(
+    client: Elasticsearch,
+    index: str,
+    *,
+    size: int,
+    source: Mapping[str, Any] | list[str],
+    query: Mapping[str, Any] | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Hits of ``query`` (every document without one), ``size`` at a time, in index order, from
+    one point in time; ``source`` is the request's ``_source``. The point in time is closed
+    when the pages end or the caller stops."""
+    pit = client.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)["id"]
+    after: list[Any] | None = None
+    try:
+        while True:
+            body: dict[str, Any] = {
+                "size": size,
+                "sort": ["_shard_doc"],
+                "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE},
+                "_source": source if isinstance(source, list) else dict(source),
+                "track_total_hits": False,
+            }
+            if query is not None:
+                body["query"] = query
+            if after is not None:
+                body["search_after"] = after
+            response = client.search(body=body)
+            pit = response.get("pit_id", pit)
+            hits: list[dict[str, Any]] = response["hits"]["hits"]
+            if not hits:
+                return
+            yield hits
+            after = hits[-1]["sort"]
+    finally:
+        client.close_point_in_time(id=pit)
