@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from elastic_transport import AsyncTransport
-from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 
 from api import errors, middleware
 from api.autotags import AutotagJobs
-from api.es_transport import instrumented_transport
+from api.es_transport import make_client
 from api.images import ImageService
 from api.logs import log_started
-from api.metrics import Metrics, metrics_of
+from api.metrics import metrics_of
 from api.routes import (
     autotags,
     docs,
@@ -38,27 +36,9 @@ from api.routes import (
 )
 from api.settings import Settings
 from api.similarity import ClipService
-from store.connection import node_urls, serializers
+from store.connection import node_urls
 
 API_VERSION = "1"
-
-
-def make_client(settings: Settings, metrics: Metrics | None = None) -> AsyncElasticsearch:
-    """An async client configured from the settings; secrets go to the client, nowhere else.
-
-    With ``metrics``, every call is timed into them and carries the request id
-    (:mod:`api.es_transport`).
-    """
-    transport = AsyncTransport if metrics is None else instrumented_transport(metrics.es_seconds)
-    return AsyncElasticsearch(
-        node_urls(settings),
-        request_timeout=settings.es_request_timeout,
-        connections_per_node=settings.es_max_connections,
-        # orjson for every JSON mimetype, the compatibility-mode ones (what ES 9 answers) too.
-        serializers=serializers(),
-        transport_class=transport,
-        **settings.client_options(),
-    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -67,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = make_client(settings, metrics_of(app))
+        client = make_client(settings, metrics_of(app).es_seconds)
         app.state.es = client
         log_started(node_urls(settings), settings.index)
         try:

@@ -1,4 +1,5 @@
-"""The one door every Elasticsearch call of the API goes through: its client's transport.
+"""The one door every Elasticsearch call of the API goes through: its client
+(:func:`make_client`) and the client's transport.
 
 It times each call into ``autotag_es_request_duration_seconds`` and sends the id of the request
 being served (:mod:`api.request_id`) as ``X-Opaque-Id``, which Elasticsearch writes into its
@@ -13,9 +14,12 @@ from typing import Any
 
 from elastic_transport import AsyncTransport, HttpHeaders, TransportApiResponse
 from elastic_transport.client_utils import DEFAULT, DefaultType
+from elasticsearch import AsyncElasticsearch
 from prometheus_client import Histogram
 
 from api import request_id
+from api.settings import Settings
+from store.connection import node_urls, serializers
 
 OPAQUE_ID = "x-opaque-id"
 
@@ -66,3 +70,21 @@ def instrumented_transport(latency: Histogram) -> type[AsyncTransport]:
                 )
 
     return InstrumentedTransport
+
+
+def make_client(settings: Settings, latency: Histogram | None = None) -> AsyncElasticsearch:
+    """An async client configured from the settings; secrets go to the client, nowhere else.
+
+    With ``latency``, every call is timed into it and carries the request id
+    (:mod:`api.es_transport`).
+    """
+    transport = AsyncTransport if latency is None else instrumented_transport(latency)
+    return AsyncElasticsearch(
+        node_urls(settings),
+        request_timeout=settings.es_request_timeout,
+        connections_per_node=settings.es_max_connections,
+        # orjson for every JSON mimetype, the compatibility-mode ones (what ES 9 answers) too.
+        serializers=serializers(),
+        transport_class=transport,
+        **settings.client_options(),
+    )

@@ -9,6 +9,7 @@ in ``repr``, logs or errors.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
@@ -80,6 +81,12 @@ class Settings(StoreSettings):
     )
     pit_keep_alive: str = Field(
         "2m", pattern=r"^[1-9][0-9]{0,4}(ms|s|m|h)$", description="Point-in-time keep-alive."
+    )
+    evaluate_workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        description="Processes that read and judge a large evaluation (from 50,000 items in "
+        "the slice), a slice of the point in time each; 1 judges in the API process. "
+        "Default: the cores, at most 4.",
     )
 
     # --- similarity -----------------------------------------------------------------------

@@ -24,67 +24,20 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
 
 import orjson
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
+from bench.scale import batches
 from evaluation.report import EvaluationOptions
-from evaluation.run import evaluate
+from evaluation.run import Workers, evaluate
+from harness.evaluation_items import SETS, item
 from store.connection import connect, serializers
-from store.documents import prepare_item
 from store.mapping import index_settings, item_mapping
 from store.settings import StoreSettings
 
-LABELS = ("car", "pedestrian", "traffic_sign", "cyclist", "truck")
-TAGS = ("weather_clear", "weather_rain", "weather_snow")
-SETS = {"v1": (0.75, 0.12), "v2": (0.85, 0.06)}  # (detection rate, box jitter)
 CHUNK = 2000
-
-
-def _box(rng: random.Random) -> dict[str, float]:
-    x, y = rng.uniform(0, 560), rng.uniform(0, 400)
-    return {"x1": x, "y1": y, "x2": x + rng.uniform(12, 80), "y2": y + rng.uniform(12, 80)}
-
-
-def _jitter(rng: random.Random, box: dict[str, float], amount: float) -> dict[str, float]:
-    w, h = box["x2"] - box["x1"], box["y2"] - box["y1"]
-    dx, dy = rng.gauss(0, amount * w), rng.gauss(0, amount * h)
-    return {"x1": box["x1"] + dx, "y1": box["y1"] + dy, "x2": box["x2"] + dx, "y2": box["y2"] + dy}
-
-
-def item(rng: random.Random, n: int) -> dict[str, Any]:
-    boxes = [(rng.choice(LABELS), _box(rng)) for _ in range(rng.randint(0, 6))]
-    truth = [{"label": label, "bbox": box, "source": "gt"} for label, box in boxes]
-    tag = rng.choice(TAGS)
-    objects: list[dict[str, Any]] = []
-    images: list[dict[str, Any]] = []
-    for name, (rate, jitter) in SETS.items():
-        found = [(label, _jitter(rng, box, jitter), True) for label, box in boxes
-                 if rng.random() < rate]  # fmt: skip
-        found += [(rng.choice(LABELS), _box(rng), False) for _ in range(rng.randint(0, 2))]
-        for label, box, real in found:
-            score = min(1.0, max(0.0, rng.gauss(0.75 if real else 0.35, 0.2)))
-            status = "pending"
-            if rng.random() < 0.2:
-                status = "accepted" if (real and rng.random() < 0.9) else "rejected"
-            objects.append({"id": f"{name}-{len(objects)}", "label": label, "score": score,
-                            "training_set": name, "status": status, "bbox": box})  # fmt: skip
-        for other in TAGS:
-            score = rng.gauss(0.7 if other == tag else -0.3, 0.3)
-            images.append({"id": f"{name}-t-{other}", "label": other,
-                           "score": min(1.0, max(-1.0, score)), "training_set": name})  # fmt: skip
-    return prepare_item(
-        {
-            "item_id": f"bench-{n:08d}",
-            "tagged_by": list(SETS),
-            "truth_source": ["gt"],
-            "truth_objects": truth,
-            "truth_images": [{"label": tag, "source": "gt"}],
-            "object_predictions": objects,
-            "image_predictions": images,
-        }
-    )
 
 
 def _chunks(index: str, items: int, seed: int) -> Iterator[bytes]:
@@ -121,11 +74,14 @@ def load(es: Elasticsearch, index: str, items: int, seed: int) -> None:
                 raise RuntimeError(str(response)[:500])
             return body.count(b"\n") // 2
 
-        for count in pool.map(send, _chunks(index, items, seed)):
-            done += count
-            if done % 50_000 < CHUNK:
-                rate = done / (time.perf_counter() - started)
-                print(f"  loaded {done} items ({rate:.0f}/s)", flush=True)
+        # A few bodies in flight at a time (``pool.map`` over the whole generator would build
+        # every body first: gigabytes at 1M items, and a rate that counted nothing sent).
+        for group in batches(_chunks(index, items, seed), 4):
+            for count in pool.map(send, group):
+                done += count
+                if done % 50_000 < CHUNK:
+                    rate = done / (time.perf_counter() - started)
+                    print(f"  loaded {done} items ({rate:.0f}/s)", flush=True)
     es.indices.put_settings(index=index, settings={"refresh_interval": "1s"})
     es.indices.refresh(index=index)
     es.options(request_timeout=3600).indices.forcemerge(index=index, max_num_segments=1)
@@ -133,25 +89,40 @@ def load(es: Elasticsearch, index: str, items: int, seed: int) -> None:
     print(f"loaded {items} items into {index} in {seconds:.0f}s")
 
 
-async def run(url: str, index: str, truth: str, sets: list[str], budget: int | None) -> None:
-    client = AsyncElasticsearch(url, request_timeout=120, serializers=serializers())
+def client(url: str) -> AsyncElasticsearch:
+    """The benchmark's client (module level, so worker processes can make their own)."""
+    return AsyncElasticsearch(url, request_timeout=120, serializers=serializers())
+
+
+async def run(
+    url: str, index: str, truth: str, sets: list[str], budget: int | None, workers: int
+) -> None:
+    client_now = client(url)
     options = EvaluationOptions(training_sets=sets, truth=truth, bootstrap=1000)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     try:
         report = await evaluate(
-            client, index, {"match_all": {}}, "everything", options, budget=budget
+            client_now,
+            index,
+            {"match_all": {}},
+            "everything",
+            options,
+            budget=budget,
+            workers=Workers(workers, partial(client, url)) if workers > 1 else None,
         )
     finally:
-        await client.close()
+        await client_now.close()
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     items = report.items
     exact = all(m.exact for ts in report.training_sets for m in ts.labels)
     print(
         f"truth={truth} sets={','.join(sets)} items={items} seconds={seconds:.2f}"
         f" items_per_s={items / seconds:.0f} peak_rss_mib={peak:.0f}"
-        f" (before evaluating {rss_before:.0f}) exact={exact}"
+        f" (before evaluating {rss_before:.0f}) workers={workers}"
+        f" worker_peak_rss_mib={worker_peak:.0f} exact={exact}"
     )
     for ts in report.training_sets:
         print(f"  {ts.training_set}: mean AP {ts.mean_ap} labels {len(ts.labels)}")
@@ -168,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth", default="gt")
     parser.add_argument("-t", "--training-set", action="append", dest="sets")
     parser.add_argument("--budget", type=int, default=None, help="exact detections per curve")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="judging processes (slices of the point in time)"
+    )
     args = parser.parse_args(argv)
     settings = StoreSettings()
     hosts = settings.es_hosts()
@@ -180,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "delete":
         es.indices.delete(index=args.index, ignore_unavailable=True)
     else:
-        asyncio.run(run(hosts[0], args.index, args.truth, args.sets or list(SETS), args.budget))
+        sets = args.sets or list(SETS)
+        asyncio.run(run(hosts[0], args.index, args.truth, sets, args.budget, args.workers))
     return 0
 
 

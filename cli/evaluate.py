@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,10 @@ def run_evaluate_command(args: argparse.Namespace, settings: Settings) -> int:
     """Handler of ``autotag evaluate``."""
     from pydantic import ValidationError
 
-    from api.app import make_client
+    from api.es_transport import make_client
     from evaluation.plot import plot_report
     from evaluation.report import EvaluationOptions
-    from evaluation.run import EvaluationError, evaluate
+    from evaluation.run import EvaluationError, Workers, evaluate
     from search import QueryError, parse, render, translate
     from store.connection import ensure_elasticsearch
 
@@ -148,6 +149,7 @@ def run_evaluate_command(args: argparse.Namespace, settings: Settings) -> int:
                 render(tree),
                 options,
                 keep_alive=settings.pit_keep_alive,
+                workers=Workers(settings.evaluate_workers, partial(make_client, settings)),
             )
         finally:
             await client.close()

@@ -99,7 +99,7 @@ async def _export(
 ) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from api.app import make_client
+    from api.es_transport import make_client
     from api.slices import lookup_for
     from export.run import Export, selection_for
     from export.spec import ExportSpec, Sampling

@@ -333,7 +333,7 @@ def submit_run_command(args: argparse.Namespace, settings: StoreSettings) -> int
 
 async def _resolve_query(text: str, settings: StoreSettings) -> Any:
     """The query as a run stores it, or the rendered error (with its caret) to print."""
-    from api.app import make_client
+    from api.es_transport import make_client
     from api.settings import Settings
     from api.slices import lookup_for
     from search import QueryError, parse, render, translate

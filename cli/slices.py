@@ -54,8 +54,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_slices_command(args: argparse.Namespace, settings: Settings) -> int:
     from api import slices as service
-    from api.app import make_client
     from api.errors import ApiError
+    from api.es_transport import make_client
     from api.models import SLICE_NAME_PATTERN
     from search import QueryError
 

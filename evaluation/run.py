@@ -21,14 +21,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Any, Final
 
 from elasticsearch import AsyncElasticsearch
 
-from evaluation.curves import LabelCurve
 from evaluation.figures import (
     LabelKey,
     Settings,
@@ -38,14 +36,8 @@ from evaluation.figures import (
     range_key,
     review_metrics,
 )
-from evaluation.matching import (
-    ALL_THRESHOLDS,
-    Box,
-    Matched,
-    iou_threshold_index,
-    match_boxes,
-    match_tags,
-)
+from evaluation.judging import Accumulator
+from evaluation.matching import iou_threshold_index
 from evaluation.report import (
     REVIEWS,
     Confusion,
@@ -56,266 +48,21 @@ from evaluation.report import (
     ReviewCounts,
     TrainingSetReport,
 )
+from evaluation.streaming import (
+    KEEP_ALIVE,
+    Connect,
+    EvaluationError,
+    Judging,
+    accumulate,
+    accumulate_in_workers,
+    check_shards,
+)
 from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
 
-PAGE: Final = 2000
-BLOCKS: Final = 64
+__all__ = ["EvaluationError", "Workers", "evaluate"]
+
 MAX_LABELS: Final = 2000
-KEEP_ALIVE: Final = "2m"
-_REVIEWED: Final = (
-    PredictionStatus.ACCEPTED.value,
-    PredictionStatus.REJECTED.value,
-    PredictionStatus.MODIFIED.value,
-)
-_PRED_FIELDS: Final = (
-    f.PRED_LABEL,
-    f.PRED_SCORE,
-    f.PRED_TRAINING_SET,
-    f.PRED_STATUS,
-    f.PRED_ORIGINAL_LABEL,
-)
-
-
-_OBJECTS: Final = f.OBJECT_PREDICTIONS
-_IMAGES: Final = f.IMAGE_PREDICTIONS
-_SET: Final = f.PRED_TRAINING_SET
-_SCORE: Final = f.PRED_SCORE
-_LABEL: Final = f.PRED_LABEL
-_ORIGINAL_LABEL: Final = f.PRED_ORIGINAL_LABEL
-_BBOX: Final = f.PRED_BBOX
-_ORIGINAL_BBOX: Final = f.PRED_ORIGINAL_BBOX
-
-
-class EvaluationError(Exception):
-    """An evaluation that cannot run as asked (e.g. an unknown truth source)."""
-
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details or {}
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-Judged = dict[LabelKey, tuple[list[Matched], int]]
-
-
-def judge_against_truth(
-    doc: Mapping[str, Any], sets: Sequence[str], source: str
-) -> dict[str, Judged]:
-    """Per training set that tagged ``doc``: every label's matched detections and truth."""
-    truth_boxes: dict[str, list[tuple[Box, bool]]] = defaultdict(list)
-    for annotation in doc.get(f.TRUTH_OBJECTS) or ():
-        if annotation.get(f.ANNOTATION_SOURCE) != source:
-            continue
-        raw = annotation.get(_BBOX)
-        try:
-            box = (raw["x1"], raw["y1"], raw["x2"], raw["y2"])
-        except (KeyError, TypeError):
-            continue
-        crowd = annotation.get(f.ANNOTATION_CROWD) is True
-        truth_boxes[annotation.get(_LABEL)].append((box, crowd))
-    truth_tags = {
-        a.get(_LABEL) for a in doc.get(f.TRUTH_IMAGES) or () if a.get(f.ANNOTATION_SOURCE) == source
-    }
-    tagged = set(doc.get(f.TAGGED_BY) or ())
-    wanted = [name for name in sets if name in tagged]
-    boxes_of: dict[str, dict[str, list[tuple[float, Box]]]] = {n: defaultdict(list) for n in wanted}
-    tags_of: dict[str, dict[str, float]] = {n: {} for n in wanted}
-    # The hot loop of a large evaluation: plain lookups, no conversions (scores become
-    # 32-bit floats in bulk, in the curves).
-    for p in doc.get(_OBJECTS) or ():
-        found = boxes_of.get(p.get(_SET))
-        score = p.get(_SCORE)
-        if found is None or (score.__class__ is not float and score.__class__ is not int):
-            continue
-        raw = p.get(_ORIGINAL_BBOX) or p.get(_BBOX)
-        try:
-            box = (raw["x1"], raw["y1"], raw["x2"], raw["y2"])
-        except (KeyError, TypeError):
-            continue
-        found[p.get(_ORIGINAL_LABEL) or p.get(_LABEL)].append((score, box))
-    for p in doc.get(_IMAGES) or ():
-        best = tags_of.get(p.get(_SET))
-        score = p.get(_SCORE)
-        if best is None or (score.__class__ is not float and score.__class__ is not int):
-            continue
-        label = p.get(_ORIGINAL_LABEL) or p.get(_LABEL)
-        if score > best.get(label, -2.0):
-            best[label] = score
-    out: dict[str, Judged] = {}
-    for name in wanted:
-        boxes, tags = boxes_of[name], tags_of[name]
-        judged: Judged = {}
-        for label in boxes.keys() | truth_boxes.keys():
-            judged[PredictionKind.OBJECT, label] = match_boxes(
-                boxes.get(label, ()), truth_boxes.get(label, ())
-            )
-        for label in tags.keys() | truth_tags:
-            judged[PredictionKind.IMAGE, label] = match_tags(tags.get(label), label in truth_tags)
-        out[name] = judged
-    return out
-
-
-def judge_reviews(doc: Mapping[str, Any], sets: Sequence[str]) -> dict[str, Judged]:
-    """Per training set that tagged ``doc``: its reviewed predictions, right or wrong."""
-    tagged = set(doc.get(f.TAGGED_BY) or ())
-    out: dict[str, Judged] = {}
-    for name in sets:
-        if name not in tagged:
-            continue
-        judged: Judged = {}
-        for kind in PredictionKind:
-            for p in doc.get(kind.path) or ():
-                score, status = p.get(f.PRED_SCORE), p.get(f.PRED_STATUS)
-                if p.get(f.PRED_TRAINING_SET) != name or status not in _REVIEWED:
-                    continue
-                if not _number(score):
-                    continue
-                label = str(p.get(f.PRED_ORIGINAL_LABEL) or p.get(f.PRED_LABEL))
-                right = ALL_THRESHOLDS if status == PredictionStatus.ACCEPTED else 0
-                judged.setdefault((kind, label), ([], 0))[0].append((score, right, 0))
-        out[name] = judged
-    return out
-
-
-@dataclass
-class Accumulator:
-    """Curves per training set, and per pair of training sets on the items both tagged."""
-
-    sets: Sequence[str]
-    budget: int | None = None
-    items: dict[str, int] = field(default_factory=dict)
-    curves: dict[str, dict[LabelKey, LabelCurve]] = field(default_factory=dict)
-    pair_items: dict[tuple[str, str], int] = field(default_factory=dict)
-    pair_curves: dict[tuple[str, str], tuple[dict[LabelKey, LabelCurve], ...]] = field(
-        default_factory=dict
-    )
-    per_set: bool = True
-
-    def __post_init__(self) -> None:
-        for name in self.sets:
-            self.items[name] = 0
-            self.curves[name] = {}
-        for pair in combinations(self.sets, 2):
-            self.pair_items[pair] = 0
-            self.pair_curves[pair] = ({}, {})
-
-    def _curve(self, curves: dict[LabelKey, LabelCurve], key: LabelKey, blocks: int) -> LabelCurve:
-        curve = curves.get(key)
-        if curve is None:
-            options: dict[str, Any] = {"blocks": blocks}
-            if self.budget is not None:
-                options["budget"] = self.budget
-            curve = curves[key] = LabelCurve(**options)
-        return curve
-
-    def add(self, judged: Mapping[str, Judged]) -> None:
-        # With two training sets, an item both tagged goes into the pair's curves only; they
-        # are merged into each set's own at the end (:meth:`finish`): each detection is added
-        # once.
-        shared = len(self.sets) == 2 and len(judged) == 2
-        if self.per_set:
-            for name, labels in judged.items():
-                self.items[name] += 1
-                if shared:
-                    continue
-                curves = self.curves[name]
-                for key, (matched, counted) in labels.items():
-                    self._curve(curves, key, 0).add(matched, counted)
-        for pair, sides in self.pair_curves.items():
-            if pair[0] not in judged or pair[1] not in judged:
-                continue
-            block = self.pair_items[pair] % BLOCKS
-            self.pair_items[pair] += 1
-            for name, curves in zip(pair, sides, strict=True):
-                for key, (matched, counted) in judged[name].items():
-                    self._curve(curves, key, BLOCKS).add(matched, counted, block)
-
-    def finish(self) -> None:
-        """Fold the pair's curves into the two sets' own (see :meth:`add`)."""
-        if len(self.sets) != 2 or not self.per_set:
-            return
-        for name, curves in zip(self.sets, next(iter(self.pair_curves.values())), strict=True):
-            for key, curve in curves.items():
-                self._curve(self.curves[name], key, 0).merge(curve)
-
-
-def _source_fields(truth: bool) -> list[str]:
-    fields = [f.TAGGED_BY]
-    for path in f.PREDICTION_PATHS:
-        fields += [f"{path}.{name}" for name in _PRED_FIELDS]
-    if truth:
-        fields += [
-            f"{f.OBJECT_PREDICTIONS}.{f.PRED_BBOX}",
-            f"{f.OBJECT_PREDICTIONS}.{f.PRED_ORIGINAL_BBOX}",
-        ]
-        fields += [f"{f.TRUTH_IMAGES}.{n}" for n in (f.PRED_LABEL, f.ANNOTATION_SOURCE)]
-        fields += [
-            f"{f.TRUTH_OBJECTS}.{n}"
-            for n in (f.PRED_LABEL, f.ANNOTATION_SOURCE, f.PRED_BBOX, f.ANNOTATION_CROWD)
-        ]
-    return fields
-
-
-def _check_shards(response: Mapping[str, Any]) -> None:
-    shards = response.get("_shards") or {}
-    if shards.get("failed"):
-        raise EvaluationError(
-            "search_unavailable", "Some shards failed; the evaluation would be partial: retry"
-        )
-
-
-async def stream(
-    es: AsyncElasticsearch,
-    index: str,
-    query: Mapping[str, Any],
-    fields: list[str],
-    *,
-    page: int = PAGE,
-    keep_alive: str = KEEP_ALIVE,
-) -> AsyncIterator[list[dict[str, Any]]]:
-    """The ``_source`` of every item matching ``query``, page by page, under one point in time
-    (a consistent view), the next page requested while the caller works on this one."""
-    pit = await es.open_point_in_time(index=index, keep_alive=keep_alive)
-    pit_id = str(pit["id"])
-
-    async def fetch(after: list[Any] | None) -> Mapping[str, Any]:
-        body: dict[str, Any] = {
-            "query": query,
-            "size": page,
-            "sort": [{"_shard_doc": "asc"}],
-            "pit": {"id": pit_id, "keep_alive": keep_alive},
-            "_source": fields,
-            "track_total_hits": False,
-        }
-        if after is not None:
-            body["search_after"] = after
-        response: Mapping[str, Any] = (await es.search(body=body)).body
-        _check_shards(response)
-        return response
-
-    try:
-        pending = asyncio.ensure_future(fetch(None))
-        while True:
-            response = await pending
-            pit_id = str(response.get("pit_id", pit_id))
-            hits = response["hits"]["hits"]
-            if not hits:
-                break
-            if len(hits) == page:
-                pending = asyncio.ensure_future(fetch(hits[-1]["sort"]))
-            yield [hit["_source"] for hit in hits]
-            if len(hits) < page:
-                break
-    finally:
-        if not pending.done():
-            pending.cancel()
-        await es.close_point_in_time(id=pit_id)
 
 
 def _review_aggs(sets: Sequence[str], settings: Settings) -> dict[str, Any]:
@@ -492,6 +239,17 @@ KNOWN_TRUTH: Final = [
 ]
 
 
+@dataclass(frozen=True)
+class Workers:
+    """Judge large slices in worker processes: ``count`` of them (one per core suits: the
+    work is Python, a core each), each connecting with ``connect``, from ``min_items`` items
+    in the slice on (below it, starting the processes costs more than it saves)."""
+
+    count: int
+    connect: Connect
+    min_items: int = 50_000
+
+
 async def evaluate(
     es: AsyncElasticsearch,
     index: str,
@@ -501,8 +259,13 @@ async def evaluate(
     *,
     keep_alive: str = KEEP_ALIVE,
     budget: int | None = None,
+    workers: Workers | None = None,
 ) -> EvaluationReport:
-    """The whole evaluation of the slice ``query`` (a translated query), as one report."""
+    """The whole evaluation of the slice ``query`` (a translated query), as one report.
+
+    With ``workers``, a slice of at least ``workers.min_items`` items is read and judged by
+    that many processes (:func:`evaluation.streaming.accumulate_in_workers`).
+    """
     started = time.perf_counter()
     sets = list(options.training_sets)
     reviews_only = options.truth == REVIEWS
@@ -523,7 +286,7 @@ async def evaluate(
     if not reviews_only:
         await _check_source(es, index, options.truth)
     response: Mapping[str, Any] = (await es.search(index=index, body=review_body)).body
-    _check_shards(response)
+    check_shards(response)
     tables = _read_review_aggs(response["aggregations"], sets)
     item_counts = {
         name: int(b["doc_count"])
@@ -535,23 +298,19 @@ async def evaluate(
         filters: list[Any] = [query, tagged]
         if not reviews_only:
             filters.append({"term": {f.TRUTH_SOURCE: options.truth}})
-        source = options.truth
-        async for page in stream(
-            es,
-            index,
-            {"bool": {"filter": filters}},
-            _source_fields(not reviews_only),
+        judging = Judging(
+            index=index,
+            query={"bool": {"filter": filters}},
+            sets=sets,
+            truth=None if reviews_only else options.truth,
+            budget=budget,
             keep_alive=keep_alive,
-        ):
-
-            def work(page: list[dict[str, Any]] = page) -> None:
-                for doc in page:
-                    if reviews_only:
-                        accumulator.add(judge_reviews(doc, sets))
-                    else:
-                        accumulator.add(judge_against_truth(doc, sets, source))
-
-            await asyncio.to_thread(work)
+        )
+        selected = int(response["hits"]["total"]["value"])
+        if workers is not None and workers.count > 1 and selected >= workers.min_items:
+            accumulator = await accumulate_in_workers(es, workers.connect, judging, workers.count)
+        else:
+            accumulator = await accumulate(es, judging)
         accumulator.finish()
 
     reports = []

@@ -24,6 +24,8 @@ def variable_names(name: str, field: FieldInfo) -> list[str]:
 
 
 def _default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        return "see meaning"  # computed where it runs (e.g. from the cores); said in the text
     value = field.default
     if value is None:
         return "—"

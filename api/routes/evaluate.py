@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from api.deps import QueryRead, read_query
 from api.errors import ApiError
+from api.es_transport import make_client
 from api.models import EvaluateRequest
 from api.routes import error_responses
 from evaluation.report import EvaluationOptions, EvaluationReport
-from evaluation.run import EvaluationError, evaluate
+from evaluation.run import EvaluationError, Workers, evaluate
 
 router = APIRouter(tags=["evaluation"])
 EvaluateQuery = Annotated[
@@ -39,6 +41,7 @@ async def evaluate_slice(q: EvaluateQuery) -> EvaluationReport:
             q.parsed.canonical,
             options,
             keep_alive=q.settings.pit_keep_alive,
+            workers=Workers(q.settings.evaluate_workers, partial(make_client, q.settings)),
         )
     except EvaluationError as error:
         raise ApiError(422, error.code, error.message, error.details) from error

@@ -171,7 +171,7 @@ async def test_embeddings_and_reviews_never_undo_each_other(
 ) -> None:
     from elasticsearch import AsyncElasticsearch
 
-    from api.app import make_client
+    from api.es_transport import make_client
 
     items = imported(world)[:2]
     assert not PredictionWriter(es, item_index, training_set="ext").write(items).failed

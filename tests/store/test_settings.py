@@ -14,7 +14,7 @@ from pathlib import Path
 import certifi
 import pytest
 
-from api.app import make_client
+from api.es_transport import make_client
 from api.settings import Settings
 from indexer.clip_tagger import default_cache_dir as text_embedding_cache
 from store.connection import connect, ensure_elasticsearch, local_cluster, node_urls
