@@ -189,9 +189,13 @@ async def accumulate_in_workers(
                 for i in range(workers)
             )
         )
-    finally:
+    except BaseException:
         # never wait here: a cancelled request must not hold the event loop
         pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        await asyncio.to_thread(pool.shutdown)  # done: reap the processes, off the loop
+    finally:
         await es.close_point_in_time(id=pit_id)
     total = parts[0]
     for other in parts[1:]:
