@@ -41,6 +41,7 @@ from store import runs as r
 from store import schema as f
 from store.clock import utc_iso
 from store.runs import BatchState, RunState, Selection
+from store.snapshot import snapshot_pages
 
 log = logging.getLogger("autotag.runs")
 
@@ -411,29 +412,17 @@ class RunStore:
 
     def _scan_ids(self, index: str, query: Mapping[str, Any]) -> Iterator[str]:
         """Every matching item id, sorted, through a point in time (a consistent snapshot)."""
-        pit = self.client.open_point_in_time(index=index, keep_alive="2m")["id"]
-        after: list[Any] | None = None
-        try:
-            while True:
-                page = self.client.search(
-                    pit={"id": pit, "keep_alive": "2m"},
-                    query=query,
-                    size=_PLAN_PAGE,
-                    sort=[{f.ITEM_ID: "asc"}],
-                    source=False,
-                    search_after=after,
-                    track_total_hits=False,
-                )
-                pit = page.get("pit_id", pit)
-                hits = page["hits"]["hits"]
-                if not hits:
-                    return
-                for hit in hits:
-                    yield str(hit["_id"])
-                after = hits[-1]["sort"]
-        finally:
-            with contextlib.suppress(ApiError):  # else it expires by itself
-                self.client.close_point_in_time(id=pit)
+        pages = snapshot_pages(
+            self.client,
+            index,
+            size=_PLAN_PAGE,
+            source=False,
+            query=query,
+            sort=[{f.ITEM_ID: "asc"}],
+        )
+        for hits in pages:
+            for hit in hits:
+                yield str(hit["_id"])
 
     def _delete_other_plans(self, run_id: str, *, keep: str) -> None:
         stale = {
