@@ -165,28 +165,32 @@ def read_jsonl(
         raise FileNotFoundError(f"no such file: {path}")
     labels = LabelPolicy(taxonomy or load_taxonomy(), taxonomy_only)
     batch = ImportBatch((), labels, score_scale)
-    batch.entries = _jsonl_entries(path, dataset, model, batch)
+
+    def parse(record: Any) -> ItemPredictions:
+        return parse_record(
+            record, dataset=dataset, model=model, labels=batch.labels, scale=batch.scale
+        )
+
+    batch.entries = jsonl_entries(path, parse)
     return batch
 
 
-def _jsonl_entries(
-    path: Path, dataset: str | None, model: str, batch: ImportBatch
+def jsonl_entries(
+    path: Path, parse: Callable[[Any], ItemPredictions]
 ) -> Iterator[ItemPredictions | Failure]:
+    """The entries of a JSONL file, one per non-blank line, read as it is consumed: what
+    ``parse`` makes of the line's record, or the line's failure (not JSON, a
+    :class:`RecordError`, an item id seen before)."""
     seen: set[str] = set()
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             where = f"{path.name}:{number}"
+            record: Any = None
             try:
                 record = json.loads(line)
-                entry = parse_record(
-                    record,
-                    dataset=dataset,
-                    model=model,
-                    labels=batch.labels,
-                    scale=batch.scale,
-                )
+                entry = parse(record)
             except json.JSONDecodeError as error:
                 yield Failure(None, None, "source", f"{where}: not JSON ({error.msg})")
                 continue

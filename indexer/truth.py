@@ -23,14 +23,21 @@ their own; the rest is imported.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from indexer import coco
-from indexer.importer import ITEM_FIELDS, LabelPolicy, RecordError, _bbox, _load_json, _text
+from indexer.importer import (
+    ITEM_FIELDS,
+    LabelPolicy,
+    RecordError,
+    _bbox,
+    _load_json,
+    _text,
+    jsonl_entries,
+)
 from indexer.report import Failure
 from indexer.taxonomy import Taxonomy, load_taxonomy
 from store import schema as f
@@ -125,35 +132,12 @@ def read_truth_jsonl(
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     batch = TruthBatch(source, LabelPolicy(taxonomy or load_taxonomy(), taxonomy_only))
-    batch.entries = _jsonl(path, dataset, batch)
+
+    def parse(record: Any) -> ItemPredictions:
+        return parse_truth_record(record, dataset=dataset, labels=batch.labels)
+
+    batch.entries = jsonl_entries(path, parse)
     return batch
-
-
-def _jsonl(
-    path: Path, dataset: str | None, batch: TruthBatch
-) -> Iterator[ItemPredictions | Failure]:
-    seen: set[str] = set()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{number}"
-            record: Any = None
-            try:
-                record = json.loads(line)
-                entry = parse_truth_record(record, dataset=dataset, labels=batch.labels)
-            except json.JSONDecodeError as error:
-                yield Failure(None, None, "source", f"{where}: not JSON ({error.msg})")
-                continue
-            except RecordError as error:
-                item_id = record.get(f.ITEM_ID) if isinstance(record, dict) else None
-                yield Failure(_text(item_id), None, "source", f"{where}: {error}")
-                continue
-            if entry.item_id in seen:
-                yield Failure(entry.item_id, None, "source", f"{where}: duplicate item id")
-                continue
-            seen.add(entry.item_id)
-            yield entry
 
 
 def read_truth_coco(
