@@ -52,6 +52,16 @@ _BATCH_DOCS_PER_BULK: Final = 200
 # rarely race for the same one.
 _CLAIM_CANDIDATES: Final = 8
 _CLAIM_SPREAD: Final = 3
+# Runs whose batches are written: the ones that batches are claimed of and finished for.
+_PLANNED_RUNNING: Final = {
+    "bool": {
+        "filter": [
+            {"term": {r.KIND: r.KIND_RUN}},
+            {"term": {r.STATE: RunState.RUNNING.value}},
+            {"term": {r.PLANNED: True}},
+        ]
+    }
+}
 
 
 @dataclass
@@ -441,15 +451,7 @@ class RunStore:
     def claim(self) -> Claim | None:
         """Take a pending batch of a running run, or one whose holder's lease expired."""
         active = self.search(
-            query={
-                "bool": {
-                    "filter": [
-                        {"term": {r.KIND: r.KIND_RUN}},
-                        {"term": {r.STATE: RunState.RUNNING.value}},
-                        {"term": {r.PLANNED: True}},
-                    ]
-                }
-            },
+            query=_PLANNED_RUNNING,
             size=200,
             source_includes=[r.PLAN_KEY],
         )
@@ -620,15 +622,7 @@ class RunStore:
     def finish_complete_runs(self) -> int:
         """Finish every running run whose batches are all done (a finisher that died)."""
         running = self.search(
-            query={
-                "bool": {
-                    "filter": [
-                        {"term": {r.KIND: r.KIND_RUN}},
-                        {"term": {r.STATE: RunState.RUNNING.value}},
-                        {"term": {r.PLANNED: True}},
-                    ]
-                }
-            },
+            query=_PLANNED_RUNNING,
             size=200,
             source=False,
         )
