@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -209,6 +209,25 @@ def _text(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
+def record_item(record: Any, dataset: str | None, others: Set[str]) -> dict[str, Any]:
+    """The item fields of a JSONL record (``dataset`` where it names none); raises
+    :class:`RecordError` for a record that is no object, has no id, or has fields that are
+    neither item fields nor ``others``."""
+    if not isinstance(record, dict):
+        raise RecordError("not a JSON object")
+    item_id = _text(record.get(f.ITEM_ID))
+    if not item_id:
+        raise RecordError(f"no {f.ITEM_ID}")
+    unknown = set(record) - ITEM_FIELDS - others
+    if unknown:
+        raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    item = {k: v for k, v in record.items() if k in ITEM_FIELDS}
+    item[f.ITEM_ID] = item_id
+    if dataset is not None:
+        item.setdefault(f.DATASET, dataset)
+    return item
+
+
 def parse_record(
     record: Any,
     *,
@@ -222,18 +241,7 @@ def parse_record(
     ``labels`` (default: the shipped taxonomy, foreign labels kept) counts new and dropped
     labels, only once the whole record has parsed.
     """
-    if not isinstance(record, dict):
-        raise RecordError("not a JSON object")
-    item_id = _text(record.get(f.ITEM_ID))
-    if not item_id:
-        raise RecordError(f"no {f.ITEM_ID}")
-    unknown = set(record) - ITEM_FIELDS - {f.IMAGE_PREDICTIONS, f.OBJECT_PREDICTIONS}
-    if unknown:
-        raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    item = {k: v for k, v in record.items() if k in ITEM_FIELDS}
-    item[f.ITEM_ID] = item_id
-    if dataset is not None:
-        item.setdefault(f.DATASET, dataset)
+    item = record_item(record, dataset, {f.IMAGE_PREDICTIONS, f.OBJECT_PREDICTIONS})
     policy = labels or LabelPolicy(load_taxonomy())
     # a scratch policy: a record that fails half way must not count its labels
     scratch = LabelPolicy(policy.taxonomy, policy.taxonomy_only)

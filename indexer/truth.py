@@ -30,13 +30,12 @@ from typing import Any, Final
 
 from indexer import coco
 from indexer.importer import (
-    ITEM_FIELDS,
     LabelPolicy,
     RecordError,
     _bbox,
     _load_json,
-    _text,
     jsonl_entries,
+    record_item,
 )
 from indexer.report import Failure
 from indexer.taxonomy import Taxonomy, load_taxonomy
@@ -91,18 +90,7 @@ def _object(raw: Any, labels: LabelPolicy) -> dict[str, Any] | None:
 
 def parse_truth_record(record: Any, *, dataset: str | None, labels: LabelPolicy) -> ItemPredictions:
     """One JSONL record -> the truth writer's input; raises :class:`RecordError`."""
-    if not isinstance(record, dict):
-        raise RecordError("not a JSON object")
-    item_id = _text(record.get(f.ITEM_ID))
-    if not item_id:
-        raise RecordError(f"no {f.ITEM_ID}")
-    unknown = set(record) - ITEM_FIELDS - {TAGS, OBJECTS} - _IGNORED
-    if unknown:
-        raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    item = {k: v for k, v in record.items() if k in ITEM_FIELDS}
-    item[f.ITEM_ID] = item_id
-    if dataset is not None:
-        item.setdefault(f.DATASET, dataset)
+    item = record_item(record, dataset, {TAGS, OBJECTS} | _IGNORED)
     scratch = LabelPolicy(labels.taxonomy, labels.taxonomy_only)
     tags = record.get(TAGS) or []
     objects = record.get(OBJECTS) or []
