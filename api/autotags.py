@@ -73,18 +73,18 @@ class AutotagJobs:
 
         return connect(settings=self.settings, request_timeout=self.settings.es_bulk_timeout)
 
+    def _run(self, job: Callable[[Elasticsearch], Any]) -> Any:
+        """``job`` with a client of its own, closed when it ends."""
+        client = self.client()
+        try:
+            return job(client)
+        finally:
+            client.close()
+
     async def call(self, job: Callable[[Elasticsearch], Any]) -> Any:
         """Run ``job`` with a client of its own in a worker thread, now; map its errors."""
-
-        def run() -> Any:
-            client = self.client()
-            try:
-                return job(client)
-            finally:
-                client.close()
-
         try:
-            return await anyio.to_thread.run_sync(run)
+            return await anyio.to_thread.run_sync(self._run, job)
         except AutotagError as error:
             raise api_error(error) from error
 
@@ -95,15 +95,7 @@ class AutotagJobs:
                 raise ApiError(409, "conflict", f"a job of autotag `{name}` is running")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autotags")
-
-            def run() -> Any:
-                client = self.client()
-                try:
-                    return job(client)
-                finally:
-                    client.close()
-
-            self._running[name] = self._pool.submit(run)
+            self._running[name] = self._pool.submit(self._run, job)
 
     def busy(self, name: str) -> bool:
         with self._lock:

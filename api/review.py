@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import elasticsearch
+from elastic_transport import ObjectApiResponse
 from elasticsearch import AsyncElasticsearch
 
 from api.errors import ApiError
@@ -265,14 +266,7 @@ async def review(
             bbox=None if change is None else change.bbox,
         )
         try:
-            written = await es.index(
-                index=stored.index,
-                id=item_id,
-                document=item,
-                if_seq_no=stored.seq_no,
-                if_primary_term=stored.primary_term,
-                refresh=settings.review_refresh,
-            )
+            written = await _write_back(es, settings, item_id, item, stored)
         except elasticsearch.ConflictError:
             if pinned is not None:
                 raise _conflict(item_id, attempt, None) from None
@@ -287,6 +281,25 @@ async def review(
             attempts=attempt,
         )
     raise _conflict(item_id, settings.review_max_attempts, None)
+
+
+async def _write_back(
+    es: AsyncElasticsearch,
+    settings: Settings,
+    item_id: str,
+    item: dict[str, Any],
+    stored: StoredItem,
+) -> ObjectApiResponse[Any]:
+    """Write the reviewed ``item`` over ``stored`` if it is still at the revision read
+    (``ConflictError`` if not); the answer carries the new revision."""
+    return await es.index(
+        index=stored.index,
+        id=item_id,
+        document=item,
+        if_seq_no=stored.seq_no,
+        if_primary_term=stored.primary_term,
+        refresh=settings.review_refresh,
+    )
 
 
 def _change(decision: Decision) -> Change:
@@ -336,14 +349,7 @@ async def save_review(
         api_key=key.name,
     )
     try:
-        written = await es.index(
-            index=stored.index,
-            id=item_id,
-            document=item,
-            if_seq_no=stored.seq_no,
-            if_primary_term=stored.primary_term,
-            refresh=settings.review_refresh,
-        )
+        written = await _write_back(es, settings, item_id, item, stored)
     except elasticsearch.ConflictError:
         now = await load_item(es, settings.index, item_id)
         raise _conflict(item_id, 1, now, with_item=True) from None

@@ -1,68 +1,50 @@
 """``AsyncClient``: the API from asyncio, typed with the API's own models; the same calls as
-:class:`client.sync.Client`, awaited."""
+:class:`client.sync.Client` (:class:`client.core.Calls`' methods of one request), awaited."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying
 
-from api.autotag_models import AutotagList, AutotagOut, Deleted, ExamplesBody
-from api.models import (
-    BBox,
-    CompareRequest,
-    CountResponse,
-    FacetsResponse,
-    ItemResponse,
-    LabelsResponse,
-    Live,
-    Ready,
-    ReviewAction,
-    ReviewByQueryPreview,
-    ReviewByQueryResponse,
-    ReviewResponse,
-    SaveReviewResponse,
-    SearchHit,
-    SearchResponse,
-    SliceDeleted,
-    SliceInfo,
-    SliceList,
-    SliceRenamed,
-    SliceSaved,
-    SortKey,
-    TranslateResponse,
-    Version,
-)
-from api.run_models import (
-    DatasetAutotag,
-    ModelsResponse,
-    NewItemBody,
-    RegisterResponse,
-    Run,
-    RunList,
-)
+from api.models import SearchHit, SearchResponse, SortKey
+from api.run_models import Run
 from client import retry
 from client.core import (
     Call,
     Calls,
-    Decision,
     Destination,
     Order,
     Sink,
     changed,
-    headers,
+    connection,
+    method_of,
     settings_for,
     statement,
 )
 from client.errors import error_from
 from client.settings import ClientSettings
-from evaluation.report import EvaluationReport
 
 Answer = TypeVar("Answer")
+Arguments = ParamSpec("Arguments")
+
+
+def _awaited(
+    call: Callable[Arguments, Call[Answer]],
+) -> Callable[Concatenate[AsyncClient, Arguments], Coroutine[Any, Any, Answer]]:
+    """The coroutine method of :class:`AsyncClient` that sends ``call``'s request and returns
+    its answer."""
+
+    async def method(
+        self: AsyncClient, /, *args: Arguments.args, **kwargs: Arguments.kwargs
+    ) -> Answer:
+        return await self._send(call(*args, **kwargs))
+
+    return method_of("AsyncClient", method, call)
 
 
 class AsyncClient:
@@ -79,11 +61,7 @@ class AsyncClient:
         settings: ClientSettings | None = None,
     ) -> None:
         self.settings = settings_for(url, api_key, timeout, retries, settings)
-        self._http = httpx.AsyncClient(
-            base_url=self.settings.api_url,
-            headers=headers(self.settings),
-            timeout=self.settings.api_timeout,
-        )
+        self._http = httpx.AsyncClient(**connection(self.settings))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -110,21 +88,7 @@ class AsyncClient:
 
     # --- reading ------------------------------------------------------------------------------
 
-    async def search_page(
-        self,
-        query: str,
-        *,
-        size: int | None = None,
-        sort: SortKey | str | None = None,
-        order: Order | None = None,
-        cursor: str | None = None,
-        consistent: bool | None = None,
-    ) -> SearchResponse:
-        """One page of hits and the ``next_cursor`` to the next one (``None`` at the end)."""
-        call = Calls.search(
-            query, size=size, sort=sort, order=order, cursor=cursor, consistent=consistent
-        )
-        return await self._send(call)
+    search_page = _awaited(Calls.search_page)
 
     async def pages(
         self,
@@ -162,161 +126,33 @@ class AsyncClient:
             for hit in page.hits:
                 yield hit
 
-    async def count(self, query: str) -> CountResponse:
-        return await self._send(Calls.count(query))
-
-    async def translate(self, query: str) -> TranslateResponse:
-        return await self._send(Calls.translate(query))
-
-    async def facets(
-        self, query: str, *, labels: int | None = None, compare: CompareRequest | None = None
-    ) -> FacetsResponse:
-        return await self._send(Calls.facets(query, labels=labels, compare=compare))
-
-    async def labels(self) -> LabelsResponse:
-        return await self._send(Calls.labels())
-
-    async def evaluate(self, query: str, **options: Any) -> EvaluationReport:
-        """``options`` are :class:`evaluation.report.EvaluationOptions`' fields."""
-        return await self._send(Calls.evaluate(query, options))
-
-    async def item(self, item_id: str) -> ItemResponse:
-        return await self._send(Calls.item(item_id))
-
-    async def image(self, item_id: str) -> bytes:
-        return await self._send(Calls.image(item_id))
-
-    async def thumbnail(self, item_id: str, *, size: int | None = None) -> bytes:
-        return await self._send(Calls.thumbnail(item_id, size))
-
-    async def live(self) -> Live:
-        return await self._send(Calls.live())
-
-    async def ready(self) -> Ready:
-        """Readiness; ``status`` is ``unavailable`` (not an exception) when it is not ready."""
-        return await self._send(Calls.ready())
+    count = _awaited(Calls.count)
+    translate = _awaited(Calls.translate)
+    facets = _awaited(Calls.facets)
+    labels = _awaited(Calls.labels)
+    evaluate = _awaited(Calls.evaluate)
+    item = _awaited(Calls.item)
+    image = _awaited(Calls.image)
+    thumbnail = _awaited(Calls.thumbnail)
+    live = _awaited(Calls.live)
+    ready = _awaited(Calls.ready)
 
     # --- reviewing (a review key) -------------------------------------------------------------
 
-    async def accept(
-        self,
-        item_id: str,
-        prediction_id: str,
-        *,
-        reviewer: str | None = None,
-        expected_version: Version | None = None,
-    ) -> ReviewResponse:
-        return await self._send(
-            Calls.review(
-                ReviewAction.ACCEPT,
-                item_id,
-                prediction_id,
-                reviewer=reviewer,
-                expected_version=expected_version,
-            )
-        )
-
-    async def reject(
-        self,
-        item_id: str,
-        prediction_id: str,
-        *,
-        reviewer: str | None = None,
-        expected_version: Version | None = None,
-    ) -> ReviewResponse:
-        return await self._send(
-            Calls.review(
-                ReviewAction.REJECT,
-                item_id,
-                prediction_id,
-                reviewer=reviewer,
-                expected_version=expected_version,
-            )
-        )
-
-    async def modify(
-        self,
-        item_id: str,
-        prediction_id: str,
-        *,
-        label: str | None = None,
-        bbox: BBox | Mapping[str, float] | None = None,
-        reviewer: str | None = None,
-        expected_version: Version | None = None,
-    ) -> ReviewResponse:
-        return await self._send(
-            Calls.review(
-                ReviewAction.MODIFY,
-                item_id,
-                prediction_id,
-                label=label,
-                bbox=bbox,
-                reviewer=reviewer,
-                expected_version=expected_version,
-            )
-        )
-
-    async def save_review(
-        self,
-        item_id: str,
-        decisions: Sequence[Decision | Mapping[str, Any]],
-        *,
-        expected_version: Version | Mapping[str, int],
-        reviewer: str | None = None,
-    ) -> SaveReviewResponse:
-        """Every decision about one item, applied together or not at all (409 when the item
-        moved past ``expected_version``)."""
-        return await self._send(Calls.save_review(item_id, decisions, expected_version, reviewer))
-
-    async def review_by_query_preview(self, query: str) -> ReviewByQueryPreview:
-        """The dry run: how many pending predictions the query matched now."""
-        return await self._send(Calls.review_by_query_preview(query))
-
-    async def review_by_query(
-        self,
-        query: str,
-        action: ReviewAction | Literal["accept", "reject"],
-        *,
-        expected_predictions: int | None = None,
-        run_id: str | None = None,
-        reviewer: str | None = None,
-    ) -> ReviewByQueryResponse:
-        """Accept or reject every pending prediction the query matched; with
-        ``expected_predictions`` (the preview's count), nothing is applied if it changed."""
-        return await self._send(
-            Calls.review_by_query(
-                query,
-                action,
-                expected_predictions=expected_predictions,
-                run_id=run_id,
-                reviewer=reviewer,
-            )
-        )
+    accept = _awaited(Calls.accept)
+    reject = _awaited(Calls.reject)
+    modify = _awaited(Calls.modify)
+    save_review = _awaited(Calls.save_review)
+    review_by_query_preview = _awaited(Calls.review_by_query_preview)
+    review_by_query = _awaited(Calls.review_by_query)
 
     # --- saved slices -------------------------------------------------------------------------
 
-    async def slices(self) -> SliceList:
-        """Every saved slice, by name."""
-        return await self._send(Calls.slices())
-
-    async def get_slice(self, name: str) -> SliceInfo:
-        return await self._send(Calls.get_slice(name))
-
-    async def save_slice(
-        self, name: str, query: str, *, description: str | None = None
-    ) -> SliceSaved:
-        """Save ``query`` as ``name`` (a review key; replaces a slice of that name); other
-        queries then say ``slice:name``."""
-        return await self._send(Calls.save_slice(name, query, description))
-
-    async def delete_slice(self, name: str, *, force: bool | None = None) -> SliceDeleted:
-        """Delete a slice; ``Conflict`` naming the slices that use it, unless ``force``."""
-        return await self._send(Calls.delete_slice(name, force))
-
-    async def rename_slice(
-        self, name: str, to: str, *, update_dependants: bool | None = None
-    ) -> SliceRenamed:
-        return await self._send(Calls.rename_slice(name, to, update_dependants))
+    slices = _awaited(Calls.slices)
+    get_slice = _awaited(Calls.get_slice)
+    save_slice = _awaited(Calls.save_slice)
+    delete_slice = _awaited(Calls.delete_slice)
+    rename_slice = _awaited(Calls.rename_slice)
 
     # --- export -------------------------------------------------------------------------------
 
@@ -333,62 +169,20 @@ class AsyncClient:
                 if response.status_code not in call.route.ok:
                     await response.aread()
                     raise error_from(response)
-                sink = Sink(to)
-                try:
+                with Sink(to) as sink:
                     async for chunk in response.aiter_bytes():
                         sink.write(chunk)
-                except BaseException:
-                    sink.failed()
-                    raise
-                sink.done()
                 return statement(response)
 
         return await AsyncRetrying(**retry.policy(self.settings))(once)
 
     # --- runs (submitting, cancelling and auto-tagging need a review key) ----------------------
 
-    async def register_items(
-        self, items: Sequence[NewItemBody | Mapping[str, Any]], *, dataset: str | None = None
-    ) -> RegisterResponse:
-        """Register new items (``uri``, optional ``item_id``, ``dataset``, ``metadata``);
-        datasets with auto-tagging queue their tagging."""
-        return await self._send(Calls.register_items(items, dataset))
-
-    async def submit_run(
-        self,
-        training_set: str,
-        *,
-        query: str | None = None,
-        dataset: str | None = None,
-        uris: Sequence[str] | None = None,
-        models: str | None = None,
-    ) -> Run:
-        """Tag the items a query finds, a dataset, or new ``uris`` (of ``dataset``) with a
-        model set of :meth:`models`; workers (``autotag worker``) execute it."""
-        call = Calls.submit_run(
-            training_set, query=query, dataset=dataset, uris=uris, models=models
-        )
-        return await self._send(call)
-
-    async def runs(
-        self,
-        *,
-        state: str | Sequence[str] | None = None,
-        origin: str | None = None,
-        training_set: str | None = None,
-        size: int | None = None,
-    ) -> RunList:
-        """The most recent runs, newest first."""
-        states = [state] if isinstance(state, str) else state
-        call = Calls.runs(state=states, origin=origin, training_set=training_set, size=size)
-        return await self._send(call)
-
-    async def run(self, run_id: str) -> Run:
-        return await self._send(Calls.run(run_id))
-
-    async def cancel_run(self, run_id: str) -> Run:
-        """Cancel a queued or running run (``Conflict`` when it already finished)."""
-        return await self._send(Calls.cancel_run(run_id))
+    register_items = _awaited(Calls.register_items)
+    submit_run = _awaited(Calls.submit_run)
+    runs = _awaited(Calls.runs)
+    run = _awaited(Calls.run)
+    cancel_run = _awaited(Calls.cancel_run)
 
     async def watch_run(self, run_id: str, *, interval: float = 1.0) -> AsyncIterator[Run]:
         """The run now, then each time it moves, until it finished (done, failed, cancelled)."""
@@ -402,53 +196,16 @@ class AsyncClient:
                 return
             await asyncio.sleep(interval)
 
-    async def models(self) -> ModelsResponse:
-        """The model sets runs may name, and whether their weights are here."""
-        return await self._send(Calls.models())
-
-    async def set_dataset_autotag(
-        self, dataset: str, *, training_set: str, models: str | None = None
-    ) -> DatasetAutotag:
-        """Tag the dataset's new items with these models as they are registered."""
-        return await self._send(Calls.set_dataset_autotag(dataset, training_set, models))
-
-    async def dataset_autotag(self, dataset: str) -> DatasetAutotag:
-        return await self._send(Calls.dataset_autotag(dataset))
-
-    async def stop_dataset_autotag(self, dataset: str) -> None:
-        await self._send(Calls.stop_dataset_autotag(dataset))
+    models = _awaited(Calls.models)
+    set_dataset_autotag = _awaited(Calls.set_dataset_autotag)
+    dataset_autotag = _awaited(Calls.dataset_autotag)
+    stop_dataset_autotag = _awaited(Calls.stop_dataset_autotag)
 
     # --- autotags: labels fitted from examples on the image embeddings ----------------------
 
-    async def autotags(self) -> AutotagList:
-        return await self._send(Calls.autotags())
-
-    async def get_autotag(self, name: str) -> AutotagOut:
-        """An autotag, its versions and how far their scoring got."""
-        return await self._send(Calls.get_autotag(name))
-
-    async def create_autotag(
-        self,
-        name: str,
-        positives: ExamplesBody | Mapping[str, Any],
-        *,
-        negatives: ExamplesBody | Mapping[str, Any] | None = None,
-        description: str | None = None,
-        wait: bool | None = None,
-    ) -> AutotagOut:
-        """Fit version 1 from examples (``{"item_ids": [...], "query": "..."}``) and score
-        every item; with ``wait`` the scoring is done before the answer, else it runs on in
-        the server (follow it with :meth:`get_autotag`). A review key."""
-        return await self._send(Calls.create_autotag(name, positives, negatives, description, wait))
-
-    async def refine_autotag(self, name: str, *, wait: bool | None = None) -> AutotagOut:
-        """Fit the next version from the last one's examples and the reviews since."""
-        return await self._send(Calls.refine_autotag(name, wait))
-
-    async def score_autotag(self, name: str, *, wait: bool | None = None) -> AutotagOut:
-        """Score the items the latest version has not scored yet (resumes a stopped job)."""
-        return await self._send(Calls.score_autotag(name, wait))
-
-    async def delete_autotag(self, name: str, *, wait: bool | None = None) -> Deleted:
-        """Take every version's predictions off the items, then the autotag."""
-        return await self._send(Calls.delete_autotag(name, wait))
+    autotags = _awaited(Calls.autotags)
+    get_autotag = _awaited(Calls.get_autotag)
+    create_autotag = _awaited(Calls.create_autotag)
+    refine_autotag = _awaited(Calls.refine_autotag)
+    score_autotag = _awaited(Calls.score_autotag)
+    delete_autotag = _awaited(Calls.delete_autotag)

@@ -1,14 +1,18 @@
-"""What both clients share: settings, headers, the request each call sends, and how an answer
-becomes the API's model or an exception. Only the I/O differs between them."""
+"""What both clients share: settings, headers, every call (its arguments, docstring and the
+request it sends), and how an answer becomes the API's model or an exception. Only the I/O
+differs between them: each client makes its methods from :class:`Calls` with :func:`method_of`
+and its own way of sending."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, Literal, TypeVar, cast
+from types import TracebackType
+from typing import Any, BinaryIO, Generic, Literal, TypeVar, cast, get_args
 
 import httpx
 from pydantic import BaseModel, SecretStr
@@ -130,6 +134,15 @@ def settings_for(
     return ClientSettings(**given)
 
 
+def connection(settings: ClientSettings) -> dict[str, Any]:
+    """The arguments of either client's ``httpx`` client: the base URL, headers and timeout."""
+    return {
+        "base_url": settings.api_url,
+        "headers": headers(settings),
+        "timeout": settings.api_timeout,
+    }
+
+
 def headers(settings: ClientSettings) -> dict[str, str]:
     found = {"accept": "application/json", "content-type": "application/json"}
     key = settings.key()
@@ -152,10 +165,14 @@ _REVIEW_ROUTES = {
 
 
 class Calls:
-    """Every call, built from plain arguments into the API's request models."""
+    """Every call of one request, declared once: its arguments (both clients' methods take
+    exactly these, see :func:`method_of`), its docstring, and the API request model they are
+    checked by. Each returns the :class:`Call` to send; its answer is the method's."""
+
+    # --- reading ------------------------------------------------------------------------------
 
     @staticmethod
-    def search(
+    def search_page(
         query: str,
         *,
         size: int | None = None,
@@ -164,6 +181,7 @@ class Calls:
         cursor: str | None = None,
         consistent: bool | None = None,
     ) -> Call[SearchResponse]:
+        """One page of hits and the ``next_cursor`` to the next one (``None`` at the end)."""
         body = SearchRequest(
             **_set(
                 query=query, size=size, sort=sort, order=order, cursor=cursor, consistent=consistent
@@ -187,21 +205,14 @@ class Calls:
         return Call(routes.FACETS, routes.FACETS.path, body)
 
     @staticmethod
-    def evaluate(query: str, options: Mapping[str, Any]) -> Call[EvaluationReport]:
-        body = EvaluateRequest.model_validate({"query": query, **options})
-        return Call(routes.EVALUATE, routes.EVALUATE.path, body)
-
-    @staticmethod
-    def live() -> Call[Live]:
-        return Call(routes.LIVE, routes.LIVE.path)
-
-    @staticmethod
-    def ready() -> Call[Ready]:
-        return Call(routes.READY, routes.READY.path)
-
-    @staticmethod
     def labels() -> Call[LabelsResponse]:
         return Call(routes.LABELS, routes.LABELS.path)
+
+    @staticmethod
+    def evaluate(query: str, **options: Any) -> Call[EvaluationReport]:
+        """``options`` are :class:`evaluation.report.EvaluationOptions`' fields."""
+        body = EvaluateRequest.model_validate({"query": query, **options})
+        return Call(routes.EVALUATE, routes.EVALUATE.path, body)
 
     @staticmethod
     def item(item_id: str) -> Call[ItemResponse]:
@@ -212,37 +223,68 @@ class Calls:
         return Call(routes.IMAGE, routes.IMAGE.url(item_id=item_id))
 
     @staticmethod
-    def thumbnail(item_id: str, size: int | None = None) -> Call[bytes]:
+    def thumbnail(item_id: str, *, size: int | None = None) -> Call[bytes]:
         params = _set(size=size)
         return Call(routes.THUMBNAIL, routes.THUMBNAIL.url(item_id=item_id), params=params)
 
     @staticmethod
-    def review(
-        action: ReviewAction,
+    def live() -> Call[Live]:
+        return Call(routes.LIVE, routes.LIVE.path)
+
+    @staticmethod
+    def ready() -> Call[Ready]:
+        """Readiness; ``status`` is ``unavailable`` (not an exception) when it is not ready."""
+        return Call(routes.READY, routes.READY.path)
+
+    # --- reviewing (a review key) -------------------------------------------------------------
+
+    @staticmethod
+    def accept(
         item_id: str,
         prediction_id: str,
         *,
         reviewer: str | None = None,
         expected_version: Version | None = None,
+    ) -> Call[ReviewResponse]:
+        body = ReviewRequest(**_set(reviewer=reviewer, expected_version=expected_version))
+        return _review(ReviewAction.ACCEPT, item_id, prediction_id, body)
+
+    @staticmethod
+    def reject(
+        item_id: str,
+        prediction_id: str,
+        *,
+        reviewer: str | None = None,
+        expected_version: Version | None = None,
+    ) -> Call[ReviewResponse]:
+        body = ReviewRequest(**_set(reviewer=reviewer, expected_version=expected_version))
+        return _review(ReviewAction.REJECT, item_id, prediction_id, body)
+
+    @staticmethod
+    def modify(
+        item_id: str,
+        prediction_id: str,
+        *,
         label: str | None = None,
         bbox: BBox | Mapping[str, float] | None = None,
+        reviewer: str | None = None,
+        expected_version: Version | None = None,
     ) -> Call[ReviewResponse]:
-        common = _set(reviewer=reviewer, expected_version=expected_version)
-        route = _REVIEW_ROUTES[action]
-        body: BaseModel
-        if action is ReviewAction.MODIFY:
-            body = ModifyRequest(**common, **_set(label=label, bbox=bbox))
-        else:
-            body = ReviewRequest(**common)
-        return Call(route, route.url(item_id=item_id, prediction_id=prediction_id), body)
+        body = ModifyRequest(
+            **_set(reviewer=reviewer, expected_version=expected_version, label=label, bbox=bbox)
+        )
+        return _review(ReviewAction.MODIFY, item_id, prediction_id, body)
 
     @staticmethod
     def save_review(
         item_id: str,
         decisions: Sequence[Decision | Mapping[str, Any]],
+        *,
         expected_version: Version | Mapping[str, int],
         reviewer: str | None = None,
     ) -> Call[SaveReviewResponse]:
+        """Every decision about one item, applied together or not at all (409 when the item
+        moved past ``expected_version``)."""
         body = SaveReviewRequest.model_validate(
             {
                 "decisions": list(decisions),
@@ -254,6 +296,7 @@ class Calls:
 
     @staticmethod
     def review_by_query_preview(query: str) -> Call[ReviewByQueryPreview]:
+        """The dry run: how many pending predictions the query matched now."""
         body = ReviewByQueryPreviewRequest(query=query)
         return Call(routes.REVIEW_BY_QUERY_PREVIEW, routes.REVIEW_BY_QUERY_PREVIEW.path, body)
 
@@ -266,6 +309,8 @@ class Calls:
         run_id: str | None = None,
         reviewer: str | None = None,
     ) -> Call[ReviewByQueryResponse]:
+        """Accept or reject every pending prediction the query matched; with
+        ``expected_predictions`` (the preview's count), nothing is applied if it changed."""
         body = ReviewByQueryRequest(
             **_set(
                 query=query,
@@ -277,8 +322,11 @@ class Calls:
         )
         return Call(routes.REVIEW_BY_QUERY, routes.REVIEW_BY_QUERY.path, body)
 
+    # --- saved slices -------------------------------------------------------------------------
+
     @staticmethod
     def slices() -> Call[SliceList]:
+        """Every saved slice, by name."""
         return Call(routes.SLICES, routes.SLICES.path)
 
     @staticmethod
@@ -286,29 +334,40 @@ class Calls:
         return Call(routes.SLICE, routes.SLICE.url(name=name))
 
     @staticmethod
-    def save_slice(name: str, query: str, description: str | None) -> Call[SliceSaved]:
+    def save_slice(name: str, query: str, *, description: str | None = None) -> Call[SliceSaved]:
+        """Save ``query`` as ``name`` (a review key; replaces a slice of that name); other
+        queries then say ``slice:name``."""
         body = SliceRequest(**_set(query=query, description=description))
         return Call(routes.SAVE_SLICE, routes.SAVE_SLICE.url(name=name), body)
 
     @staticmethod
-    def delete_slice(name: str, force: bool | None) -> Call[SliceDeleted]:
+    def delete_slice(name: str, *, force: bool | None = None) -> Call[SliceDeleted]:
+        """Delete a slice; ``Conflict`` naming the slices that use it, unless ``force``."""
         params = {"force": "true"} if force else None
         return Call(routes.DELETE_SLICE, routes.DELETE_SLICE.url(name=name), params=params)
 
     @staticmethod
-    def rename_slice(name: str, to: str, update_dependants: bool | None) -> Call[SliceRenamed]:
+    def rename_slice(
+        name: str, to: str, *, update_dependants: bool | None = None
+    ) -> Call[SliceRenamed]:
         body = SliceRenameRequest(**_set(to=to, update_dependants=update_dependants))
         return Call(routes.RENAME_SLICE, routes.RENAME_SLICE.url(name=name), body)
+
+    # --- export (streamed: each client's ``export`` sends it) ---------------------------------
 
     @staticmethod
     def export(query: str, format: str, options: Mapping[str, Any]) -> Call[bytes]:
         body = ExportRequest.model_validate({"query": query, "format": format, **options})
         return Call(routes.EXPORT, routes.EXPORT.path, body)
 
+    # --- runs (submitting, cancelling and auto-tagging need a review key) ----------------------
+
     @staticmethod
     def register_items(
-        items: Sequence[NewItemBody | Mapping[str, Any]], dataset: str | None
+        items: Sequence[NewItemBody | Mapping[str, Any]], *, dataset: str | None = None
     ) -> Call[RegisterResponse]:
+        """Register new items (``uri``, optional ``item_id``, ``dataset``, ``metadata``);
+        datasets with auto-tagging queue their tagging."""
         body = RegisterRequest.model_validate({"items": list(items), **_set(dataset=dataset)})
         return Call(routes.REGISTER_ITEMS, routes.REGISTER_ITEMS.path, body)
 
@@ -321,6 +380,8 @@ class Calls:
         uris: Sequence[str] | None = None,
         models: str | None = None,
     ) -> Call[Run]:
+        """Tag the items a query finds, a dataset, or new ``uris`` (of ``dataset``) with a
+        model set of :meth:`models`; workers (``autotag worker``) execute it."""
         if sum(x is not None for x in (query, uris)) + (dataset is not None and uris is None) != 1:
             raise ValueError("select the items with one of query, dataset or uris")
         select: dict[str, Any]
@@ -336,9 +397,17 @@ class Calls:
         return Call(routes.SUBMIT_RUN, routes.SUBMIT_RUN.path, body)
 
     @staticmethod
-    def runs(**filters: Any) -> Call[RunList]:
-        checked = RunFilter.model_validate(_set(**filters))
-        params = checked.model_dump(mode="json", exclude_unset=True)
+    def runs(
+        *,
+        state: str | Sequence[str] | None = None,
+        origin: str | None = None,
+        training_set: str | None = None,
+        size: int | None = None,
+    ) -> Call[RunList]:
+        """The most recent runs, newest first."""
+        states = [state] if isinstance(state, str) else state
+        filters = _set(state=states, origin=origin, training_set=training_set, size=size)
+        params = RunFilter.model_validate(filters).model_dump(mode="json", exclude_unset=True)
         return Call(routes.RUNS, routes.RUNS.path, params=params or None)
 
     @staticmethod
@@ -347,16 +416,19 @@ class Calls:
 
     @staticmethod
     def cancel_run(run_id: str) -> Call[Run]:
+        """Cancel a queued or running run (``Conflict`` when it already finished)."""
         return Call(routes.CANCEL_RUN, routes.CANCEL_RUN.url(run_id=run_id))
 
     @staticmethod
     def models() -> Call[ModelsResponse]:
+        """The model sets runs may name, and whether their weights are here."""
         return Call(routes.MODELS, routes.MODELS.path)
 
     @staticmethod
     def set_dataset_autotag(
-        dataset: str, training_set: str, models: str | None
+        dataset: str, *, training_set: str, models: str | None = None
     ) -> Call[DatasetAutotag]:
+        """Tag the dataset's new items with these models as they are registered."""
         body = DatasetAutotagRequest(**_set(training_set=training_set, models=models))
         route = routes.SET_DATASET_AUTOTAG
         return Call(route, route.url(dataset=dataset), body)
@@ -370,22 +442,29 @@ class Calls:
         route = routes.STOP_DATASET_AUTOTAG
         return Call(route, route.url(dataset=dataset))
 
+    # --- autotags: labels fitted from examples on the image embeddings ----------------------
+
     @staticmethod
     def autotags() -> Call[AutotagList]:
         return Call(routes.AUTOTAGS, routes.AUTOTAGS.path)
 
     @staticmethod
     def get_autotag(name: str) -> Call[AutotagOut]:
+        """An autotag, its versions and how far their scoring got."""
         return Call(routes.AUTOTAG, routes.AUTOTAG.url(name=name))
 
     @staticmethod
     def create_autotag(
         name: str,
         positives: ExamplesBody | Mapping[str, Any],
-        negatives: ExamplesBody | Mapping[str, Any] | None,
-        description: str | None,
-        wait: bool | None,
+        *,
+        negatives: ExamplesBody | Mapping[str, Any] | None = None,
+        description: str | None = None,
+        wait: bool | None = None,
     ) -> Call[AutotagOut]:
+        """Fit version 1 from examples (``{"item_ids": [...], "query": "..."}``) and score
+        every item; with ``wait`` the scoring is done before the answer, else it runs on in
+        the server (follow it with :meth:`get_autotag`). A review key."""
         fields = _set(
             name=name, positives=positives, negatives=negatives, description=description, wait=wait
         )
@@ -393,19 +472,52 @@ class Calls:
         return Call(routes.CREATE_AUTOTAG, routes.CREATE_AUTOTAG.path, body)
 
     @staticmethod
-    def refine_autotag(name: str, wait: bool | None) -> Call[AutotagOut]:
+    def refine_autotag(name: str, *, wait: bool | None = None) -> Call[AutotagOut]:
+        """Fit the next version from the last one's examples and the reviews since."""
         body = JobRequest(**_set(wait=wait))
         return Call(routes.REFINE_AUTOTAG, routes.REFINE_AUTOTAG.url(name=name), body)
 
     @staticmethod
-    def score_autotag(name: str, wait: bool | None) -> Call[AutotagOut]:
+    def score_autotag(name: str, *, wait: bool | None = None) -> Call[AutotagOut]:
+        """Score the items the latest version has not scored yet (resumes a stopped job)."""
         body = JobRequest(**_set(wait=wait))
         return Call(routes.SCORE_AUTOTAG, routes.SCORE_AUTOTAG.url(name=name), body)
 
     @staticmethod
-    def delete_autotag(name: str, wait: bool | None) -> Call[Deleted]:
+    def delete_autotag(name: str, *, wait: bool | None = None) -> Call[Deleted]:
+        """Take every version's predictions off the items, then the autotag."""
         params = {"wait": "true"} if wait else None
         return Call(routes.DELETE_AUTOTAG, routes.DELETE_AUTOTAG.url(name=name), params=params)
+
+
+def _review(
+    action: ReviewAction, item_id: str, prediction_id: str, body: BaseModel
+) -> Call[ReviewResponse]:
+    route = _REVIEW_ROUTES[action]
+    return Call(route, route.url(item_id=item_id, prediction_id=prediction_id), body)
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def method_of(owner: str, method: Method, call: Callable[..., Call[Any]]) -> Method:
+    """``method`` (``self``, then ``call``'s arguments) named, documented and signed as
+    ``call`` is, with its answer as the return: what ``help()`` and an editor show of a
+    client's method. (The type checker reads the same from the ``ParamSpec`` it is typed by.)"""
+    signature = inspect.signature(call, eval_str=True)
+    answer = get_args(signature.return_annotation)[0]
+    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__name__ = call.__name__
+    method.__qualname__ = f"{owner}.{call.__name__}"
+    method.__doc__ = call.__doc__
+    method.__annotations__ = {
+        **{name: found.annotation for name, found in signature.parameters.items()},
+        "return": answer,
+    }
+    vars(method)["__signature__"] = signature.replace(
+        parameters=[self, *signature.parameters.values()], return_annotation=answer
+    )
+    return method
 
 
 def changed(previous: Run | None, now: Run) -> bool:
@@ -419,7 +531,8 @@ Destination = str | os.PathLike[str] | BinaryIO
 class Sink:
     """Where an export's bytes go: a file object as given, or a path written through a
     ``.part`` file renamed into place once the whole export arrived (a failed export leaves
-    nothing behind under the name)."""
+    nothing behind under the name). As a context manager: done at the end, failed on an
+    exception (which goes on)."""
 
     def __init__(self, to: Destination) -> None:
         self.path = None if hasattr(to, "write") else Path(cast(str, to))
@@ -442,6 +555,20 @@ class Sink:
         if self.part is not None:
             self.file.close()
             self.part.unlink(missing_ok=True)
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None:
+            self.done()
+        else:
+            self.failed()
 
 
 def statement(response: httpx.Response) -> dict[str, Any]:

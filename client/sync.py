@@ -1,67 +1,47 @@
-"""``Client``: the API from synchronous Python, typed with the API's own models."""
+"""``Client``: the API from synchronous Python, typed with the API's own models. Its methods of
+one request are :class:`client.core.Calls`', sent and answered here."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 from tenacity import Retrying
 
-from api.autotag_models import AutotagList, AutotagOut, Deleted, ExamplesBody
-from api.models import (
-    BBox,
-    CompareRequest,
-    CountResponse,
-    FacetsResponse,
-    ItemResponse,
-    LabelsResponse,
-    Live,
-    Ready,
-    ReviewAction,
-    ReviewByQueryPreview,
-    ReviewByQueryResponse,
-    ReviewResponse,
-    SaveReviewResponse,
-    SearchHit,
-    SearchResponse,
-    SliceDeleted,
-    SliceInfo,
-    SliceList,
-    SliceRenamed,
-    SliceSaved,
-    SortKey,
-    TranslateResponse,
-    Version,
-)
-from api.run_models import (
-    DatasetAutotag,
-    ModelsResponse,
-    NewItemBody,
-    RegisterResponse,
-    Run,
-    RunList,
-)
+from api.models import SearchHit, SearchResponse, SortKey
+from api.run_models import Run
 from client import retry
 from client.core import (
     Call,
     Calls,
-    Decision,
     Destination,
     Order,
     Sink,
     changed,
-    headers,
+    connection,
+    method_of,
     settings_for,
     statement,
 )
 from client.errors import error_from
 from client.settings import ClientSettings
-from evaluation.report import EvaluationReport
 
 Answer = TypeVar("Answer")
+Arguments = ParamSpec("Arguments")
+
+
+def _sent(
+    call: Callable[Arguments, Call[Answer]],
+) -> Callable[Concatenate[Client, Arguments], Answer]:
+    """The method of :class:`Client` that sends ``call``'s request and returns its answer."""
+
+    def method(self: Client, /, *args: Arguments.args, **kwargs: Arguments.kwargs) -> Answer:
+        return self._send(call(*args, **kwargs))
+
+    return method_of("Client", method, call)
 
 
 class Client:
@@ -78,11 +58,7 @@ class Client:
         settings: ClientSettings | None = None,
     ) -> None:
         self.settings = settings_for(url, api_key, timeout, retries, settings)
-        self._http = httpx.Client(
-            base_url=self.settings.api_url,
-            headers=headers(self.settings),
-            timeout=self.settings.api_timeout,
-        )
+        self._http = httpx.Client(**connection(self.settings))
 
     def close(self) -> None:
         self._http.close()
@@ -109,21 +85,7 @@ class Client:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def search_page(
-        self,
-        query: str,
-        *,
-        size: int | None = None,
-        sort: SortKey | str | None = None,
-        order: Order | None = None,
-        cursor: str | None = None,
-        consistent: bool | None = None,
-    ) -> SearchResponse:
-        """One page of hits and the ``next_cursor`` to the next one (``None`` at the end)."""
-        call = Calls.search(
-            query, size=size, sort=sort, order=order, cursor=cursor, consistent=consistent
-        )
-        return self._send(call)
+    search_page = _sent(Calls.search_page)
 
     def pages(
         self,
@@ -158,159 +120,33 @@ class Client:
         for page in self.pages(query, size=size, sort=sort, order=order, consistent=consistent):
             yield from page.hits
 
-    def count(self, query: str) -> CountResponse:
-        return self._send(Calls.count(query))
-
-    def translate(self, query: str) -> TranslateResponse:
-        return self._send(Calls.translate(query))
-
-    def facets(
-        self, query: str, *, labels: int | None = None, compare: CompareRequest | None = None
-    ) -> FacetsResponse:
-        return self._send(Calls.facets(query, labels=labels, compare=compare))
-
-    def labels(self) -> LabelsResponse:
-        return self._send(Calls.labels())
-
-    def evaluate(self, query: str, **options: Any) -> EvaluationReport:
-        """``options`` are :class:`evaluation.report.EvaluationOptions`' fields."""
-        return self._send(Calls.evaluate(query, options))
-
-    def item(self, item_id: str) -> ItemResponse:
-        return self._send(Calls.item(item_id))
-
-    def image(self, item_id: str) -> bytes:
-        return self._send(Calls.image(item_id))
-
-    def thumbnail(self, item_id: str, *, size: int | None = None) -> bytes:
-        return self._send(Calls.thumbnail(item_id, size))
-
-    def live(self) -> Live:
-        return self._send(Calls.live())
-
-    def ready(self) -> Ready:
-        """Readiness; ``status`` is ``unavailable`` (not an exception) when it is not ready."""
-        return self._send(Calls.ready())
+    count = _sent(Calls.count)
+    translate = _sent(Calls.translate)
+    facets = _sent(Calls.facets)
+    labels = _sent(Calls.labels)
+    evaluate = _sent(Calls.evaluate)
+    item = _sent(Calls.item)
+    image = _sent(Calls.image)
+    thumbnail = _sent(Calls.thumbnail)
+    live = _sent(Calls.live)
+    ready = _sent(Calls.ready)
 
     # --- reviewing (a review key) -------------------------------------------------------------
 
-    def accept(
-        self,
-        item_id: str,
-        prediction_id: str,
-        *,
-        reviewer: str | None = None,
-        expected_version: Version | None = None,
-    ) -> ReviewResponse:
-        return self._send(
-            Calls.review(
-                ReviewAction.ACCEPT,
-                item_id,
-                prediction_id,
-                reviewer=reviewer,
-                expected_version=expected_version,
-            )
-        )
-
-    def reject(
-        self,
-        item_id: str,
-        prediction_id: str,
-        *,
-        reviewer: str | None = None,
-        expected_version: Version | None = None,
-    ) -> ReviewResponse:
-        return self._send(
-            Calls.review(
-                ReviewAction.REJECT,
-                item_id,
-                prediction_id,
-                reviewer=reviewer,
-                expected_version=expected_version,
-            )
-        )
-
-    def modify(
-        self,
-        item_id: str,
-        prediction_id: str,
-        *,
-        label: str | None = None,
-        bbox: BBox | Mapping[str, float] | None = None,
-        reviewer: str | None = None,
-        expected_version: Version | None = None,
-    ) -> ReviewResponse:
-        return self._send(
-            Calls.review(
-                ReviewAction.MODIFY,
-                item_id,
-                prediction_id,
-                label=label,
-                bbox=bbox,
-                reviewer=reviewer,
-                expected_version=expected_version,
-            )
-        )
-
-    def save_review(
-        self,
-        item_id: str,
-        decisions: Sequence[Decision | Mapping[str, Any]],
-        *,
-        expected_version: Version | Mapping[str, int],
-        reviewer: str | None = None,
-    ) -> SaveReviewResponse:
-        """Every decision about one item, applied together or not at all (409 when the item
-        moved past ``expected_version``)."""
-        return self._send(Calls.save_review(item_id, decisions, expected_version, reviewer))
-
-    def review_by_query_preview(self, query: str) -> ReviewByQueryPreview:
-        """The dry run: how many pending predictions the query matched now."""
-        return self._send(Calls.review_by_query_preview(query))
-
-    def review_by_query(
-        self,
-        query: str,
-        action: ReviewAction | Literal["accept", "reject"],
-        *,
-        expected_predictions: int | None = None,
-        run_id: str | None = None,
-        reviewer: str | None = None,
-    ) -> ReviewByQueryResponse:
-        """Accept or reject every pending prediction the query matched; with
-        ``expected_predictions`` (the preview's count), nothing is applied if it changed."""
-        return self._send(
-            Calls.review_by_query(
-                query,
-                action,
-                expected_predictions=expected_predictions,
-                run_id=run_id,
-                reviewer=reviewer,
-            )
-        )
+    accept = _sent(Calls.accept)
+    reject = _sent(Calls.reject)
+    modify = _sent(Calls.modify)
+    save_review = _sent(Calls.save_review)
+    review_by_query_preview = _sent(Calls.review_by_query_preview)
+    review_by_query = _sent(Calls.review_by_query)
 
     # --- saved slices -------------------------------------------------------------------------
 
-    def slices(self) -> SliceList:
-        """Every saved slice, by name."""
-        return self._send(Calls.slices())
-
-    def get_slice(self, name: str) -> SliceInfo:
-        return self._send(Calls.get_slice(name))
-
-    def save_slice(self, name: str, query: str, *, description: str | None = None) -> SliceSaved:
-        """Save ``query`` as ``name`` (a review key; replaces a slice of that name); other
-        queries then say ``slice:name``."""
-        return self._send(Calls.save_slice(name, query, description))
-
-    def delete_slice(self, name: str, *, force: bool | None = None) -> SliceDeleted:
-        """Delete a slice; ``Conflict`` naming the slices that use it, unless ``force``."""
-        return self._send(Calls.delete_slice(name, force))
-
-    def rename_slice(
-        self, name: str, to: str, *, update_dependants: bool | None = None
-    ) -> SliceRenamed:
-        return self._send(Calls.rename_slice(name, to, update_dependants))
+    slices = _sent(Calls.slices)
+    get_slice = _sent(Calls.get_slice)
+    save_slice = _sent(Calls.save_slice)
+    delete_slice = _sent(Calls.delete_slice)
+    rename_slice = _sent(Calls.rename_slice)
 
     # --- export -------------------------------------------------------------------------------
 
@@ -326,62 +162,20 @@ class Client:
                 if response.status_code not in call.route.ok:
                     response.read()
                     raise error_from(response)
-                sink = Sink(to)
-                try:
+                with Sink(to) as sink:
                     for chunk in response.iter_bytes():
                         sink.write(chunk)
-                except BaseException:
-                    sink.failed()
-                    raise
-                sink.done()
                 return statement(response)
 
         return Retrying(**retry.policy(self.settings))(once)
 
     # --- runs (submitting, cancelling and auto-tagging need a review key) ----------------------
 
-    def register_items(
-        self, items: Sequence[NewItemBody | Mapping[str, Any]], *, dataset: str | None = None
-    ) -> RegisterResponse:
-        """Register new items (``uri``, optional ``item_id``, ``dataset``, ``metadata``);
-        datasets with auto-tagging queue their tagging."""
-        return self._send(Calls.register_items(items, dataset))
-
-    def submit_run(
-        self,
-        training_set: str,
-        *,
-        query: str | None = None,
-        dataset: str | None = None,
-        uris: Sequence[str] | None = None,
-        models: str | None = None,
-    ) -> Run:
-        """Tag the items a query finds, a dataset, or new ``uris`` (of ``dataset``) with a
-        model set of :meth:`models`; workers (``autotag worker``) execute it."""
-        call = Calls.submit_run(
-            training_set, query=query, dataset=dataset, uris=uris, models=models
-        )
-        return self._send(call)
-
-    def runs(
-        self,
-        *,
-        state: str | Sequence[str] | None = None,
-        origin: str | None = None,
-        training_set: str | None = None,
-        size: int | None = None,
-    ) -> RunList:
-        """The most recent runs, newest first."""
-        states = [state] if isinstance(state, str) else state
-        call = Calls.runs(state=states, origin=origin, training_set=training_set, size=size)
-        return self._send(call)
-
-    def run(self, run_id: str) -> Run:
-        return self._send(Calls.run(run_id))
-
-    def cancel_run(self, run_id: str) -> Run:
-        """Cancel a queued or running run (``Conflict`` when it already finished)."""
-        return self._send(Calls.cancel_run(run_id))
+    register_items = _sent(Calls.register_items)
+    submit_run = _sent(Calls.submit_run)
+    runs = _sent(Calls.runs)
+    run = _sent(Calls.run)
+    cancel_run = _sent(Calls.cancel_run)
 
     def watch_run(self, run_id: str, *, interval: float = 1.0) -> Iterator[Run]:
         """The run now, then each time it moves, until it finished (done, failed, cancelled)."""
@@ -395,53 +189,16 @@ class Client:
                 return
             time.sleep(interval)
 
-    def models(self) -> ModelsResponse:
-        """The model sets runs may name, and whether their weights are here."""
-        return self._send(Calls.models())
-
-    def set_dataset_autotag(
-        self, dataset: str, *, training_set: str, models: str | None = None
-    ) -> DatasetAutotag:
-        """Tag the dataset's new items with these models as they are registered."""
-        return self._send(Calls.set_dataset_autotag(dataset, training_set, models))
-
-    def dataset_autotag(self, dataset: str) -> DatasetAutotag:
-        return self._send(Calls.dataset_autotag(dataset))
-
-    def stop_dataset_autotag(self, dataset: str) -> None:
-        self._send(Calls.stop_dataset_autotag(dataset))
+    models = _sent(Calls.models)
+    set_dataset_autotag = _sent(Calls.set_dataset_autotag)
+    dataset_autotag = _sent(Calls.dataset_autotag)
+    stop_dataset_autotag = _sent(Calls.stop_dataset_autotag)
 
     # --- autotags: labels fitted from examples on the image embeddings ----------------------
 
-    def autotags(self) -> AutotagList:
-        return self._send(Calls.autotags())
-
-    def get_autotag(self, name: str) -> AutotagOut:
-        """An autotag, its versions and how far their scoring got."""
-        return self._send(Calls.get_autotag(name))
-
-    def create_autotag(
-        self,
-        name: str,
-        positives: ExamplesBody | Mapping[str, Any],
-        *,
-        negatives: ExamplesBody | Mapping[str, Any] | None = None,
-        description: str | None = None,
-        wait: bool | None = None,
-    ) -> AutotagOut:
-        """Fit version 1 from examples (``{"item_ids": [...], "query": "..."}``) and score
-        every item; with ``wait`` the scoring is done before the answer, else it runs on in
-        the server (follow it with :meth:`get_autotag`). A review key."""
-        return self._send(Calls.create_autotag(name, positives, negatives, description, wait))
-
-    def refine_autotag(self, name: str, *, wait: bool | None = None) -> AutotagOut:
-        """Fit the next version from the last one's examples and the reviews since."""
-        return self._send(Calls.refine_autotag(name, wait))
-
-    def score_autotag(self, name: str, *, wait: bool | None = None) -> AutotagOut:
-        """Score the items the latest version has not scored yet (resumes a stopped job)."""
-        return self._send(Calls.score_autotag(name, wait))
-
-    def delete_autotag(self, name: str, *, wait: bool | None = None) -> Deleted:
-        """Take every version's predictions off the items, then the autotag."""
-        return self._send(Calls.delete_autotag(name, wait))
+    autotags = _sent(Calls.autotags)
+    get_autotag = _sent(Calls.get_autotag)
+    create_autotag = _sent(Calls.create_autotag)
+    refine_autotag = _sent(Calls.refine_autotag)
+    score_autotag = _sent(Calls.score_autotag)
+    delete_autotag = _sent(Calls.delete_autotag)

@@ -35,15 +35,14 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
-from indexer import score_scale
+from indexer import coco, score_scale
 from indexer.report import Failure, FailureLog, RunSummary, Writer
 from indexer.score_scale import DEFAULT_COCO_SCALE, DEFAULT_JSONL_SCALE, ScoreScale
-from indexer.sources import item_id_for
 from indexer.taxonomy import Taxonomy, load_taxonomy, normalise_label
 from store import schema as f
 from store.writer import ItemPredictions
@@ -166,28 +165,32 @@ def read_jsonl(
         raise FileNotFoundError(f"no such file: {path}")
     labels = LabelPolicy(taxonomy or load_taxonomy(), taxonomy_only)
     batch = ImportBatch((), labels, score_scale)
-    batch.entries = _jsonl_entries(path, dataset, model, batch)
+
+    def parse(record: Any) -> ItemPredictions:
+        return parse_record(
+            record, dataset=dataset, model=model, labels=batch.labels, scale=batch.scale
+        )
+
+    batch.entries = jsonl_entries(path, parse)
     return batch
 
 
-def _jsonl_entries(
-    path: Path, dataset: str | None, model: str, batch: ImportBatch
+def jsonl_entries(
+    path: Path, parse: Callable[[Any], ItemPredictions]
 ) -> Iterator[ItemPredictions | Failure]:
+    """The entries of a JSONL file, one per non-blank line, read as it is consumed: what
+    ``parse`` makes of the line's record, or the line's failure (not JSON, a
+    :class:`RecordError`, an item id seen before)."""
     seen: set[str] = set()
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             where = f"{path.name}:{number}"
+            record: Any = None
             try:
                 record = json.loads(line)
-                entry = parse_record(
-                    record,
-                    dataset=dataset,
-                    model=model,
-                    labels=batch.labels,
-                    scale=batch.scale,
-                )
+                entry = parse(record)
             except json.JSONDecodeError as error:
                 yield Failure(None, None, "source", f"{where}: not JSON ({error.msg})")
                 continue
@@ -206,6 +209,25 @@ def _text(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
+def record_item(record: Any, dataset: str | None, others: Set[str]) -> dict[str, Any]:
+    """The item fields of a JSONL record (``dataset`` where it names none); raises
+    :class:`RecordError` for a record that is no object, has no id, or has fields that are
+    neither item fields nor ``others``."""
+    if not isinstance(record, dict):
+        raise RecordError("not a JSON object")
+    item_id = _text(record.get(f.ITEM_ID))
+    if not item_id:
+        raise RecordError(f"no {f.ITEM_ID}")
+    unknown = set(record) - ITEM_FIELDS - others
+    if unknown:
+        raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    item = {k: v for k, v in record.items() if k in ITEM_FIELDS}
+    item[f.ITEM_ID] = item_id
+    if dataset is not None:
+        item.setdefault(f.DATASET, dataset)
+    return item
+
+
 def parse_record(
     record: Any,
     *,
@@ -219,18 +241,7 @@ def parse_record(
     ``labels`` (default: the shipped taxonomy, foreign labels kept) counts new and dropped
     labels, only once the whole record has parsed.
     """
-    if not isinstance(record, dict):
-        raise RecordError("not a JSON object")
-    item_id = _text(record.get(f.ITEM_ID))
-    if not item_id:
-        raise RecordError(f"no {f.ITEM_ID}")
-    unknown = set(record) - ITEM_FIELDS - {f.IMAGE_PREDICTIONS, f.OBJECT_PREDICTIONS}
-    if unknown:
-        raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    item = {k: v for k, v in record.items() if k in ITEM_FIELDS}
-    item[f.ITEM_ID] = item_id
-    if dataset is not None:
-        item.setdefault(f.DATASET, dataset)
+    item = record_item(record, dataset, {f.IMAGE_PREDICTIONS, f.OBJECT_PREDICTIONS})
     policy = labels or LabelPolicy(load_taxonomy())
     # a scratch policy: a record that fails half way must not count its labels
     scratch = LabelPolicy(policy.taxonomy, policy.taxonomy_only)
@@ -319,18 +330,12 @@ def read_coco(
         raise ValueError(f"{results_path}: COCO results must be a JSON list")
     if not isinstance(images_file, dict) or not isinstance(images_file.get("images"), list):
         raise ValueError(f"{images_path}: no `images` list (a COCO images/annotations file)")
-    categories = {
-        c["id"]: str(c["name"])
-        for c in images_file.get("categories") or ()
-        if isinstance(c, dict) and "id" in c and "name" in c
-    }
+    names = coco.categories(images_file)
     labels = LabelPolicy(taxonomy, taxonomy_only)
     batch = ImportBatch((), labels, score_scale)
 
     entries: list[ItemPredictions | Failure] = []
-    by_image: dict[Any, list[dict[str, Any]]] = {}
-    bad_scores: dict[Any, str] = {}  # image id -> why its item fails
-    per_image: dict[Any, LabelPolicy] = {}
+    by_image = coco.ByImage()  # a bad score or label fails the image's item
     for number, result in enumerate(results):
         where = f"{results_path.name}[{number}]"
         try:
@@ -341,7 +346,7 @@ def read_coco(
         except (KeyError, TypeError, ValueError) as error:
             entries.append(Failure(None, None, "source", f"{where}: bad result {error!r}"))
             continue
-        name = categories.get(category)
+        name = names.get(category)
         if name is None:
             reason = f"{where}: category_id {category!r} is not in {images_path.name}'s categories"
             entries.append(Failure(None, None, "source", reason))
@@ -352,10 +357,10 @@ def read_coco(
                 batch.below_threshold += 1
                 continue
             # counted per image: an item that fails must not count its labels
-            scratch = per_image.setdefault(image_id, LabelPolicy(taxonomy, taxonomy_only))
+            scratch = by_image.labels.setdefault(image_id, LabelPolicy(taxonomy, taxonomy_only))
             label = scratch.label(name, "object")
         except RecordError as error:
-            bad_scores.setdefault(image_id, f"{where}: {error}")
+            by_image.failed.setdefault(image_id, f"{where}: {error}")
             continue
         if label is None:
             continue
@@ -365,37 +370,15 @@ def read_coco(
             f.PRED_MODEL: model,
             f.PRED_BBOX: {"x1": x, "y1": y, "x2": x + w, "y2": y + h},
         }
-        by_image.setdefault(image_id, []).append(prediction)
-    seen: set[str] = set()
-    listed: set[Any] = set()
-    for image in images_file["images"]:
-        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-            entries.append(Failure(None, None, "source", f"{images_path.name}: bad image entry"))
-            continue
-        file_name = str(image["file_name"])
-        item_id = item_id_for(dataset, file_name)
-        if item_id in seen:
-            entries.append(Failure(item_id, file_name, "source", "duplicate item id"))
-            continue
-        seen.add(item_id)
-        listed.add(image["id"])
-        if image["id"] in bad_scores:
-            entries.append(Failure(item_id, file_name, "source", bad_scores[image["id"]]))
-            continue
-        item: dict[str, Any] = {f.ITEM_ID: item_id, f.URI: file_name}
-        if dataset is not None:
-            item[f.DATASET] = dataset
-        for side in (f.WIDTH, f.HEIGHT):
-            if isinstance(image.get(side), int):
-                item[side] = image[side]
-        entries.append(ItemPredictions(item, (), by_image.get(image["id"], [])))
-        if image["id"] in per_image:
-            labels.merge(per_image[image["id"]])
-    for image_id in sorted(set(by_image) | set(bad_scores), key=str):
-        if image_id not in listed:
-            count = len(by_image.get(image_id, ())) + (image_id in bad_scores)
-            reason = f"{count} result(s) for image id {image_id} not in the image list"
-            entries.append(Failure(None, None, "source", reason))
+        by_image.boxes.setdefault(image_id, []).append(prediction)
+    entries += by_image.items(
+        images_file["images"],
+        file_name=images_path.name,
+        dataset=dataset,
+        labels=labels,
+        records="result",
+        count_failed=True,
+    )
     batch.entries = entries
     return batch
 

@@ -23,15 +23,21 @@ their own; the rest is imported.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from indexer.importer import ITEM_FIELDS, LabelPolicy, RecordError, _bbox, _load_json, _text
+from indexer import coco
+from indexer.importer import (
+    LabelPolicy,
+    RecordError,
+    _bbox,
+    _load_json,
+    jsonl_entries,
+    record_item,
+)
 from indexer.report import Failure
-from indexer.sources import item_id_for
 from indexer.taxonomy import Taxonomy, load_taxonomy
 from store import schema as f
 from store.writer import ItemPredictions
@@ -84,18 +90,7 @@ def _object(raw: Any, labels: LabelPolicy) -> dict[str, Any] | None:
 
 def parse_truth_record(record: Any, *, dataset: str | None, labels: LabelPolicy) -> ItemPredictions:
     """One JSONL record -> the truth writer's input; raises :class:`RecordError`."""
-    if not isinstance(record, dict):
-        raise RecordError("not a JSON object")
-    item_id = _text(record.get(f.ITEM_ID))
-    if not item_id:
-        raise RecordError(f"no {f.ITEM_ID}")
-    unknown = set(record) - ITEM_FIELDS - {TAGS, OBJECTS} - _IGNORED
-    if unknown:
-        raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    item = {k: v for k, v in record.items() if k in ITEM_FIELDS}
-    item[f.ITEM_ID] = item_id
-    if dataset is not None:
-        item.setdefault(f.DATASET, dataset)
+    item = record_item(record, dataset, {TAGS, OBJECTS} | _IGNORED)
     scratch = LabelPolicy(labels.taxonomy, labels.taxonomy_only)
     tags = record.get(TAGS) or []
     objects = record.get(OBJECTS) or []
@@ -125,35 +120,12 @@ def read_truth_jsonl(
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     batch = TruthBatch(source, LabelPolicy(taxonomy or load_taxonomy(), taxonomy_only))
-    batch.entries = _jsonl(path, dataset, batch)
+
+    def parse(record: Any) -> ItemPredictions:
+        return parse_truth_record(record, dataset=dataset, labels=batch.labels)
+
+    batch.entries = jsonl_entries(path, parse)
     return batch
-
-
-def _jsonl(
-    path: Path, dataset: str | None, batch: TruthBatch
-) -> Iterator[ItemPredictions | Failure]:
-    seen: set[str] = set()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{number}"
-            record: Any = None
-            try:
-                record = json.loads(line)
-                entry = parse_truth_record(record, dataset=dataset, labels=batch.labels)
-            except json.JSONDecodeError as error:
-                yield Failure(None, None, "source", f"{where}: not JSON ({error.msg})")
-                continue
-            except RecordError as error:
-                item_id = record.get(f.ITEM_ID) if isinstance(record, dict) else None
-                yield Failure(_text(item_id), None, "source", f"{where}: {error}")
-                continue
-            if entry.item_id in seen:
-                yield Failure(entry.item_id, None, "source", f"{where}: duplicate item id")
-                continue
-            seen.add(entry.item_id)
-            yield entry
 
 
 def read_truth_coco(
@@ -168,17 +140,11 @@ def read_truth_coco(
     data = _load_json(instances_path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{instances_path}: no `images` list (a COCO instances file)")
-    categories = {
-        c["id"]: str(c["name"])
-        for c in data.get("categories") or ()
-        if isinstance(c, dict) and "id" in c and "name" in c
-    }
+    categories = coco.categories(data)
     batch = TruthBatch(source, LabelPolicy(taxonomy or load_taxonomy(), taxonomy_only))
     name = instances_path.name
     entries: list[ItemPredictions | Failure] = []
-    by_image: dict[Any, list[dict[str, Any]]] = {}
-    bad: dict[Any, str] = {}
-    per_image: dict[Any, LabelPolicy] = {}
+    by_image = coco.ByImage()
     for number, annotation in enumerate(data.get("annotations") or ()):
         where = f"{name}: annotations[{number}]"
         try:
@@ -191,47 +157,28 @@ def read_truth_coco(
             continue
         label_name = categories.get(category)
         if label_name is None:
-            bad.setdefault(image_id, f"{where}: category_id {category!r} is not in the categories")
+            reason = f"{where}: category_id {category!r} is not in the categories"
+            by_image.failed.setdefault(image_id, reason)
             continue
-        scratch = per_image.setdefault(image_id, LabelPolicy(batch.labels.taxonomy, taxonomy_only))
+        scratch = by_image.labels.setdefault(
+            image_id, LabelPolicy(batch.labels.taxonomy, taxonomy_only)
+        )
         try:
             box = _object(
                 {"label": label_name, "bbox": [x, y, x + w, y + h], "iscrowd": crowd}, scratch
             )
         except RecordError as error:
-            bad.setdefault(image_id, f"{where}: {error}")
+            by_image.failed.setdefault(image_id, f"{where}: {error}")
             continue
         if box is not None:
-            by_image.setdefault(image_id, []).append(box)
-    seen: set[str] = set()
-    listed: set[Any] = set()
-    for image in data["images"]:
-        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-            entries.append(Failure(None, None, "source", f"{name}: bad image entry"))
-            continue
-        file_name = str(image["file_name"])
-        item_id = item_id_for(dataset, file_name)
-        if item_id in seen:
-            entries.append(Failure(item_id, file_name, "source", "duplicate item id"))
-            continue
-        seen.add(item_id)
-        listed.add(image["id"])
-        if image["id"] in bad:
-            entries.append(Failure(item_id, file_name, "source", bad[image["id"]]))
-            continue
-        item: dict[str, Any] = {f.ITEM_ID: item_id, f.URI: file_name}
-        if dataset is not None:
-            item[f.DATASET] = dataset
-        for side in (f.WIDTH, f.HEIGHT):
-            if isinstance(image.get(side), int):
-                item[side] = image[side]
-        entries.append(ItemPredictions(item, (), by_image.get(image["id"], [])))
-        if image["id"] in per_image:
-            batch.labels.merge(per_image[image["id"]])
-    for image_id in sorted(set(by_image) | set(bad), key=str):
-        if image_id not in listed:
-            count = len(by_image.get(image_id, ()))
-            reason = f"{count} annotation(s) for image id {image_id} not in the image list"
-            entries.append(Failure(None, None, "source", reason))
+            by_image.boxes.setdefault(image_id, []).append(box)
+    entries += by_image.items(
+        data["images"],
+        file_name=name,
+        dataset=dataset,
+        labels=batch.labels,
+        records="annotation",
+        count_failed=False,
+    )
     batch.entries = entries
     return batch

@@ -41,6 +41,7 @@ from store import runs as r
 from store import schema as f
 from store.clock import utc_iso
 from store.runs import BatchState, RunState, Selection
+from store.snapshot import snapshot_pages
 
 log = logging.getLogger("autotag.runs")
 
@@ -51,6 +52,16 @@ _BATCH_DOCS_PER_BULK: Final = 200
 # rarely race for the same one.
 _CLAIM_CANDIDATES: Final = 8
 _CLAIM_SPREAD: Final = 3
+# Runs whose batches are written: the ones that batches are claimed of and finished for.
+_PLANNED_RUNNING: Final = {
+    "bool": {
+        "filter": [
+            {"term": {r.KIND: r.KIND_RUN}},
+            {"term": {r.STATE: RunState.RUNNING.value}},
+            {"term": {r.PLANNED: True}},
+        ]
+    }
+}
 
 
 @dataclass
@@ -411,29 +422,17 @@ class RunStore:
 
     def _scan_ids(self, index: str, query: Mapping[str, Any]) -> Iterator[str]:
         """Every matching item id, sorted, through a point in time (a consistent snapshot)."""
-        pit = self.client.open_point_in_time(index=index, keep_alive="2m")["id"]
-        after: list[Any] | None = None
-        try:
-            while True:
-                page = self.client.search(
-                    pit={"id": pit, "keep_alive": "2m"},
-                    query=query,
-                    size=_PLAN_PAGE,
-                    sort=[{f.ITEM_ID: "asc"}],
-                    source=False,
-                    search_after=after,
-                    track_total_hits=False,
-                )
-                pit = page.get("pit_id", pit)
-                hits = page["hits"]["hits"]
-                if not hits:
-                    return
-                for hit in hits:
-                    yield str(hit["_id"])
-                after = hits[-1]["sort"]
-        finally:
-            with contextlib.suppress(ApiError):  # else it expires by itself
-                self.client.close_point_in_time(id=pit)
+        pages = snapshot_pages(
+            self.client,
+            index,
+            size=_PLAN_PAGE,
+            source=False,
+            query=query,
+            sort=[{f.ITEM_ID: "asc"}],
+        )
+        for hits in pages:
+            for hit in hits:
+                yield str(hit["_id"])
 
     def _delete_other_plans(self, run_id: str, *, keep: str) -> None:
         stale = {
@@ -452,15 +451,7 @@ class RunStore:
     def claim(self) -> Claim | None:
         """Take a pending batch of a running run, or one whose holder's lease expired."""
         active = self.search(
-            query={
-                "bool": {
-                    "filter": [
-                        {"term": {r.KIND: r.KIND_RUN}},
-                        {"term": {r.STATE: RunState.RUNNING.value}},
-                        {"term": {r.PLANNED: True}},
-                    ]
-                }
-            },
+            query=_PLANNED_RUNNING,
             size=200,
             source_includes=[r.PLAN_KEY],
         )
@@ -631,15 +622,7 @@ class RunStore:
     def finish_complete_runs(self) -> int:
         """Finish every running run whose batches are all done (a finisher that died)."""
         running = self.search(
-            query={
-                "bool": {
-                    "filter": [
-                        {"term": {r.KIND: r.KIND_RUN}},
-                        {"term": {r.STATE: RunState.RUNNING.value}},
-                        {"term": {r.PLANNED: True}},
-                    ]
-                }
-            },
+            query=_PLANNED_RUNNING,
             size=200,
             source=False,
         )

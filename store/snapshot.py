@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 
 PIT_KEEP_ALIVE: Final = "5m"
 
@@ -15,21 +16,23 @@ def snapshot_pages(
     index: str,
     *,
     size: int,
-    source: Mapping[str, Any] | list[str],
+    source: Mapping[str, Any] | list[str] | bool,
     query: Mapping[str, Any] | None = None,
+    sort: Sequence[str | Mapping[str, Any]] = ("_shard_doc",),
 ) -> Iterator[list[dict[str, Any]]]:
-    """Hits of ``query`` (every document without one), ``size`` at a time, in index order, from
-    one point in time; ``source`` is the request's ``_source``. The point in time is closed
-    when the pages end or the caller stops."""
+    """Hits of ``query`` (every document without one), ``size`` at a time, in ``sort`` order
+    (index order unless given), from one point in time; ``source`` is the request's
+    ``_source``. The point in time is closed when the pages end or the caller stops (a close
+    that fails leaves it to expire by itself)."""
     pit = client.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)["id"]
     after: list[Any] | None = None
     try:
         while True:
             body: dict[str, Any] = {
                 "size": size,
-                "sort": ["_shard_doc"],
+                "sort": list(sort),
                 "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE},
-                "_source": source if isinstance(source, list) else dict(source),
+                "_source": source if isinstance(source, list | bool) else dict(source),
                 "track_total_hits": False,
             }
             if query is not None:
@@ -44,4 +47,5 @@ def snapshot_pages(
             yield hits
             after = hits[-1]["sort"]
     finally:
-        client.close_point_in_time(id=pit)
+        with contextlib.suppress(ApiError):
+            client.close_point_in_time(id=pit)

@@ -5,6 +5,7 @@ so they need a review key. (No ``from __future__ import annotations`` here: Fast
 endpoints' annotations.)
 """
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from elasticsearch import Elasticsearch
@@ -133,15 +134,34 @@ async def _not_busy(runner: AutotagJobs, name: str) -> None:
         raise ApiError(409, "conflict", f"a job of autotag `{name}` is running")
 
 
+async def _job(
+    runner: AutotagJobs,
+    name: str,
+    job: Callable[[Elasticsearch], Any],
+    *,
+    wait: bool,
+    response: Response,
+    waited: int,
+) -> Any:
+    """``job`` on the autotag ``name`` (409 while another runs): done before answering with
+    ``wait`` (the answer's status becomes ``waited``; the job's result is returned), else
+    started in the background (the route's 202; ``None``)."""
+    await _not_busy(runner, name)
+    if not wait:
+        runner.start(name, job)
+        return None
+    result = await runner.call(job)
+    response.status_code = waited
+    return result
+
+
 async def _scoring(
     runner: AutotagJobs, index: str, name: str, wait: bool, response: Response, *, created: bool
 ) -> AutotagOut:
-    await _not_busy(runner, name)
-    if wait:
-        await runner.call(lambda client: jobs.score(client, index, name))
-        response.status_code = 201 if created else 200
-    else:
-        runner.start(name, lambda client: jobs.score(client, index, name))
+    def scoring(client: Elasticsearch) -> Any:
+        return jobs.score(client, index, name)
+
+    await _job(runner, name, scoring, wait=wait, response=response, waited=201 if created else 200)
     return autotag_out(await runner.call(lambda client: Registry(client, index).require(name)))
 
 
@@ -165,10 +185,11 @@ async def delete(
 ) -> Deleted:
     index = request.app.state.settings.index
     await runner.call(lambda client: Registry(client, index).require(name))
-    await _not_busy(runner, name)
-    if wait:
-        changed = await runner.call(lambda client: jobs.delete(client, index, name))
-        response.status_code = 200
-        return Deleted(name=name, state="done", items_changed=changed)
-    runner.start(name, lambda client: jobs.delete(client, index, name))
-    return Deleted(name=name, state="running")
+
+    def deleting(client: Elasticsearch) -> int:
+        return jobs.delete(client, index, name)
+
+    changed = await _job(runner, name, deleting, wait=wait, response=response, waited=200)
+    if not wait:
+        return Deleted(name=name, state="running")
+    return Deleted(name=name, state="done", items_changed=changed)
