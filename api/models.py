@@ -18,9 +18,10 @@ from search import SLICE_NAME_RE
 from search.fields import BAND_RANGES
 from store.schema import PredictionKind, PredictionStatus
 
-# A label: no whitespace at either end. Spelled out so that Python (pydantic) and JSON Schema
-# (ECMAScript) regexes agree: their `\s` differ on U+0085 and U+FEFF, their `.` on line breaks.
-LABEL_PATTERN = r"^[^\s\u0085\ufeff]([\s\S]*[^\s\u0085\ufeff])?$"
+# A name or label: no whitespace at either end. Spelled out so that Python (pydantic) and JSON
+# Schema (ECMAScript) regexes agree: their `\s` differ on U+0085 and U+FEFF, their `.` on line
+# breaks.
+TRIMMED_PATTERN = r"^[^\s\u0085\ufeff]([\s\S]*[^\s\u0085\ufeff])?$"
 
 QueryText = Annotated[
     str,
@@ -394,7 +395,7 @@ class ModifyRequest(ReviewRequest):
     )
 
     label: str | None = Field(
-        None, min_length=1, max_length=256, pattern=LABEL_PATTERN, description="New label."
+        None, min_length=1, max_length=256, pattern=TRIMMED_PATTERN, description="New label."
     )
     bbox: BBox | None = Field(None, description="New box (object predictions only).")
 
@@ -428,7 +429,7 @@ class ModifyDecision(_Decision):
 
     action: Literal[ReviewAction.MODIFY]
     label: str | None = Field(
-        None, min_length=1, max_length=256, pattern=LABEL_PATTERN, description="New label."
+        None, min_length=1, max_length=256, pattern=TRIMMED_PATTERN, description="New label."
     )
     bbox: BBox | None = Field(None, description="New box (object predictions only).")
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.models import TRIMMED_PATTERN
 from store.model_choice import DEMO
 from store.runs import Origin, RunState, SelectionKind
 
@@ -38,7 +39,7 @@ TrainingSetName = Annotated[
     Field(
         min_length=1,
         max_length=256,
-        pattern=r"^\S(.*\S)?$",
+        pattern=TRIMMED_PATTERN,
         description="The model-version name recorded on every prediction the run writes.",
         examples=["demo_v1"],
     ),
