@@ -307,7 +307,10 @@ async def test_choices_list_what_the_slice_can_be_evaluated_with(
     assert choices["iou_thresholds"] == schema["iou_threshold"]["enum"]
     defaults = EvaluationOptions(training_sets=["x"]).model_dump(exclude={"training_sets"})
     assert choices["defaults"] == defaults
-    # The same query errors as the evaluation: a similarity clause is refused at the clause.
-    refused = await client.post("/v1/evaluate/choices", json={"query": 'similar:"a car"'})
+    # The same query errors as the evaluation: a similarity clause is refused at the clause,
+    # the query shown with the carets under it.
+    text = 'dataset = d1 AND similar:"a car"'
+    refused = await client.post("/v1/evaluate/choices", json={"query": text})
     assert refused.status_code == 400
-    assert "^" in error_of(refused)["details"]["rendered"]
+    rendered = error_of(refused)["details"]["rendered"].splitlines()
+    assert rendered[1:3] == [f"  {text}", "  " + " " * text.index("similar") + "^" * 15]
