@@ -722,7 +722,7 @@ def test_evaluate_shows_the_pictures_and_the_figures_of_the_api(
     add_evaluation(es, world, images)
     # Reads need the key here: the panel's requests, the picture's too, must carry it.
     settings = _settings(es_url, world, tmp_path / "cache", open_reads=False)
-    keyed = {"headers": {"X-API-Key": KEY}}
+    keyed: dict[str, Any] = {"headers": {"X-API-Key": KEY}}
     with served(create_app(settings)) as server:
         for query, action in (
             ("object_prefix:car AND score >= 0.7", "accept"),
@@ -730,8 +730,8 @@ def test_evaluate_shows_the_pictures_and_the_figures_of_the_api(
             ("image_prefix:weather AND score < 0.5", "reject"),
             ("image_prefix:scene AND score >= 0.5", "accept"),
         ):
-            body = {"query": query, "action": action}
-            assert api(server, "POST", "/v1/review-by-query", json=body, **keyed)["predictions"]
+            bulk = {"query": query, "action": action}
+            assert api(server, "POST", "/v1/review-by-query", json=bulk, **keyed)["predictions"]
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         seen = watch(page, server)
@@ -763,7 +763,7 @@ def test_evaluate_shows_the_pictures_and_the_figures_of_the_api(
             page.select_option("#eval-iou", iou)
             _evaluate_in_page(page)
             assert page.get_attribute("#evaluate", "data-state") == "done"
-            body = {
+            body: dict[str, Any] = {
                 "query": query,
                 "training_sets": [TRAINING_SET, SHIFTED_SET],
                 "truth": truth,
@@ -778,7 +778,9 @@ def test_evaluate_shows_the_pictures_and_the_figures_of_the_api(
                     return img.src.startsWith('blob:') && img.complete && img.naturalWidth > 0;
                 }""",
             )
-            drawn = httpx.post(server + "/v1/evaluate/plot", json=body, timeout=60, **keyed)
+            drawn = httpx.post(
+                server + "/v1/evaluate/plot", json=body, headers={"X-API-Key": KEY}, timeout=60
+            )
             assert drawn.status_code == 200
             assert _picture_in_page(page) == _picture(drawn.content)
             assert truth in (page.get_attribute("#eval-plot", "alt") or "")
