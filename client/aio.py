@@ -60,7 +60,7 @@ from client.core import (
 )
 from client.errors import error_from
 from client.settings import ClientSettings
-from evaluation.report import EvaluationReport
+from evaluation.report import EvaluationChoices, EvaluationReport
 
 Answer = TypeVar("Answer")
 
@@ -179,6 +179,14 @@ class AsyncClient:
     async def evaluate(self, query: str, **options: Any) -> EvaluationReport:
         """``options`` are :class:`evaluation.report.EvaluationOptions`' fields."""
         return await self._send(Calls.evaluate(query, options))
+
+    async def evaluate_plot(self, query: str, **options: Any) -> bytes:
+        """The PR curves and reliability diagram of :meth:`evaluate`'s report, as PNG bytes."""
+        return await self._send(Calls.evaluate_plot(query, options))
+
+    async def evaluation_choices(self, query: str) -> EvaluationChoices:
+        """The training sets and truth sources the slice can be evaluated with, the defaults."""
+        return await self._send(Calls.evaluation_choices(query))
 
     async def item(self, item_id: str) -> ItemResponse:
         return await self._send(Calls.item(item_id))

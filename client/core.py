@@ -36,6 +36,7 @@ from api.models import (
     Live,
     ModifyDecision,
     ModifyRequest,
+    QueryBody,
     Ready,
     RejectDecision,
     ReviewAction,
@@ -77,7 +78,7 @@ from client import routes
 from client.errors import error_from
 from client.routes import API_KEY_HEADER, Route
 from client.settings import ClientSettings
-from evaluation.report import EvaluationReport
+from evaluation.report import EvaluationChoices, EvaluationReport
 
 Answer = TypeVar("Answer")
 Decision = AcceptDecision | RejectDecision | ModifyDecision
@@ -190,6 +191,16 @@ class Calls:
     def evaluate(query: str, options: Mapping[str, Any]) -> Call[EvaluationReport]:
         body = EvaluateRequest.model_validate({"query": query, **options})
         return Call(routes.EVALUATE, routes.EVALUATE.path, body)
+
+    @staticmethod
+    def evaluate_plot(query: str, options: Mapping[str, Any]) -> Call[bytes]:
+        body = EvaluateRequest.model_validate({"query": query, **options})
+        return Call(routes.EVALUATE_PLOT, routes.EVALUATE_PLOT.path, body)
+
+    @staticmethod
+    def evaluation_choices(query: str) -> Call[EvaluationChoices]:
+        body = QueryBody(query=query)
+        return Call(routes.EVALUATE_CHOICES, routes.EVALUATE_CHOICES.path, body)
 
     @staticmethod
     def live() -> Call[Live]:
