@@ -148,9 +148,9 @@ async def resolve_query(es: AsyncElasticsearch, settings: Settings, text: str) -
     return parsed
 
 
-def refuse_similarity(parsed: Parsed, what: str) -> None:
-    """Refuse, at the clause, a similarity clause where ``what`` (an export, a run...) works on
-    every item a filter selects and nothing ranks them."""
+def refuse_similarity(parsed: Parsed, what: str, text: str) -> None:
+    """Refuse, at the clause of the query ``text``, a similarity clause where ``what`` (an
+    export, a run...) works on every item a filter selects and nothing ranks them."""
     clause = parsed.similarity
     if clause is not None:
         raise SimilarityError(
@@ -158,6 +158,7 @@ def refuse_similarity(parsed: Parsed, what: str) -> None:
             clause.span.start,
             clause.span.end,
             hint="search with it, or leave it out and select the items with a filter",
+            query=text,
         )
 
 
@@ -177,7 +178,7 @@ def read_query(
         settings = reading.settings
         parsed = await resolve_query(reading.es, settings, body.query)
         if ranked is not None:
-            refuse_similarity(parsed, ranked)
+            refuse_similarity(parsed, ranked, body.query)
         similarity = None
         if parsed.similarity is not None:
             rest = None if parsed.rest is None else parsed.query

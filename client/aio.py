@@ -131,6 +131,8 @@ class AsyncClient:
     facets = _awaited(Calls.facets)
     labels = _awaited(Calls.labels)
     evaluate = _awaited(Calls.evaluate)
+    evaluate_plot = _awaited(Calls.evaluate_plot)
+    evaluation_choices = _awaited(Calls.evaluation_choices)
     item = _awaited(Calls.item)
     image = _awaited(Calls.image)
     thumbnail = _awaited(Calls.thumbnail)

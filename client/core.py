@@ -40,6 +40,7 @@ from api.models import (
     Live,
     ModifyDecision,
     ModifyRequest,
+    QueryBody,
     Ready,
     RejectDecision,
     ReviewAction,
@@ -81,7 +82,7 @@ from client import routes
 from client.errors import error_from
 from client.routes import API_KEY_HEADER, Route
 from client.settings import ClientSettings
-from evaluation.report import EvaluationReport
+from evaluation.report import EvaluationChoices, EvaluationReport
 
 Answer = TypeVar("Answer")
 Decision = AcceptDecision | RejectDecision | ModifyDecision
@@ -213,6 +214,17 @@ class Calls:
         """``options`` are :class:`evaluation.report.EvaluationOptions`' fields."""
         body = EvaluateRequest.model_validate({"query": query, **options})
         return Call(routes.EVALUATE, routes.EVALUATE.path, body)
+
+    @staticmethod
+    def evaluate_plot(query: str, **options: Any) -> Call[bytes]:
+        """The PR curves and reliability diagram of :meth:`evaluate`'s report, as PNG bytes."""
+        body = EvaluateRequest.model_validate({"query": query, **options})
+        return Call(routes.EVALUATE_PLOT, routes.EVALUATE_PLOT.path, body)
+
+    @staticmethod
+    def evaluation_choices(query: str) -> Call[EvaluationChoices]:
+        """The training sets and truth sources the slice can be evaluated with, the defaults."""
+        return Call(routes.EVALUATE_CHOICES, routes.EVALUATE_CHOICES.path, QueryBody(query=query))
 
     @staticmethod
     def item(item_id: str) -> Call[ItemResponse]:

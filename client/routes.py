@@ -22,6 +22,7 @@ from api.models import (
     LabelsResponse,
     Live,
     ModifyRequest,
+    QueryBody,
     Ready,
     ReviewByQueryPreview,
     ReviewByQueryPreviewRequest,
@@ -54,7 +55,7 @@ from api.run_models import (
     RunList,
     RunRequest,
 )
-from evaluation.report import EvaluationReport
+from evaluation.report import EvaluationChoices, EvaluationReport
 
 # The header the API reads keys from (checked against the schema's security scheme).
 API_KEY_HEADER = "X-API-Key"
@@ -89,6 +90,8 @@ TRANSLATE = Route("POST", "/v1/translate", TranslateRequest, TranslateResponse)
 FACETS = Route("POST", "/v1/facets", FacetsRequest, FacetsResponse)
 LABELS = Route("GET", "/v1/labels", None, LabelsResponse)
 EVALUATE = Route("POST", "/v1/evaluate", EvaluateRequest, EvaluationReport)
+EVALUATE_PLOT = Route("POST", "/v1/evaluate/plot", EvaluateRequest, bytes)  # a PNG
+EVALUATE_CHOICES = Route("POST", "/v1/evaluate/choices", QueryBody, EvaluationChoices)
 ITEM = Route("GET", "/v1/items/{item_id}", None, ItemResponse)
 IMAGE = Route("GET", "/v1/items/{item_id}/image", None, bytes)
 THUMBNAIL = Route("GET", "/v1/items/{item_id}/thumbnail", None, bytes, query_params=("size",))
@@ -141,6 +144,8 @@ ROUTES: tuple[Route[Any], ...] = (
     FACETS,
     LABELS,
     EVALUATE,
+    EVALUATE_PLOT,
+    EVALUATE_CHOICES,
     ITEM,
     IMAGE,
     THUMBNAIL,

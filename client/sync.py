@@ -125,6 +125,8 @@ class Client:
     facets = _sent(Calls.facets)
     labels = _sent(Calls.labels)
     evaluate = _sent(Calls.evaluate)
+    evaluate_plot = _sent(Calls.evaluate_plot)
+    evaluation_choices = _sent(Calls.evaluation_choices)
     item = _sent(Calls.item)
     image = _sent(Calls.image)
     thumbnail = _sent(Calls.thumbnail)

@@ -22,7 +22,7 @@ from store import schema as f
 from store.schema import PredictionKind, PredictionStatus
 
 BLOCKS: Final = 64
-_REVIEWED: Final = (
+REVIEWED_STATUSES: Final = (
     PredictionStatus.ACCEPTED.value,
     PredictionStatus.REJECTED.value,
     PredictionStatus.MODIFIED.value,
@@ -121,7 +121,7 @@ def judge_reviews(doc: Mapping[str, Any], sets: Sequence[str]) -> dict[str, Judg
         for kind in PredictionKind:
             for p in doc.get(kind.path) or ():
                 score, status = p.get(f.PRED_SCORE), p.get(f.PRED_STATUS)
-                if p.get(f.PRED_TRAINING_SET) != name or status not in _REVIEWED:
+                if p.get(f.PRED_TRAINING_SET) != name or status not in REVIEWED_STATUSES:
                     continue
                 if not _number(score):
                     continue

@@ -1,16 +1,27 @@
 """Pictures of a report: precision-recall curves per label and a reliability diagram.
 
-matplotlib draws off screen (the Agg backend), so this works on a server without a display.
+One definition of the figure, written to a file (``autotag evaluate --plot``) or to PNG bytes
+(``POST /v1/evaluate/plot``, shown by the review page). It is drawn on a bare
+:class:`matplotlib.figure.Figure` with the Agg canvas, never through ``pyplot``: no global
+figure manager, no backend switch, nothing that needs a display. matplotlib's own caches
+(fonts, text layout) are shared by the process, so figures are drawn one at a time.
 """
 
 from __future__ import annotations
 
+import io
+import threading
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from evaluation.report import EvaluationReport, LabelMetrics
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 MAX_PANELS: Final = 8
+DPI: Final = 110
+_DRAWING: Final = threading.Lock()
 
 
 def _pooled_bins(labels: list[LabelMetrics]) -> list[tuple[float, float, int]]:
@@ -26,13 +37,22 @@ def _pooled_bins(labels: list[LabelMetrics]) -> list[tuple[float, float, int]]:
     return out
 
 
-def plot_report(report: EvaluationReport, path: Path) -> Path:
+def curve_panels(report: EvaluationReport) -> list[str]:
+    """The labels that get a PR panel, in order: those with a curve (imported truth), object
+    labels first (they are what AP is about), at most :data:`MAX_PANELS`."""
+    names = {
+        f"{metrics.kind.value}:{metrics.label}"
+        for ts in report.training_sets
+        for metrics in ts.labels
+        if metrics.pr_curve
+    }
+    return sorted(names, key=lambda name: (not name.startswith("object:"), name))[:MAX_PANELS]
+
+
+def draw_report(report: EvaluationReport) -> Figure:
     """PR curves (one panel per label with ground truth, every training set in it) and the
     reliability diagram (observed precision per score bin, pooled over labels, per set)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     curves: dict[str, dict[str, LabelMetrics]] = {}
     for ts in report.training_sets:
@@ -41,12 +61,12 @@ def plot_report(report: EvaluationReport, path: Path) -> Path:
                 curves.setdefault(f"{metrics.kind.value}:{metrics.label}", {})[ts.training_set] = (
                     metrics
                 )
-    # boxes first: they are what AP is about
-    shown = sorted(curves, key=lambda name: (not name.startswith("object:"), name))[:MAX_PANELS]
+    shown = curve_panels(report)
     panels = len(shown) + 1
     columns = min(3, panels)
     rows = (panels + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False)
+    figure = Figure(figsize=(4.2 * columns, 3.6 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax, name in zip(flat, shown, strict=False):
         for training_set, metrics in curves[name].items():
@@ -84,6 +104,19 @@ def plot_report(report: EvaluationReport, path: Path) -> Path:
     for ax in flat[len(shown) + 1 :]:
         ax.axis("off")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
+
+
+def plot_png(report: EvaluationReport) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    with _DRAWING:
+        draw_report(report).savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def plot_report(report: EvaluationReport, path: Path) -> Path:
+    """The figure written to ``path``, in the format its suffix names (PNG for ``.png``)."""
+    with _DRAWING:
+        draw_report(report).savefig(path, dpi=DPI)
     return path

@@ -168,3 +168,37 @@ class EvaluationReport(BaseModel):
     training_sets: list[TrainingSetReport]
     comparisons: list[PairComparison]
     seconds: float
+
+
+class NameCount(BaseModel):
+    name: str
+    items: int = Field(
+        description="Items of the slice: that the training set tagged, that the source"
+        " annotated, or (reviews) that hold a reviewed prediction."
+    )
+
+
+class EvaluationChoices(BaseModel):
+    """What the slice can be evaluated with, and the options' defaults: what a form offers."""
+
+    query: str
+    training_sets: list[NameCount] = Field(
+        description="Training sets that tagged items of the slice (tagged_by), most items first."
+    )
+    truth_sources: list[NameCount] = Field(
+        description='"reviews" first, then the imported sources that annotated items of the'
+        " slice, most items first."
+    )
+    iou_thresholds: list[float] = Field(description="The IoU thresholds one may ask for.")
+    defaults: dict[str, float | int | str] = Field(
+        description="The default of each option of an evaluation request that has one."
+    )
+
+
+def option_defaults() -> dict[str, float | int | str]:
+    """The defaults of :class:`EvaluationOptions`, read from the model (one definition)."""
+    out: dict[str, float | int | str] = {}
+    for name, info in EvaluationOptions.model_fields.items():
+        if not info.is_required() and isinstance(info.default, float | int | str):
+            out[name] = info.default
+    return out

@@ -36,17 +36,20 @@ from evaluation.figures import (
     range_key,
     review_metrics,
 )
-from evaluation.judging import Accumulator
-from evaluation.matching import iou_threshold_index
+from evaluation.judging import REVIEWED_STATUSES, Accumulator
+from evaluation.matching import IOU_THRESHOLDS, iou_threshold_index
 from evaluation.report import (
     REVIEWS,
     Confusion,
+    EvaluationChoices,
     EvaluationOptions,
     EvaluationReport,
     LabelMetrics,
+    NameCount,
     PairComparison,
     ReviewCounts,
     TrainingSetReport,
+    option_defaults,
 )
 from evaluation.streaming import (
     KEEP_ALIVE,
@@ -395,23 +398,74 @@ async def evaluate(
     )
 
 
+MAX_SOURCES: Final = 50
+MAX_CHOICES: Final = 100
+
+
+def _names(field: str, size: int) -> dict[str, Any]:
+    """The values of a keyword field, most items first (ties by name)."""
+    return {"terms": {"field": field, "size": size, "order": [{"_count": "desc"}, {"_key": "asc"}]}}
+
+
+def _buckets(agg: Mapping[str, Any]) -> list[tuple[str, int]]:
+    return [(str(b["key"]), int(b["doc_count"])) for b in agg["buckets"]]
+
+
 async def _check_source(es: AsyncElasticsearch, index: str, source: str) -> None:
-    body = {
-        "size": 0,
-        "query": {"term": {f.TRUTH_SOURCE: source}},
-        "track_total_hits": 1,
-        "aggs": {"sources": {"terms": {"field": f.TRUTH_SOURCE, "size": 50}}},
-    }
+    body = {"size": 0, "query": {"term": {f.TRUTH_SOURCE: source}}, "track_total_hits": 1}
     found = await es.search(index=index, body=body)
     if found["hits"]["total"]["value"]:
         return
     every = await es.search(
         index=index,
-        body={"size": 0, "aggs": {"sources": {"terms": {"field": f.TRUTH_SOURCE, "size": 50}}}},
+        body={"size": 0, "aggs": {"sources": _names(f.TRUTH_SOURCE, MAX_SOURCES)}},
     )
-    known = [str(b["key"]) for b in every["aggregations"]["sources"]["buckets"]]
+    known = [name for name, _ in _buckets(every["aggregations"]["sources"])]
     raise EvaluationError(
         "unknown_truth_source",
         f"no item has ground truth from {source!r}",
         {"truth": source, "known_sources": [REVIEWS, *known]},
+    )
+
+
+async def choices(
+    es: AsyncElasticsearch, index: str, query: Mapping[str, Any], canonical: str
+) -> EvaluationChoices:
+    """What the slice ``query`` can be evaluated with: the training sets that tagged its items,
+    the truth sources that annotated them (and how many hold a review), from one aggregation."""
+    reviewed = {
+        "bool": {
+            "should": [
+                {
+                    "nested": {
+                        "path": p,
+                        "query": {"terms": {f"{p}.{f.PRED_STATUS}": REVIEWED_STATUSES}},
+                    }
+                }
+                for p in f.PREDICTION_PATHS
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+    body = {
+        "size": 0,
+        "query": query,
+        "aggs": {
+            "training_sets": _names(f.TAGGED_BY, MAX_CHOICES),
+            "sources": _names(f.TRUTH_SOURCE, MAX_SOURCES),
+            "reviewed": {"filter": reviewed},
+        },
+    }
+    response: Mapping[str, Any] = (await es.search(index=index, body=body)).body
+    check_shards(response)
+    aggs = response["aggregations"]
+    return EvaluationChoices(
+        query=canonical,
+        training_sets=[NameCount(name=n, items=c) for n, c in _buckets(aggs["training_sets"])],
+        truth_sources=[
+            NameCount(name=REVIEWS, items=int(aggs["reviewed"]["doc_count"])),
+            *(NameCount(name=n, items=c) for n, c in _buckets(aggs["sources"]) if n != REVIEWS),
+        ],
+        iou_thresholds=[round(t, 2) for t in IOU_THRESHOLDS],
+        defaults=option_defaults(),
     )

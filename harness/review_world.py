@@ -6,6 +6,8 @@ half a minute to load; ``autotag index`` has its own tests): every true tag and 
 score, plus a few wrong guesses, jittered boxes, all pending, written through the product's
 writer (ids, derived fields) under one training set. The folder is recorded as an image root,
 as ``autotag index`` records it. One extra item carries a hostile label, to show it as text.
+:func:`add_evaluation` adds what an evaluation needs: a second, worse training set and the
+scenes' ground truth imported as a named source.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Final
 
 from elasticsearch import Elasticsearch
 
+from indexer.importer import run_import
 from indexer.synthetic.dataset import (
     GROUND_TRUTH_FILE,
     MANIFEST_FILE,
@@ -25,10 +28,15 @@ from indexer.synthetic.dataset import (
     write_dataset,
 )
 from indexer.synthetic.world import DEFAULT_SIZE
+from indexer.truth import read_truth_jsonl
+from store import schema as f
 from store.image_roots import record_image_roots
+from store.truth import TruthWriter
 from store.writer import ItemPredictions, PredictionWriter
 
 TRAINING_SET: Final = "world_v1"
+SHIFTED_SET: Final = "world_shifted"
+TRUTH_SOURCE: Final = "world"
 XSS_LABEL: Final = "<img src=x onerror=alert(1)>"
 XSS_ITEM: Final = "hostile-item"
 _WRONG_TAGS: Final = ("weather_snow", "scene_rural", "glare", "weather_fog")
@@ -116,3 +124,40 @@ def make_world(
     record_image_roots(es, index, [folder / "images"])
     es.indices.refresh(index=index)
     return World(folder, ids)
+
+
+def add_evaluation(es: Elasticsearch, index: str, folder: Path, shift: float = 0.3) -> None:
+    """Beside :data:`TRAINING_SET`: :data:`SHIFTED_SET`, a worse model (every box moved right
+    by ``shift`` of its width, every fourth object and fifth image tag missed, so that its
+    precision and recall differ), and the scenes' ground truth (the world's own JSONL)
+    imported as the source :data:`TRUTH_SOURCE`."""
+    hits = es.search(index=index, size=1000, query={"match_all": {}}, sort=[{f.ITEM_ID: "asc"}])[
+        "hits"
+    ]["hits"]
+    shifted = []
+    objects = tags = 0
+    for hit in hits:
+        doc = hit["_source"]
+        boxes = []
+        for p in doc[f.OBJECT_PREDICTIONS]:
+            objects += 1
+            if objects % 4 == 0:
+                continue
+            b = p[f.PRED_BBOX]
+            dx = shift * (b["x2"] - b["x1"])
+            box = {"x1": b["x1"] + dx, "y1": b["y1"], "x2": b["x2"] + dx, "y2": b["y2"]}
+            boxes.append({"label": p["label"], "score": p["score"], "bbox": box})
+        kept = []
+        for p in doc[f.IMAGE_PREDICTIONS]:
+            tags += 1
+            if tags % 5:
+                kept.append({"label": p["label"], "score": p["score"]})
+        shifted.append(ItemPredictions({f.ITEM_ID: hit["_id"]}, kept, boxes))
+    result = PredictionWriter(es, index, training_set=SHIFTED_SET).write(shifted)
+    assert not result.failed, result.failed
+    summary = run_import(
+        read_truth_jsonl(folder / GROUND_TRUTH_FILE, source=TRUTH_SOURCE),
+        TruthWriter(es, index, source=TRUTH_SOURCE),
+    )
+    assert not summary.failed, summary.failures
+    es.indices.refresh(index=index)

@@ -91,7 +91,7 @@ def router(settings: Settings) -> APIRouter:
         select = body.select
         if isinstance(select, QuerySelection):
             parsed = await resolve_query(es, settings, select.query)
-            refuse_similarity(parsed, "a run")
+            refuse_similarity(parsed, "a run", select.query)
             selection = Selection(SelectionKind.QUERY, query=parsed.canonical, dsl=parsed.query)
         elif isinstance(select, UrisSelection):
             uris = list(dict.fromkeys(select.uris))

@@ -3,12 +3,18 @@ and the streamed comparison agreeing with them) and an imported ground-truth sou
 
 from __future__ import annotations
 
+import asyncio
+import io
 from typing import Any
 
 import httpx
 import pytest
 from elasticsearch import Elasticsearch
+from PIL import Image
 
+from api.models import EvaluateRequest
+from evaluation.plot import DPI, plot_png
+from evaluation.report import EvaluationOptions, EvaluationReport
 from tests.api.conftest import error_of, seed
 
 pytestmark = [pytest.mark.es, pytest.mark.anyio]
@@ -202,3 +208,109 @@ async def test_a_bad_query_is_the_usual_400(client: httpx.AsyncClient, seeded: s
     response = await client.post("/v1/evaluate", json={"query": "scor > 1", "training_sets": ["a"]})
     assert response.status_code == 400
     assert error_of(response)["details"]["hint"] == "did you mean `score`?"
+
+
+# --- the picture and the choices ---------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """The PNG decoded (not just its header read): width and height."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        assert image.format == "PNG"
+        return image.size
+
+
+async def test_the_plot_is_the_picture_of_the_report(
+    client: httpx.AsyncClient, es: Elasticsearch, item_index: str
+) -> None:
+    seed(es, item_index, TRUTH)
+    body = {"query": "dataset = d1", "training_sets": ["v1", "v2"], "truth": "gt", "bootstrap": 200}
+    response = await client.post("/v1/evaluate/plot", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.content.startswith(PNG_SIGNATURE)
+    # Two PR panels (car, pedestrian) and the reliability diagram: three 4.2 x 3.6 in panels.
+    assert _png_size(response.content) == (round(3 * 4.2 * DPI), round(3.6 * DPI))
+    # Exactly what `autotag evaluate --plot` draws for the report /v1/evaluate answers.
+    report = (await client.post("/v1/evaluate", json=body)).json()
+    assert response.content == plot_png(EvaluationReport.model_validate(report))
+
+    # Another report, another picture: one training set (same panels, other curves)...
+    one = await client.post("/v1/evaluate/plot", json={**body, "training_sets": ["v1"]})
+    assert _png_size(one.content) == _png_size(response.content)
+    assert one.content != response.content
+    # ...and reviews: no PR curve, the reliability diagram alone.
+    reviews = await client.post("/v1/evaluate/plot", json={**body, "truth": "reviews"})
+    assert _png_size(reviews.content) == (round(4.2 * DPI), round(3.6 * DPI))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"query": "scor > 1", "training_sets": ["v1"]}, 400, "invalid_query"),
+        ({"query": 'similar:"a car" AND dataset = d1', "training_sets": ["v1"]}, 400,
+         "invalid_query"),
+        ({"query": "dataset = d1", "training_sets": ["v1"], "truth": "gtt"}, 422,
+         "unknown_truth_source"),
+        ({"query": "dataset = d1", "training_sets": ["v1"], "iou_threshold": 0.52}, 422,
+         "validation_error"),
+    ],
+)  # fmt: skip
+async def test_the_plot_answers_the_errors_of_evaluate(
+    client: httpx.AsyncClient,
+    es: Elasticsearch,
+    item_index: str,
+    body: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    seed(es, item_index, TRUTH)
+    report = await client.post("/v1/evaluate", json=body)
+    plot = await client.post("/v1/evaluate/plot", json=body)
+    assert (report.status_code, plot.status_code) == (status, status)
+    assert plot.headers["content-type"] == "application/json"
+    assert error_of(plot) == error_of(report)
+    assert error_of(plot)["code"] == code
+
+
+async def test_identical_evaluations_at_the_same_time_are_computed_once(
+    client: httpx.AsyncClient, es: Elasticsearch, item_index: str
+) -> None:
+    seed(es, item_index, TRUTH)
+    body = {"query": "dataset = d1", "training_sets": ["v1", "v2"], "truth": "gt"}
+    first, second = await asyncio.gather(
+        client.post("/v1/evaluate", json=body), client.post("/v1/evaluate", json=body)
+    )
+    # One computation: the same report, down to the time it took.
+    assert first.json() == second.json()
+    assert first.json()["seconds"] > 0
+
+
+async def test_choices_list_what_the_slice_can_be_evaluated_with(
+    client: httpx.AsyncClient, es: Elasticsearch, item_index: str
+) -> None:
+    seed(es, item_index, TRUTH)
+    response = await client.post("/v1/evaluate/choices", json={"query": "dataset = d1"})
+    assert response.status_code == 200, response.text
+    choices = response.json()
+    assert choices["query"] == "dataset = d1"
+    # t1 t2 t3 t4 t6 tagged by v1, t1-t3 by v2; t5 is outside the slice
+    assert choices["training_sets"] == [{"name": "v1", "items": 5}, {"name": "v2", "items": 3}]
+    # reviewed: t1 (a rejected car), t2 (a modified pedestrian); gt annotated t1 t2 t3 t6
+    assert choices["truth_sources"] == [
+        {"name": "reviews", "items": 2}, {"name": "gt", "items": 4}
+    ]  # fmt: skip
+    schema = EvaluateRequest.model_json_schema()["properties"]
+    assert choices["iou_thresholds"] == schema["iou_threshold"]["enum"]
+    defaults = EvaluationOptions(training_sets=["x"]).model_dump(exclude={"training_sets"})
+    assert choices["defaults"] == defaults
+    # The same query errors as the evaluation: a similarity clause is refused at the clause,
+    # the query shown with the carets under it.
+    text = 'dataset = d1 AND similar:"a car"'
+    refused = await client.post("/v1/evaluate/choices", json={"query": text})
+    assert refused.status_code == 400
+    rendered = error_of(refused)["details"]["rendered"].splitlines()
+    assert rendered[1:3] == [f"  {text}", "  " + " " * text.index("similar") + "^" * 15]

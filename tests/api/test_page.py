@@ -8,6 +8,7 @@ are saved under the folder printed at the start (``AUTOTAG_TEST_ARTIFACTS``, def
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -20,8 +21,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import numpy as np
 import pytest
 from elasticsearch import Elasticsearch
+from PIL import Image
 from playwright.sync_api import Browser, Page
 from pydantic import SecretStr
 
@@ -29,7 +32,16 @@ from api.app import create_app
 from api.routes.page import PAGE_CSP
 from api.settings import Settings
 from harness.browser import NoBrowser, chromium, served
-from harness.review_world import XSS_ITEM, XSS_LABEL, make_world, write_images
+from harness.review_world import (
+    SHIFTED_SET,
+    TRAINING_SET,
+    TRUTH_SOURCE,
+    XSS_ITEM,
+    XSS_LABEL,
+    add_evaluation,
+    make_world,
+    write_images,
+)
 from store.image_roots import roots_index_name
 from store.mapping import index_settings, item_mapping
 
@@ -605,3 +617,220 @@ def test_api_docs_render_offline_under_a_strict_csp(
     time.sleep(0.5)  # late requests (fonts, badges, logos) would show up here
     context.close()
     seen.check(blocked=blocked)
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def _evaluate_in_page(page: Page) -> None:
+    page.evaluate("() => { delete document.getElementById('evaluate').dataset.state; }")
+    page.click("#eval-run")
+    until(
+        page, "() => ['done', 'error'].includes(document.querySelector('#evaluate').dataset.state)"
+    )
+
+
+def _shown_figures(page: Page) -> dict[tuple[str, str, str], dict[str, str]]:
+    """Per (training set, kind, label): each figure cell's exact value (``data-value``) and
+    shown text, read off the page's tables."""
+    cells: list[dict[str, str]] = page.eval_on_selector_all(
+        "#eval-tables td[data-col]",
+        """cells => cells.map(td => ({
+            set: td.closest('table').dataset.trainingSet,
+            kind: td.closest('tr').dataset.kind,
+            label: td.closest('tr').dataset.label,
+            col: td.dataset.col,
+            value: td.dataset.value === undefined ? '' : td.dataset.value,
+            text: td.firstChild ? td.firstChild.textContent : '',
+        }))""",
+    )
+    out: dict[tuple[str, str, str], dict[str, str]] = {}
+    for cell in cells:
+        row = out.setdefault((cell["set"], cell["kind"], cell["label"]), {})
+        row[cell["col"]] = cell["value"]
+        row[cell["col"] + ":text"] = cell["text"]
+    return out
+
+
+RATIOS = ("precision", "recall", "f1", "ap", "ap_50_95", "high")
+
+
+def _figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A label's figures as the table shows them (``high``: the high band's precision)."""
+    [high] = [b for b in metrics["calibration"] if b["band"] == "high"]
+    names = ("truth", "tp", "fp", "fn", "precision", "recall", "f1", "ap", "ap_50_95")
+    return {**{name: metrics[name] for name in names}, "high": high["precision"]}
+
+
+def _check_table(page: Page, report: dict[str, Any]) -> None:
+    """The page's table holds the report's figures, each exactly and shown rounded; a column
+    is left out only when no label of the report has that figure (reviews: recall...)."""
+    shown = _shown_figures(page)
+    expected = {
+        (ts["training_set"], m["kind"], m["label"]): _figures(m)
+        for ts in report["training_sets"]
+        for m in ts["labels"]
+    }
+    assert set(shown) == set(expected)
+    for key, figures in expected.items():
+        row = shown[key]
+        for name, value in figures.items():
+            if name not in row:
+                assert all(other[name] is None for other in expected.values()), name
+            elif value is None:
+                assert (row[name], row[name + ":text"]) == ("", "\N{EN DASH}"), (key, name)
+            elif name in RATIOS:
+                assert float(row[name]) == value, (key, name)
+                assert abs(float(row[name + ":text"]) - value) <= 0.0005 + 1e-12, (key, name)
+            else:
+                assert (int(row[name]), row[name + ":text"]) == (value, str(value)), (key, name)
+
+
+def _picture_in_page(page: Page) -> list[int]:
+    """The Evaluate panel's picture as the browser decoded it: width, height and a
+    position-weighted sum of its RGBA bytes (a moved or changed pixel changes it)."""
+    shown: list[int] = page.eval_on_selector(
+        "#eval-plot",
+        """img => {
+            const canvas = document.createElement('canvas');
+            canvas.width = img.naturalWidth;
+            canvas.height = img.naturalHeight;
+            const context = canvas.getContext('2d');
+            context.drawImage(img, 0, 0);
+            const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+            let sum = 0;
+            for (let i = 0; i < data.length; i++) sum += data[i] * ((i % 9973) + 1);
+            return [img.naturalWidth, img.naturalHeight, sum];
+        }""",
+    )
+    return shown
+
+
+def _picture(png: bytes) -> list[int]:
+    """The same for PNG bytes, decoded by Pillow."""
+    with Image.open(io.BytesIO(png)) as image:
+        width, height = image.size
+        values = np.frombuffer(image.convert("RGBA").tobytes(), dtype=np.uint8).astype(np.int64)
+    weights = np.arange(values.size, dtype=np.int64) % 9973 + 1
+    return [width, height, int((values * weights).sum())]
+
+
+def test_evaluate_shows_the_pictures_and_the_figures_of_the_api(
+    browser: Browser, es_url: str, es: Elasticsearch, world: str, images: Path, tmp_path: Path,
+    artifacts: Path,
+) -> None:  # fmt: skip
+    add_evaluation(es, world, images)
+    # Reads need the key here: the panel's requests, the picture's too, must carry it.
+    settings = _settings(es_url, world, tmp_path / "cache", open_reads=False)
+    keyed: dict[str, Any] = {"headers": {"X-API-Key": KEY}}
+    with served(create_app(settings)) as server:
+        for query, action in (
+            ("object_prefix:car AND score >= 0.7", "accept"),
+            ("object_prefix:traffic_sign_stop AND score >= 0.6", "reject"),
+            ("image_prefix:weather AND score < 0.5", "reject"),
+            ("image_prefix:scene AND score >= 0.5", "accept"),
+        ):
+            bulk = {"query": query, "action": action}
+            assert api(server, "POST", "/v1/review-by-query", json=bulk, **keyed)["predictions"]
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        seen = watch(page, server)
+        query = 'dataset = "drives"'
+        page.goto(server + "/#" + urlencode({"q": query}))
+        use_key(page)
+        search(page, query)
+        page.locator("#q").blur()
+        page.keyboard.press("e")  # the key opens the panel on the query
+        until(page, "() => document.getElementById('evaluate').dataset.state === 'ready'")
+        # What the API offers for this query, with its defaults selected.
+        choices = api(server, "POST", "/v1/evaluate/choices", json={"query": query}, **keyed)
+        names = [t["name"] for t in choices["training_sets"]]
+        assert sorted(names) == [SHIFTED_SET, TRAINING_SET]
+        values = "options => options.map(o => o.value)"
+        assert page.eval_on_selector_all("#eval-a option", values) == names
+        assert page.eval_on_selector_all("#eval-b option", values) == ["", *names]
+        assert page.eval_on_selector_all("#eval-truth option", values) == [
+            "reviews", TRUTH_SOURCE
+        ]  # fmt: skip
+        assert page.input_value("#eval-truth") == choices["defaults"]["truth"] == "reviews"
+        assert float(page.input_value("#eval-iou")) == choices["defaults"]["iou_threshold"]
+        assert float(page.input_value("#eval-score")) == choices["defaults"]["score_threshold"]
+        page.select_option("#eval-a", TRAINING_SET)
+        page.select_option("#eval-b", SHIFTED_SET)
+
+        for truth, iou in (("reviews", "0.5"), (TRUTH_SOURCE, "0.75")):
+            page.select_option("#eval-truth", truth)
+            page.select_option("#eval-iou", iou)
+            _evaluate_in_page(page)
+            assert page.get_attribute("#evaluate", "data-state") == "done"
+            body: dict[str, Any] = {
+                "query": query,
+                "training_sets": [TRAINING_SET, SHIFTED_SET],
+                "truth": truth,
+                "iou_threshold": float(iou),
+                "score_threshold": 0.5,
+            }
+            report = api(server, "POST", "/v1/evaluate", json=body, **keyed)
+            # The picture: decoded in the browser, and the very one the API draws.
+            until(
+                page,
+                """() => { const img = document.getElementById('eval-plot');
+                    return img.src.startsWith('blob:') && img.complete && img.naturalWidth > 0;
+                }""",
+            )
+            drawn = httpx.post(
+                server + "/v1/evaluate/plot", json=body, headers={"X-API-Key": KEY}, timeout=60
+            )
+            assert drawn.status_code == 200
+            assert _picture_in_page(page) == _picture(drawn.content)
+            assert truth in (page.get_attribute("#eval-plot", "alt") or "")
+            # The figures, the verdicts, and what cannot be known.
+            _check_table(page, report)
+            [pair] = report["comparisons"]
+            verdicts = page.locator("#eval-verdicts li li").all_inner_texts()
+            assert verdicts == [row["verdict"] for row in pair["labels"]]
+            shown = page.inner_text("#eval-known")
+            assert all(f"unknown: {line}" in shown for line in report["unknown"])
+            if truth == "reviews":
+                assert any("recall" in line for line in report["unknown"])
+                assert page.locator('#eval-tables th:text-is("recall")').count() == 0
+            else:
+                assert report["unknown"] == []
+                assert page.locator('#eval-tables th:text-is("AP")').count() == 2
+                assert any(f"{TRAINING_SET} is better on car" in v for v in verdicts)
+            page.screenshot(path=str(artifacts / f"evaluate-{truth}.png"), full_page=True)
+        context.close()
+        seen.check()
+
+
+def test_evaluate_errors_show_like_query_errors(page: Page, server: str) -> None:
+    page.goto(server + "/")
+    until(page, "() => document.body.dataset.gridDrawnMs !== undefined")
+    page.fill("#q", "object_prefix:car AND scor > 0.5")
+    page.click("#eval-open")
+    until(page, "() => document.getElementById('evaluate').dataset.state === 'error'")
+    lines = page.inner_text("#eval-error").splitlines()
+    assert lines[0] == "error: unknown field `scor`"
+    assert lines[2].index("^") - lines[1].index("object") == len("object_prefix:car AND ")
+    assert "did you mean `score`?" in page.inner_text("#eval-error")
+    # A similarity clause: refused at the clause (an evaluation takes every item of a slice).
+    page.fill("#q", 'dataset = "drives" AND similar:"a car at night"')
+    page.click("#eval-open")
+    until(page, "() => document.getElementById('evaluate').dataset.state === 'error'")
+    shown = page.inner_text("#eval-error")
+    lines = shown.splitlines()
+    assert "an evaluation takes every item" in lines[0]
+    assert lines[2].index("^") - lines[1].index("dataset") == len('dataset = "drives" AND ')
+    # A truth source that is not there (gone since the choices were read): the sources listed.
+    page.fill("#q", 'dataset = "drives"')
+    page.click("#eval-open")
+    until(page, "() => document.getElementById('evaluate').dataset.state === 'ready'")
+    assert page.is_hidden("#eval-error")
+    page.evaluate("() => document.getElementById('eval-truth').append(new Option('gone', 'gone'))")
+    page.select_option("#eval-truth", "gone")
+    _evaluate_in_page(page)
+    assert page.get_attribute("#evaluate", "data-state") == "error"
+    assert page.inner_text("#eval-error") == (
+        "no item has ground truth from 'gone'; the sources there are: reviews"
+    )
+    assert page.is_hidden("#eval-result")

@@ -196,7 +196,7 @@ def test_api_conforms_to_its_schema(request: pytest.FixtureRequest, name: str) -
     # loader does not run under pytest 9.
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 38
+    assert len(operations) == 40
     met: set[int] = set()
 
     def record(ctx: Any, response: schemathesis.Response, case: schemathesis.Case[Any]) -> None:

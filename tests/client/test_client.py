@@ -23,7 +23,7 @@ from client import (
     QueryError,
     Unauthorized,
 )
-from evaluation.report import EvaluationReport
+from evaluation.report import EvaluationChoices, EvaluationReport, NameCount
 from store.documents import prepare_item
 from tests.api.conftest import ITEMS, READ_KEY, REVIEW_KEY
 
@@ -103,6 +103,29 @@ def test_evaluate_is_the_apis_report(autotag: Client, api_url: str) -> None:
     # The same report but for how long each run took.
     assert report.model_dump(exclude={"seconds"}) == served.model_dump(exclude={"seconds"})
     assert [r.training_set for r in report.training_sets] == ["model_v1", "model_v2"]
+
+
+@pytest.mark.anyio
+async def test_the_evaluation_picture_and_choices_are_the_apis(
+    autotag: Client, api_url: str
+) -> None:
+    query = "dataset = d1 OR dataset = d2"
+    options: dict[str, Any] = {"training_sets": ["model_v1", "model_v2"], "bootstrap": 50}
+    raw = httpx.post(f"{api_url}/v1/evaluate/plot", json={"query": query, **options})
+    assert raw.status_code == 200, raw.text
+    assert raw.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert autotag.evaluate_plot(query, **options) == raw.content
+    served = httpx.post(f"{api_url}/v1/evaluate/choices", json={"query": query})
+    choices = EvaluationChoices.model_validate(served.json())
+    # this catalogue names no tagged_by; i4 (d2) holds the one reviewed (rejected) prediction
+    assert (choices.training_sets, choices.truth_sources) == (
+        [],
+        [NameCount(name="reviews", items=1)],
+    )
+    assert autotag.evaluation_choices(query) == choices
+    async with AsyncClient(api_url) as client:
+        assert await client.evaluate_plot(query, **options) == raw.content
+        assert await client.evaluation_choices(query) == choices
 
 
 BAD_QUERIES = [

@@ -69,26 +69,45 @@
     return sessionStorage.getItem(KEY_STORAGE) || "";
   }
 
-  async function api(method, path, body) {
+  function send(method, path, body) {
     const headers = {};
     if (body !== undefined) headers["content-type"] = "application/json";
     const key = reviewKey();
     if (key) headers["X-API-Key"] = key;
-    const response = await fetch(path, {
+    return fetch(path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
       cache: "no-store",
     });
+  }
+
+  async function failure(response) {
     let data = null;
     try {
       data = await response.json();
     } catch (_) {
       data = null;
     }
-    if (!response.ok) throw new ApiError(response.status, data);
-    return data;
+    return new ApiError(response.status, data);
+  }
+
+  async function api(method, path, body) {
+    const response = await send(method, path, body);
+    if (!response.ok) throw await failure(response);
+    try {
+      return await response.json();
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // A picture the API draws: fetched with the key (an <img> cannot send one), as a Blob.
+  async function apiBlob(method, path, body) {
+    const response = await send(method, path, body);
+    if (!response.ok) throw await failure(response);
+    return response.blob();
   }
 
   function explain(error) {
@@ -1008,6 +1027,213 @@
     }
   }
 
+  // --- evaluation ---------------------------------------------------------------------------
+  // The query's slice against reviews or an imported truth: /v1/evaluate's figures as a table,
+  // and the picture /v1/evaluate/plot draws (the one `autotag evaluate --plot` writes), both
+  // asked at once (the server computes one evaluation for the two).
+  const evaluation = { seq: 0, choices: null, plotUrl: null };
+
+  function showEvalError(error) {
+    const box = $("eval-error");
+    let text = "";
+    if (error && error.code === "invalid_query") {
+      text = error.details.rendered;
+    } else if (error && error.code === "unknown_truth_source") {
+      text = `${error.message}; the sources there are: ${(error.details.known_sources || []).join(", ")}`;
+    } else if (error && error.code === "validation_error") {
+      const problems = (error.details.errors || []).map((e) =>
+        `${(e.loc || []).filter((part) => part !== "body").join(".")}: ${e.msg}`);
+      text = [error.message, ...problems].join("\n");
+    } else if (error) {
+      text = explain(error);
+    }
+    box.textContent = text;
+    show(box, Boolean(text));
+  }
+
+  function option(value, text, selected) {
+    return el("option", { value, selected: Boolean(selected) }, text);
+  }
+
+  function itemsText(n) {
+    return `${n} item${n === 1 ? "" : "s"}`;
+  }
+
+  function fillChoices(choices) {
+    const before = { a: $("eval-a").value, b: $("eval-b").value, truth: $("eval-truth").value,
+      iou: $("eval-iou").value };
+    const names = choices.training_sets.map((t) => t.name);
+    const a = names.includes(before.a) ? before.a : names[0];
+    const b = before.b === "" || names.includes(before.b) ? before.b : "";
+    const secondDefault = evaluation.choices === null ? names.find((n) => n !== a) || "" : b;
+    $("eval-a").replaceChildren(...choices.training_sets.map((t) =>
+      option(t.name, `${t.name} (${itemsText(t.items)})`, t.name === a)));
+    $("eval-b").replaceChildren(option("", "none", !secondDefault),
+      ...choices.training_sets.map((t) =>
+        option(t.name, `${t.name} (${itemsText(t.items)})`, t.name === secondDefault)));
+    const sources = choices.truth_sources.map((t) => t.name);
+    const truth = sources.includes(before.truth) ? before.truth : choices.defaults.truth;
+    $("eval-truth").replaceChildren(...choices.truth_sources.map((t) => option(t.name,
+      t.name === "reviews" ? `reviews (${itemsText(t.items)} reviewed)` : `${t.name} (${itemsText(t.items)})`,
+      t.name === truth)));
+    const iou = before.iou || String(choices.defaults.iou_threshold);
+    $("eval-iou").replaceChildren(...choices.iou_thresholds.map((t) =>
+      option(String(t), t.toFixed(2), String(t) === iou)));
+    if (evaluation.choices === null) $("eval-score").value = String(choices.defaults.score_threshold);
+  }
+
+  async function openEvaluate() {
+    const text = $("q").value.trim();
+    const seq = ++evaluation.seq;
+    show($("evaluate"), true);
+    $("evaluate").dataset.state = "loading";
+    $("eval-query").textContent = text;
+    showEvalError(null);
+    $("eval-run").disabled = true;
+    $("eval-state").textContent = "reading what this query can be evaluated with…";
+    let choices;
+    try {
+      choices = await api("POST", "v1/evaluate/choices", { query: text });
+    } catch (error) {
+      if (seq !== evaluation.seq) return;
+      $("eval-state").textContent = "";
+      showEvalError(error);
+      $("evaluate").dataset.state = "error";
+      return;
+    }
+    if (seq !== evaluation.seq) return;
+    fillChoices(choices);
+    evaluation.choices = { ...choices, text };
+    $("eval-query").textContent = choices.query;
+    const none = !choices.training_sets.length;
+    $("eval-state").textContent = none ? "No training set tagged the items of this query." : "";
+    $("eval-run").disabled = none;
+    $("evaluate").dataset.state = "ready";
+  }
+
+  function evaluateBody() {
+    const sets = [$("eval-a").value, $("eval-b").value].filter(Boolean);
+    return {
+      query: evaluation.choices.text,
+      training_sets: [...new Set(sets)],
+      truth: $("eval-truth").value,
+      iou_threshold: Number($("eval-iou").value),
+      score_threshold: Number($("eval-score").value),
+    };
+  }
+
+  async function runEvaluate() {
+    if (!evaluation.choices) return;
+    const body = evaluateBody();
+    const seq = ++evaluation.seq;
+    const box = $("evaluate");
+    box.dataset.state = "running";
+    showEvalError(null);
+    $("eval-run").disabled = true;
+    $("eval-state").textContent = "evaluating…";
+    const [report, plot] = await Promise.allSettled([
+      api("POST", "v1/evaluate", body), apiBlob("POST", "v1/evaluate/plot", body)]);
+    if (seq !== evaluation.seq) return;
+    $("eval-run").disabled = false;
+    if (report.status === "rejected") {
+      $("eval-state").textContent = "";
+      show($("eval-result"), false);
+      showEvalError(report.reason);
+      box.dataset.state = "error";
+      return;
+    }
+    $("eval-state").textContent = `evaluated in ${report.value.seconds.toFixed(2)} s`;
+    renderEvaluation(report.value);
+    renderPlot(report.value, plot);
+    show($("eval-result"), true);
+    box.dataset.state = "done";
+  }
+
+  function renderPlot(report, plot) {
+    const img = $("eval-plot");
+    if (evaluation.plotUrl) URL.revokeObjectURL(evaluation.plotUrl);
+    evaluation.plotUrl = null;
+    if (plot.status === "rejected") {
+      img.removeAttribute("src");
+      img.alt = "";
+      show(img, false);
+      $("eval-plot-error").textContent = `No picture: ${explain(plot.reason)}`;
+      return;
+    }
+    $("eval-plot-error").textContent = "";
+    const curves = report.training_sets.some((ts) => ts.labels.some((m) => m.pr_curve.length));
+    const sets = report.training_sets.map((ts) => ts.training_set).join(" and ");
+    img.alt = `${curves ? "Precision-recall curves per label and the reliability diagram"
+      : "The reliability diagram"} (observed precision per score bin) of ${sets} against ` +
+      `${report.truth}; the figures are in the table below.`;
+    evaluation.plotUrl = URL.createObjectURL(plot.value);
+    img.src = evaluation.plotUrl;
+    show(img, true);
+  }
+
+  // Columns of the per-label table; one with no value in the whole report is left out (with
+  // reviews: recall, F1, AP; the report says why under "unknown").
+  const EVAL_COLUMNS = [
+    ["truth", "truth", (m) => m.truth, "count"],
+    ["tp", "TP", (m) => m.tp, "count"],
+    ["fp", "FP", (m) => m.fp, "count"],
+    ["fn", "FN", (m) => m.fn, "count"],
+    ["precision", "precision", (m) => m.precision, "ratio"],
+    ["recall", "recall", (m) => m.recall, "ratio"],
+    ["f1", "F1", (m) => m.f1, "ratio"],
+    ["ap", "AP", (m) => m.ap, "ratio"],
+    ["ap_50_95", "AP@[.5:.95]", (m) => m.ap_50_95, "ratio"],
+    ["high", "high band precision", (m) => highBand(m).precision, "ratio"],
+  ];
+
+  function highBand(metrics) {
+    return metrics.calibration.find((bin) => bin.band === "high") || { precision: null, predictions: 0 };
+  }
+
+  function figureCell(name, value, type, metrics) {
+    const cell = el("td", { class: "num", "data-col": name });
+    if (value === null || value === undefined) {
+      cell.textContent = "–";
+      return cell;
+    }
+    cell.dataset.value = String(value);
+    cell.textContent = type === "ratio" ? value.toFixed(3) : String(value);
+    if (name === "high") cell.append(el("span", { class: "muted" }, ` (${highBand(metrics).predictions})`));
+    return cell;
+  }
+
+  function renderEvaluation(report) {
+    $("eval-summary").textContent = `${report.query}: ${itemsText(report.items)}, truth ` +
+      `${report.truth}, IoU ${report.iou_threshold.toFixed(2)}, score ≥ ${report.score_threshold}`;
+    const all = report.training_sets.flatMap((ts) => ts.labels);
+    const columns = EVAL_COLUMNS.filter(([, , value]) => all.some((m) => value(m) !== null &&
+      value(m) !== undefined));
+    $("eval-tables").replaceChildren(...report.training_sets.map((ts) => {
+      const mean = ts.mean_ap === null ? "" : `, mean AP ${ts.mean_ap.toFixed(3)}`;
+      const table = el("table", { class: "eval-table", "data-training-set": ts.training_set },
+        el("caption", {}, `${ts.training_set} (${itemsText(ts.items)}${mean})`),
+        el("thead", {}, el("tr", {}, el("th", {}, "kind"), el("th", {}, "label"),
+          columns.map(([, title]) => el("th", { class: "num" }, title)))),
+        el("tbody", {}, ts.labels.map((m) => el("tr", { "data-kind": m.kind, "data-label": m.label },
+          el("td", {}, m.kind), el("td", {}, m.label),
+          columns.map(([name, , value, type]) => figureCell(name, value(m), type, m))))));
+      const confusions = ts.confusions.length ? el("p", { class: "muted" }, "confusions from reviews: ",
+        ts.confusions.map((c, i) => `${i ? ", " : ""}${c.original_label} → ${c.label} (${c.count})`))
+        : null;
+      return el("div", { class: "eval-set" }, table,
+        ts.labels.length ? null : el("p", { class: "muted" }, "nothing judged"), confusions);
+    }));
+    $("eval-verdicts").replaceChildren(...report.comparisons.map((pair) => el("li", {},
+      el("strong", {}, `${pair.training_set_a} vs ${pair.training_set_b}`),
+      ` (${itemsText(pair.items)} both tagged, ${pair.bootstrap} bootstrap replicates):`,
+      el("ul", {}, pair.labels.map((row) => el("li", { "data-label": row.label }, row.verdict))))));
+    show($("eval-verdicts"), report.comparisons.length > 0);
+    $("eval-known").replaceChildren(
+      ...report.known.map((line) => el("li", { class: "known" }, el("strong", {}, "known: "), line)),
+      ...report.unknown.map((line) => el("li", { class: "unknown" }, el("strong", {}, "unknown: "), line)),
+      ...report.notes.map((line) => el("li", { class: "note" }, el("strong", {}, "note: "), line)));
+  }
+
   // --- routing --------------------------------------------------------------------------------
   let lastRouted = null;
 
@@ -1061,6 +1287,7 @@
     if (inItem && !state.item) return;  // still loading
     if (!inItem) {
       if (event.key === "/") { event.preventDefault(); $("q").focus(); }
+      if (event.key === "e") { event.preventDefault(); openEvaluate(); }
       return;
     }
     const keys = visibleKeys();
@@ -1147,6 +1374,12 @@
     $("bulk-reject").addEventListener("click", () => askBulk("reject"));
     $("bulk-yes").addEventListener("click", runBulk);
     $("bulk-no").addEventListener("click", () => show($("bulk-confirm"), false));
+    $("eval-open").addEventListener("click", openEvaluate);
+    $("eval-close").addEventListener("click", () => show($("evaluate"), false));
+    $("eval-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      runEvaluate();
+    });
     document.addEventListener("keydown", onKey);
     window.addEventListener("popstate", route);
     window.addEventListener("hashchange", route);
