@@ -254,12 +254,16 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
     parser.add_argument("--skip-memory", action="store_true", help="throughput table only")
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument(
+        "--workers", type=int, default=None, help="decoding workers (default: as autotag index)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "autotag-bench"
     )
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = default_workers(args.device)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     fmt = ImageFormat.parse(args.image_size, args.format)
     console = Console(width=120)

@@ -72,10 +72,11 @@ def run_embed_command(args: argparse.Namespace, settings: StoreSettings) -> int:
         console.print(error.render(), markup=False, highlight=False)
         return 2
     try:
+        device = resolve_device(args.device)
         encoder = ClipEncoder(
             args.clip_model or "",
             shipped.TINY_CLIP if args.demo_models else str(args.clip_weights),
-            device=resolve_device(args.device),
+            device=device,
         )
         client = connect(settings=settings, request_timeout=settings.es_bulk_timeout)
         with FailureLog(args.failures_file, training_set="(embed)") as failure_log:
@@ -85,7 +86,7 @@ def run_embed_command(args: argparse.Namespace, settings: StoreSettings) -> int:
                 encoder,
                 query=query,
                 batch_size=args.batch_size,
-                workers=default_workers() if args.workers is None else args.workers,
+                workers=default_workers(device) if args.workers is None else args.workers,
                 progress=args.progress,
                 console=console,
                 failure_log=failure_log,

@@ -118,7 +118,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--workers",
         type=_non_negative,
         default=None,
-        help="decoding worker processes (default: cores - 1, at least 1)",
+        help="decoding worker processes (default: the cores inference leaves free; 0 decodes "
+        "in this process)",
     )
     run.add_argument(
         "--max-pixels",
@@ -417,7 +418,7 @@ def run_index_job(job: IndexJob, settings: StoreSettings) -> int:
     record_roots(writer, job.source, source, console)
     options = IndexOptions(
         batch_size=job.batch_size,
-        workers=default_workers() if job.workers is None else job.workers,
+        workers=default_workers(device) if job.workers is None else job.workers,
         device=device,
         max_pixels=job.max_pixels or DEFAULT_MAX_PIXELS,
         write_batch_size=job.write_batch_size,

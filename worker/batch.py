@@ -243,7 +243,9 @@ def execute(
             # Never more images per model batch than per write: writes (and with them the
             # lease checks and the progress shown) come every ``write_batch`` items.
             batch_size=min(MODEL_BATCH, write_batch),
-            workers=default_workers() if len(source.items) >= IN_PROCESS_DECODING_BELOW else 0,
+            workers=(
+                default_workers(device) if len(source.items) >= IN_PROCESS_DECODING_BELOW else 0
+            ),
             device=device,
             write_batch_size=write_batch,
             progress=False,
