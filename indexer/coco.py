@@ -44,11 +44,10 @@ class ByImage:
         dataset: str | None,
         labels: LabelPolicy,
         records: str,
-        count_failed: bool,
     ) -> list[ItemPredictions | Failure]:
         """One entry per listed image (``DATASET/file_name`` ids), with its boxes, or its
         failure; then a failure per image id that records name but the list lacks, counting its
-        ``records`` (and its failure as one, with ``count_failed``). ``labels`` gets each
+        ``records`` (a failed one among them). ``labels`` gets each
         written item's label counts."""
         entries: list[ItemPredictions | Failure] = []
         seen: set[str] = set()
@@ -78,9 +77,7 @@ class ByImage:
                 labels.merge(self.labels[image["id"]])
         for image_id in sorted(set(self.boxes) | set(self.failed), key=str):
             if image_id not in listed:
-                count = len(self.boxes.get(image_id, ()))
-                if count_failed:
-                    count += image_id in self.failed
+                count = len(self.boxes.get(image_id, ())) + (image_id in self.failed)
                 reason = f"{count} {records}(s) for image id {image_id} not in the image list"
                 entries.append(Failure(None, None, "source", reason))
         return entries

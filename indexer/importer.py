@@ -377,7 +377,6 @@ def read_coco(
         dataset=dataset,
         labels=labels,
         records="result",
-        count_failed=True,
     )
     batch.entries = entries
     return batch

@@ -178,7 +178,6 @@ def read_truth_coco(
         dataset=dataset,
         labels=batch.labels,
         records="annotation",
-        count_failed=False,
     )
     batch.entries = entries
     return batch

@@ -37,6 +37,7 @@ def _coco(path: Path) -> Path:
             {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 100, 100], "iscrowd": 1},
             {"id": 3, "image_id": 3, "category_id": 9, "bbox": [0, 0, 1, 1]},
             {"id": 4, "image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1]},
+            {"id": 5, "image_id": 8, "category_id": 9, "bbox": [0, 0, 1, 1]},  # both wrong
         ],
         "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "traffic light"}],
     }
@@ -61,7 +62,9 @@ def test_coco_instances_become_annotated_items(tmp_path: Path) -> None:
     assert list(b.object_predictions) == []  # an empty image is truth too
     reasons = sorted(failure.reason for failure in failures)
     assert any("category_id 9" in r for r in reasons), reasons
-    assert any("image id 7 not in the image list" in r for r in reasons), reasons
+    assert "1 annotation(s) for image id 7 not in the image list" in reasons
+    # a failed annotation of an unlisted image is one of its annotations too (it said 0)
+    assert "1 annotation(s) for image id 8 not in the image list" in reasons
 
 
 def test_jsonl_truth_reads_the_synthetic_worlds_file(tmp_path: Path) -> None:
