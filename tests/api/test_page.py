@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from elasticsearch import Elasticsearch
 from PIL import Image
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Route
 from pydantic import SecretStr
 
 from api.app import create_app
@@ -253,6 +253,35 @@ def test_a_typo_shows_the_caret_and_hint(page: Page, server: str) -> None:
         timeout=15_000,
     )
     assert page.inner_text("#canonical") == canonical
+
+
+def test_a_slow_answer_for_an_edited_query_leaves_the_new_error(page: Page, server: str) -> None:
+    """The error box speaks of what the box holds now, not of a search still under way."""
+    page.goto(server + "/")
+    search(page, "object_prefix:car")
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)  # the next search waits here, unanswered
+
+    page.route("**/v1/search", hold)
+    page.fill("#q", "object_prefix:pedestrian")
+    page.press("#q", "Enter")
+    for _ in range(100):  # route handlers run while the page is waited on
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1
+    page.fill("#q", "object_prefix:car AND scor > 0.5")  # edited while it is under way
+    until(page, "() => !document.getElementById('query-error').hidden")
+    page.unroute("**/v1/search")
+    held[0].continue_()  # the real answer for the older text arrives now
+    page.wait_for_function(
+        "() => document.body.dataset.gridQuery === 'object_prefix:pedestrian'", timeout=15_000
+    )
+    assert page.is_visible("#query-error")
+    assert "unknown field `scor`" in page.inner_text("#query-error")
+    assert page.inner_text("#canonical") == ""
 
 
 def test_a_query_shows_thumbnails_with_their_matched_boxes(

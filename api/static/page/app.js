@@ -224,6 +224,10 @@
     return `#${params}`;
   }
 
+  function boxStillHolds(text) {
+    return $("q").value.trim() === text;
+  }
+
   async function runSearch(options = {}) {
     const text = $("q").value.trim();
     if (!text) return;
@@ -243,14 +247,18 @@
       answer = await api("POST", "v1/search", body);
     } catch (error) {
       if (seq !== state.searchSeq) return;
-      if (error.code === "invalid_query") showQueryError(error.details.rendered);
-      else notice(explain(error));
+      if (error.code !== "invalid_query") notice(explain(error));
+      else if (boxStillHolds(text)) showQueryError(error.details.rendered);
       return;
     }
     if (seq !== state.searchSeq) return;
     notice("");
-    showQueryError("");
-    $("canonical").textContent = answer.query;
+    // The error box and the canonical form speak of what the box holds now: a slow answer
+    // for a query since edited must not hide the new text's error or show the old form.
+    if (boxStillHolds(text)) {
+      showQueryError("");
+      $("canonical").textContent = answer.query;
+    }
     state.hits = answer.hits;
     state.nextCursor = answer.next_cursor;
     state.resultsStale = false;
