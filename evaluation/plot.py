@@ -37,18 +37,6 @@ def _pooled_bins(labels: list[LabelMetrics]) -> list[tuple[float, float, int]]:
     return out
 
 
-def curve_panels(report: EvaluationReport) -> list[str]:
-    """The labels that get a PR panel, in order: those with a curve (imported truth), object
-    labels first (they are what AP is about), at most :data:`MAX_PANELS`."""
-    names = {
-        f"{metrics.kind.value}:{metrics.label}"
-        for ts in report.training_sets
-        for metrics in ts.labels
-        if metrics.pr_curve
-    }
-    return sorted(names, key=lambda name: (not name.startswith("object:"), name))[:MAX_PANELS]
-
-
 def draw_report(report: EvaluationReport) -> Figure:
     """PR curves (one panel per label with ground truth, every training set in it) and the
     reliability diagram (observed precision per score bin, pooled over labels, per set)."""
@@ -61,7 +49,9 @@ def draw_report(report: EvaluationReport) -> Figure:
                 curves.setdefault(f"{metrics.kind.value}:{metrics.label}", {})[ts.training_set] = (
                     metrics
                 )
-    shown = curve_panels(report)
+    # PR panels for the labels with a curve (imported truth), object labels first: they are
+    # what AP is about
+    shown = sorted(curves, key=lambda name: (not name.startswith("object:"), name))[:MAX_PANELS]
     panels = len(shown) + 1
     columns = min(3, panels)
     rows = (panels + columns - 1) // columns
