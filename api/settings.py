@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
+from evaluation.report import WORKERS_FROM_ITEMS
 from store.settings import StoreSettings
 
 # The largest page any configuration may allow; keeps ``size + 1`` far below ES's window.
@@ -55,6 +56,9 @@ def parse_api_keys(raw: SecretStr | None) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+DEFAULT_EVALUATE_WORKERS_CAP: Final = 4
+
+
 class Settings(StoreSettings):
     """Configuration of one API process: the cluster (:class:`StoreSettings`) and the service."""
 
@@ -83,10 +87,11 @@ class Settings(StoreSettings):
         "2m", pattern=r"^[1-9][0-9]{0,4}(ms|s|m|h)$", description="Point-in-time keep-alive."
     )
     evaluate_workers: Annotated[int, Field(ge=1, le=64)] = Field(
-        default_factory=lambda: min(4, os.cpu_count() or 1),
-        description="Processes that read and judge a large evaluation (from 50,000 items in "
-        "the slice), a slice of the point in time each; 1 judges in the API process. "
-        "Default: the cores, at most 4.",
+        default_factory=lambda: min(DEFAULT_EVALUATE_WORKERS_CAP, os.cpu_count() or 1),
+        description="Processes that read and judge a large evaluation (from "
+        f"{WORKERS_FROM_ITEMS:,} items in the slice), a slice of the point in time each; "
+        "1 judges in the API process. Default: the cores, at most "
+        f"{DEFAULT_EVALUATE_WORKERS_CAP}.",
     )
 
     # --- similarity -----------------------------------------------------------------------

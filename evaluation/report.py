@@ -12,6 +12,9 @@ from store.schema import PredictionKind
 
 REVIEWS: Final = "reviews"
 MAX_TRAINING_SETS: Final = 5
+WORKERS_FROM_ITEMS: Final = 50_000
+"""Slices this large are judged in worker processes when workers are given (below it,
+starting the processes costs more than they save)."""
 
 Name = Annotated[str, Field(min_length=1, max_length=512)]
 

@@ -40,6 +40,7 @@ from evaluation.judging import REVIEWED_STATUSES, Accumulator
 from evaluation.matching import IOU_THRESHOLDS, iou_threshold_index
 from evaluation.report import (
     REVIEWS,
+    WORKERS_FROM_ITEMS,
     Confusion,
     EvaluationChoices,
     EvaluationOptions,
@@ -250,7 +251,7 @@ class Workers:
 
     count: int
     connect: Connect
-    min_items: int = 50_000
+    min_items: int = WORKERS_FROM_ITEMS
 
 
 async def evaluate(
