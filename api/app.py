@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 
 from api import errors, middleware
 from api.autotags import AutotagJobs
 from api.es_transport import make_client
 from api.images import ImageService
-from api.logs import log_started
+from api.logs import log_older_schema, log_started
 from api.metrics import metrics_of
 from api.routes import (
     autotags,
@@ -36,9 +37,23 @@ from api.routes import (
 )
 from api.settings import Settings
 from api.similarity import ClipService
+from store.calls import drive_async
 from store.connection import node_urls
+from store.mapping import SCHEMA_VERSION
+from store.migrate import older_schema_op
 
 API_VERSION = "1"
+
+
+async def _check_schema(client: AsyncElasticsearch, index: str) -> None:
+    """Warn when the index is of an older schema; a node not up yet is not this check's to
+    report (health is)."""
+    try:
+        older = await drive_async(client, older_schema_op(index))
+    except Exception:  # any failure here only skips a warning
+        return
+    if older is not None:
+        log_older_schema(older[0], older[1], SCHEMA_VERSION)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = make_client(settings, metrics_of(app).es_seconds)
         app.state.es = client
         log_started(node_urls(settings), settings.index)
+        await _check_schema(client, settings.index)
         try:
             yield
         finally:

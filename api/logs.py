@@ -117,3 +117,11 @@ def log_config(level: str = "info") -> dict[str, Any]:
 def log_started(nodes: list[str], index: str) -> None:
     """The line that says where this process serves from (node URLs scrubbed like any)."""
     log.info("serving", extra={"fields": {"elasticsearch": nodes, "index": index}})
+
+
+def log_older_schema(index: str, version: int, current: int) -> None:
+    """The warning for an index an older autotag made: some queries need what it lacks."""
+    log.warning(
+        "older schema: run `autotag migrate` (counts read fields this index's items lack)",
+        extra={"fields": {"index": index, "schema_version": version, "needed": current}},
+    )

@@ -2,16 +2,22 @@
 
 The binding plan (``search.binding``) decides where ``nested`` clauses go: one per bound label
 term, two (image and object) for an unbound attribute group. "At least n predictions" (counts)
-is a ``nested`` clause with ``score_mode: sum`` over a ``constant_score`` (each matching
-prediction scores 1) inside a ``function_score`` with ``min_score: n``; it works in filter
-context and needs no scripts. Everything else is ``bool``
+of one label, optionally with a lower score bound and a training set, is a ``nested`` term
+on the predictions' derived ``count_ranks`` ("the n-th best car scores >= 0.8"); an OR of such
+labels that cannot overlap is an OR over the ways n splits between them. Any other count is a
+``nested`` clause with ``score_mode: sum`` over a ``constant_score`` (each matching prediction
+scores 1) inside a ``function_score`` with ``min_score: n``; it works in filter context and
+needs no scripts, but Elasticsearch cannot cache it. Everything else is ``bool``
 with ``filter``/``should``/``must_not``. User text only ever lands in ``term``, ``prefix`` and
 ``range`` values, never in ``query_string``, scripts or regexps.
 """
 
 from __future__ import annotations
 
-from typing import Any, assert_never
+from collections.abc import Iterator
+from dataclasses import dataclass
+from math import comb
+from typing import Any, Final, assert_never
 
 from search.ast import (
     And,
@@ -36,6 +42,9 @@ from store import schema as f
 
 Query = dict[str, Any]
 INNER_HITS_SIZE = 100
+# A ranked count over k labels is an OR over the ways n splits into k parts; past this many,
+# the summed count is the smaller query.
+RANKED_SPLITS_MAX: Final = 32
 
 
 def translate(node: Node, *, inner_hits: bool = False) -> Query:
@@ -174,6 +183,9 @@ def at_least_query(plan: AtLeast) -> Query:
 
     Inner hits are never asked for here: the count's predictions are scored, not listed.
     """
+    ranked = ranked_at_least_query(plan)
+    if ranked is not None:
+        return ranked
     if plan.number == 1:
         exists = [
             {"nested": {"path": path, "query": count_prediction_query(plan, path)}}
@@ -193,6 +205,113 @@ def at_least_query(plan: AtLeast) -> Query:
     # Scores of `should` clauses add up, so two paths count together.
     query = counted[0] if len(counted) == 1 else {"bool": {"should": counted}}
     return {"function_score": {"query": query, "min_score": plan.number}}
+
+
+@dataclass(frozen=True, slots=True)
+class RankedGroup:
+    """One label's predictions, optionally of one training set and with a lower score bound:
+    a count of them is read from ``count_ranks`` (``store.schema``)."""
+
+    label: str
+    training_set: str | None
+    score: Comparison | None
+
+    def at_least(self, number: int, path: str) -> Query:
+        """Items with at least ``number`` (>= 1) visible predictions of this group on ``path``:
+        its ``number``-th best clears the score bound."""
+        key = f.count_rank_key(number, self.label, self.training_set)
+        filters: list[Query] = [{"term": {f"{path}.{f.PRED_COUNT_RANKS}": key}}]
+        if self.score is not None:
+            filters.append(comparison_query(self.score, f"{path}.{f.PRED_SCORE}"))
+        query = filters[0] if len(filters) == 1 else {"bool": {"filter": filters}}
+        return {"nested": {"path": path, "query": query}}
+
+
+def ranked_groups(plan: AtLeast) -> list[RankedGroup] | None:
+    """The count's condition as disjoint ranked groups, or None where it is not one.
+
+    It is one when it counts visible predictions on one path, and is a label (no trailing
+    ``*``) with at most a lower score bound (``>=``, ``>``) and a training set, or an OR of such
+    labels none of which continues another (so no prediction is counted twice).
+    """
+    if plan.include_rejected or len(plan.paths) != 1:
+        return None
+    groups: list[RankedGroup] = []
+    for operand in _operands(plan.condition, Or):
+        group = _ranked_group(operand)
+        if group is None:
+            return None
+        groups.append(group)
+    for i, one in enumerate(groups):
+        for other in groups[i + 1 :]:
+            if f.label_matches_prefix(one.label, other.label) or f.label_matches_prefix(
+                other.label, one.label
+            ):
+                return None
+    return groups
+
+
+def _operands(node: Node, kind: type[And] | type[Or]) -> Iterator[Node]:
+    if isinstance(node, kind):
+        for operand in node.operands:
+            yield from _operands(operand, kind)
+    else:
+        yield node
+
+
+# Lower bounds only: the n-th best clears "score >= x" exactly when n predictions do.
+_BOUNDS: Final = frozenset({Op.GE, Op.GT})
+
+
+def _ranked_group(node: Node) -> RankedGroup | None:
+    label: Label | None = None
+    training_set: str | None = None
+    score: Comparison | None = None
+    for part in _operands(node, And):
+        match part:
+            case Label(prefix=False, truth=False) if label is None:
+                label = part
+            case Comparison(field=f.PRED_SCORE, op=op, value=Number()) if (
+                score is None and op in _BOUNDS
+            ):
+                score = part
+            case Comparison(field=f.PRED_TRAINING_SET, op=Op.EQ, value=Text(text)) if (
+                training_set is None
+            ):
+                training_set = text
+            case _:
+                return None
+    if label is None:
+        return None
+    return RankedGroup(label.value, training_set, score)
+
+
+def _splits(number: int, parts: int) -> Iterator[tuple[int, ...]]:
+    """Every way to write ``number`` as ``parts`` whole numbers >= 0, in order."""
+    if parts == 1:
+        yield (number,)
+        return
+    for first in range(number, -1, -1):
+        for rest in _splits(number - first, parts - 1):
+            yield (first, *rest)
+
+
+def ranked_at_least_query(plan: AtLeast) -> Query | None:
+    """:func:`at_least_query` read from ``count_ranks``, or None where the count is not ranked
+    (see :func:`ranked_groups`) or splits too many ways.
+
+    At least n of disjoint groups means, for some split n = n1 + ... + nk, at least ni of each.
+    """
+    groups = ranked_groups(plan)
+    if groups is None or comb(plan.number + len(groups) - 1, len(groups) - 1) > RANKED_SPLITS_MAX:
+        return None
+    path = plan.paths[0]
+    return _any(
+        [
+            _all([group.at_least(n, path) for group, n in zip(groups, split, strict=True) if n])
+            for split in _splits(plan.number, len(groups))
+        ]
+    )
 
 
 def condition_query(node: Node, path: str) -> Query:

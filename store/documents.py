@@ -2,7 +2,8 @@
 
 Fields that are derived rather than given are computed here and nowhere else: every
 prediction's ``label_prefixes``, every object prediction's box geometry (``box_width``,
-``box_height``, ``box_area``, ``relative_area``) and the item's ``autotag_status``. Every
+``box_height``, ``box_area``, ``relative_area``), every visible prediction's ``count_ranks``
+and the item's ``autotag_status``. Every
 writer (the indexer, imports, the review API, tests) passes items through :func:`prepare_item`
 (or :func:`finish_item`) before indexing.
 """
@@ -10,10 +11,11 @@ writer (the indexer, imports, the review API, tests) passes items through :func:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from store import schema as f
-from store.schema import ItemStatus, PredictionStatus
+from store.schema import ItemStatus, PredictionStatus, count_rank_group
 
 
 def all_predictions(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -94,11 +96,59 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def with_count_ranks(predictions: Iterable[dict[str, Any]]) -> None:
+    """Set (in place) every visible prediction's ``count_ranks`` among ``predictions``, the
+    item's predictions of one kind, and drop stale ones (a prediction rejected since).
+
+    A prediction gets, for each prefix of its label, its place from the best score among the
+    visible predictions with that prefix, and among those of its training set too
+    (``store.schema.count_rank_key``). A prediction without a score comes last, and equal
+    scores take consecutive places, so places run 1..n without gaps.
+    """
+    visible: list[dict[str, Any]] = []
+    for prediction in predictions:
+        prediction.pop(f.PRED_COUNT_RANKS, None)
+        if prediction.get(f.PRED_STATUS) != PredictionStatus.REJECTED:
+            visible.append(prediction)
+    if not visible:
+        return
+    taken: dict[str, int] = {}
+    for prediction in sorted(visible, key=_best_first):
+        keys = []
+        for group in _rank_groups(
+            str(prediction[f.PRED_LABEL]), prediction.get(f.PRED_TRAINING_SET)
+        ):
+            place = taken.get(group, 0) + 1
+            taken[group] = place
+            keys.append(f"{place}{group}")
+        prediction[f.PRED_COUNT_RANKS] = keys
+
+
+@lru_cache(maxsize=65536)
+def _rank_groups(label: str, training_set: Any) -> tuple[str, ...]:
+    """The groups a prediction is placed in (``store.schema.count_rank_group``)."""
+    groups = []
+    for prefix in f.label_prefixes(label):
+        groups.append(count_rank_group(prefix, None))
+        if isinstance(training_set, str):
+            groups.append(count_rank_group(prefix, training_set))
+    return tuple(groups)
+
+
+def _best_first(prediction: Mapping[str, Any]) -> tuple[bool, float]:
+    """Best score first, unscored predictions last (``sorted`` keeps ties in list order)."""
+    score = prediction.get(f.PRED_SCORE)
+    if isinstance(score, int | float) and not isinstance(score, bool):
+        return (False, -float(score))
+    return (True, 0.0)
+
+
 def finish_item(item: dict[str, Any]) -> dict[str, Any]:
     """Compute the item-level derived fields in place, for predictions already prepared.
 
     Box geometry is derived here rather than per prediction because ``relative_area`` needs
-    the item's size; stale values (a box changed in review) are replaced.
+    the item's size; stale values (a box changed in review) are replaced. ``count_ranks`` need
+    all the item's predictions of a kind.
     """
     width, height = item.get(f.WIDTH), item.get(f.HEIGHT)
     objects = []
@@ -108,5 +158,10 @@ def finish_item(item: dict[str, Any]) -> dict[str, Any]:
         objects.append(prepared)
     if f.OBJECT_PREDICTIONS in item:
         item[f.OBJECT_PREDICTIONS] = objects
+        with_count_ranks(objects)
+    if f.IMAGE_PREDICTIONS in item:
+        images = [dict(prediction) for prediction in item[f.IMAGE_PREDICTIONS] or ()]
+        item[f.IMAGE_PREDICTIONS] = images
+        with_count_ranks(images)
     item[f.AUTOTAG_STATUS] = derive_item_status(all_predictions(item))
     return item

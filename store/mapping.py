@@ -17,8 +17,9 @@ INDEX_ALIAS: Final = "autotag-items"
 # Runs, their batches, training-set locks and per-dataset settings (store.runs).
 RUNS_INDEX: Final = "autotag-runs"
 # Bump when the mapping changes in a way that needs a new index; `autotag migrate`
-# (store.migrate) then copies items across. 2: the item's image `embedding`.
-SCHEMA_VERSION: Final = 2
+# (store.migrate) then copies items across, deriving fields again. 2: the item's image
+# `embedding`; 3: every prediction's `count_ranks` (store.schema).
+SCHEMA_VERSION: Final = 3
 # The mapping's _meta key holding the schema version an index was created with.
 SCHEMA_VERSION_META: Final = "schema_version"
 # How embeddings are indexed for approximate kNN, chosen by measurement (docs/benchmarks.md,
@@ -44,6 +45,8 @@ def _prediction_properties(*, with_bbox: bool) -> dict[str, Any]:
         f.PRED_MODEL: {"type": "keyword"},
         f.PRED_CREATED_AT: {"type": "date"},
         f.PRED_ORIGINAL_LABEL: {"type": "keyword"},
+        # Searched by term only: no doc values (a third of their size at 1M items).
+        f.PRED_COUNT_RANKS: {"type": "keyword", "doc_values": False},
     }
     if with_bbox:
         # Pixel coordinates of the box corners.

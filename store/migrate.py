@@ -10,7 +10,9 @@ and copies every item across, client-side (this distribution has no ``_reindex``
 2. the new index is created with the current mapping and settings, the old index's ``_meta``
    carried over (the embedding model, anything else recorded there);
 3. every document is read in ``_doc`` order from a point in time with ``search_after`` and
-   written with bulk ``create`` under the same id, ``_source`` verbatim (vectors included);
+   written with bulk ``create`` under the same id, ``_source`` as it was (vectors included)
+   but for the derived fields, computed again by the current code
+   (``store.documents.finish_item``: a new version may derive more, as 3's ``count_ranks``);
 4. the new index is refreshed and its count checked against the old one's; only when they
    match, with no failed document, the alias moves to the new index in one atomic
    ``_aliases`` call, and the new index becomes the write index.
@@ -22,7 +24,8 @@ lifts the block and deletes the partial copy instead. The old index is kept, rea
 a successful migration unless ``delete_old`` is asked for.
 
 Nothing here knows which fields changed: any mapping the current code defines is the target,
-so the same command serves every future schema version.
+and the current code derives what it derives, so the same command serves every future schema
+version.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import Any, Final
 
 from elasticsearch import Elasticsearch
 
+from store.calls import Call, Op
+from store.documents import finish_item
 from store.embeddings import index_meta, schema_version
 from store.mapping import (
     SCHEMA_VERSION,
@@ -89,6 +94,20 @@ def plan(client: Elasticsearch, alias: str, *, version: int = SCHEMA_VERSION) ->
     mapping = client.indices.get_mapping(index=source).body
     current = schema_version(mapping, source)
     return MigrationPlan(alias, source, versioned_index_name(alias, version), current, version)
+
+
+def older_schema_op(alias: str) -> Op[tuple[str, int] | None]:
+    """The index ``alias`` points to and its schema version, when that is older than the code's
+    (as a :mod:`store.calls` operation, for the API's start-up check); None otherwise."""
+    if not (yield Call("indices.exists_alias", {"name": alias})):
+        return None
+    older = None
+    mappings = (yield Call("indices.get_mapping", {"index": alias})).body
+    for index in mappings:
+        version = schema_version(mappings, index)
+        if version < SCHEMA_VERSION:
+            older = (str(index), version)
+    return older
 
 
 def needs_migration(client: Elasticsearch, alias: str) -> bool:
@@ -210,7 +229,7 @@ def _copy(
     operations: list[Mapping[str, Any]] = []
     for hit in hits:
         operations.append({"create": {"_index": target, "_id": hit["_id"]}})
-        operations.append(hit["_source"])
+        operations.append(finish_item(dict(hit["_source"])))
     response = client.bulk(
         operations=operations, filter_path=["items.*._id", "items.*.status", "items.*.error"]
     )

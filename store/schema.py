@@ -97,6 +97,37 @@ BOX_GEOMETRY_BOUNDS: Final = {
     PRED_RELATIVE_AREA: (0.0, 1.0),
 }
 
+# Derived when an item is written (store.documents) and searched, never given: every visible
+# (not rejected) prediction's places among the item's visible predictions of its kind that share
+# a label prefix, and among those that share a prefix and a training set, counted from the best
+# score (see ``count_rank_key``). "At least n cars scoring >= 0.8" is "the n-th best car scores
+# >= 0.8": one nested term and range, which Elasticsearch caches like any filter, where counting
+# every item's cars cannot be cached (search.translate).
+PRED_COUNT_RANKS: Final = "count_ranks"
+
+
+def count_rank_key(place: int, prefix: str, training_set: str | None) -> str:
+    """One ``count_ranks`` value: ``3:3:car`` is the third-best ``car*`` prediction,
+    ``1:3:car@model_v2`` the best one of training set ``model_v2``.
+
+    The prefix's length is written out so that no label or training-set text can make two
+    keys alike.
+
+    >>> count_rank_key(3, "car", None)
+    '3:3:car'
+    >>> count_rank_key(1, "car", "model_v2")
+    '1:3:car@model_v2'
+    """
+    return f"{place}{count_rank_group(prefix, training_set)}"
+
+
+@lru_cache(maxsize=65536)
+def count_rank_group(prefix: str, training_set: str | None) -> str:
+    """The part of a ``count_ranks`` key after the place: which predictions it places among."""
+    group = f":{len(prefix)}:{prefix}"
+    return group if training_set is None else f"{group}@{training_set}"
+
+
 # For modified object predictions: the model's box, kept the first time a reviewer moves it
 # (stored, not searched), so evaluation can judge what the model said.
 PRED_ORIGINAL_BBOX: Final = "original_bbox"

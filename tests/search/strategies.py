@@ -212,11 +212,37 @@ def small_counts() -> st.SearchStrategy[Count]:
     return counts(small_label(), small_attribute(), st.integers(0, 4))
 
 
+@st.composite
+def ranked_counts(draw: st.DrawFn) -> Count:
+    """Counts in the shape the translator reads from ``count_ranks``: labels (some of which
+    continue others, which it must not read that way), each with at most a one-sided score bound
+    and a training set, OR-ed."""
+    kind = draw(st.sampled_from(list(PredictionKind)))
+    groups: list[Node] = []
+    for _ in range(draw(st.integers(1, 3))):
+        parts: list[Node] = [Label(kind, draw(st.sampled_from(QUERY_LABELS)))]
+        if draw(st.booleans()):
+            op = draw(st.sampled_from([Op.GE, Op.GT, Op.LE, Op.LT]))
+            parts.append(Comparison(f.PRED_SCORE, op, Number(draw(st.sampled_from(QUERY_SCORES)))))
+        if draw(st.booleans()):
+            training_set = draw(st.sampled_from(TRAINING_SETS))
+            parts.append(Comparison(f.PRED_TRAINING_SET, Op.EQ, Text(training_set)))
+        parts = draw(st.permutations(parts))
+        groups.append(parts[0] if len(parts) == 1 else And(tuple(parts)))
+    condition = groups[0] if len(groups) == 1 else Or(tuple(groups))
+    return Count(condition, draw(st.sampled_from(ALL_OPS)), draw(st.integers(0, 4)))
+
+
 def small_trees(depth: int = 3) -> st.SearchStrategy[Node]:
     """Queries over the small world; attributes are frequent so binding is exercised."""
     round_two = small_comparison([f.TAGGED_BY, *f.BOX_GEOMETRY])  # coverage and geometry
     leaves = st.one_of(
-        small_label(), small_attribute(), small_comparison(), small_counts(), round_two
+        small_label(),
+        small_attribute(),
+        small_comparison(),
+        small_counts(),
+        ranked_counts(),
+        round_two,
     )
     return trees(leaves, depth=depth).filter(binds)
 

@@ -12,6 +12,7 @@ them in numbers.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections import Counter
@@ -93,6 +94,8 @@ def features(node: Node) -> set[str]:
             kinds = {"count", f"count {op}"}
             if op in (Op.EQ, Op.LT, Op.LE) and (number == 0 or op is not Op.EQ):
                 kinds.add("count matching absence")
+            if f.PRED_COUNT_RANKS in json.dumps(translate(node)):
+                kinds |= {"ranked count", *(f"ranked count, {k}" for k in _ranked_kinds(node))}
             return kinds | {f"{kind} in count" for kind in features(inside)}
         case Comparison(field=name):
             if name == f.TAGGED_BY:
@@ -108,6 +111,17 @@ def features(node: Node) -> set[str]:
             return {kind for child in operands for kind in features(child)}
         case _:
             assert_never(node)
+
+
+def _ranked_kinds(node: Node) -> set[str]:
+    """What a count read from ``count_ranks`` holds besides its label."""
+    text = render(node)
+    kinds = {"score bound"} if "score" in text else set()
+    if "training_set" in text:
+        kinds.add("training set")
+    if " OR " in text:
+        kinds.add("labels OR")
+    return kinds
 
 
 def _bare(document: dict[str, Any]) -> bool:
@@ -178,6 +192,8 @@ def test_fixed_corpus_agrees_with_evaluator(
     for op in Op:
         assert tally[f"count {op}"] >= MINIMUM_PER_FEATURE // 10, (op, tally)
     assert tally["geometry in count"] >= MINIMUM_PER_FEATURE // 10
+    for kind in ("", ", score bound", ", training set", ", labels OR"):
+        assert tally[f"ranked count{kind}"] >= MINIMUM_PER_FEATURE // 10, (kind, tally)
     assert tally["found an item without predictions"] >= MINIMUM_PER_FEATURE
 
 

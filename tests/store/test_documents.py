@@ -1,4 +1,5 @@
-"""Derived fields: label prefixes and the item-level autotag_status; the stored time format."""
+"""Derived fields: label prefixes, count places and the item-level autotag_status; the stored
+time format."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from store import schema as f
 from store.clock import utc_iso
 from store.documents import derive_item_status, prepare_item
-from store.schema import label_matches_prefix, label_prefixes
+from store.schema import count_rank_key, label_matches_prefix, label_prefixes
 
 
 @pytest.mark.parametrize(
@@ -109,3 +111,44 @@ def test_relative_area_is_capped_at_the_whole_image() -> None:
     prepared = prepare_item(item)["object_predictions"][0]
     assert prepared["box_area"] == 1600
     assert prepared["relative_area"] == 1
+
+
+def _places(item: dict[str, object], path: str = f.OBJECT_PREDICTIONS) -> list[list[str] | None]:
+    return [p.get(f.PRED_COUNT_RANKS) for p in prepare_item(item)[path]]
+
+
+def test_count_ranks_place_each_visible_prediction_from_the_best_score() -> None:
+    objects = [
+        {f.PRED_LABEL: "car_suv", f.PRED_SCORE: 0.9, f.PRED_TRAINING_SET: "v1"},
+        {f.PRED_LABEL: "car", f.PRED_SCORE: 0.5, f.PRED_TRAINING_SET: "v2"},
+        {f.PRED_LABEL: "car", f.PRED_SCORE: 0.95, f.PRED_STATUS: "rejected"},
+        {f.PRED_LABEL: "car", f.PRED_TRAINING_SET: "v1"},  # no score: last
+        {f.PRED_LABEL: "car", f.PRED_SCORE: 0.9, f.PRED_TRAINING_SET: "v1"},  # a tie: after
+    ]
+    assert _places({f.ITEM_ID: "a", f.OBJECT_PREDICTIONS: objects}) == [
+        ["1:3:car", "1:3:car@v1", "1:7:car_suv", "1:7:car_suv@v1"],
+        ["3:3:car", "1:3:car@v2"],
+        None,  # rejected predictions are never counted
+        ["4:3:car", "3:3:car@v1"],
+        ["2:3:car", "2:3:car@v1"],
+    ]
+
+
+def test_count_ranks_are_derived_again_when_a_review_rejects_one() -> None:
+    item = prepare_item(
+        {
+            f.ITEM_ID: "a",
+            f.IMAGE_PREDICTIONS: [
+                {f.PRED_LABEL: "weather_rain", f.PRED_SCORE: 0.8},
+                {f.PRED_LABEL: "weather_snow", f.PRED_SCORE: 0.6},
+            ],
+        }
+    )
+    assert _places(item, f.IMAGE_PREDICTIONS)[1] == ["2:7:weather", "1:12:weather_snow"]
+    item[f.IMAGE_PREDICTIONS][0][f.PRED_STATUS] = "rejected"
+    assert _places(item, f.IMAGE_PREDICTIONS) == [None, ["1:7:weather", "1:12:weather_snow"]]
+
+
+def test_count_rank_keys_cannot_be_confused_by_label_text() -> None:
+    # "a@b" any training set and "a" of training set "b" would both read "a@b" without lengths.
+    assert count_rank_key(1, "a@b", None) != count_rank_key(1, "a", "b")

@@ -12,10 +12,12 @@ from elasticsearch import ApiError, Elasticsearch
 
 from cli.main import main
 from indexer.sample import TRAINING_SETS, sample_items
+from search import evaluate, parse, translate
 from store import schema as f
+from store.calls import drive
 from store.documents import prepare_item
 from store.mapping import SCHEMA_VERSION, index_settings, item_mapping, versioned_index_name
-from store.migrate import MigrationError, abort, migrate, needs_migration
+from store.migrate import MigrationError, abort, migrate, needs_migration, older_schema_op
 from store.writer import PredictionWriter
 
 pytestmark = pytest.mark.es
@@ -73,6 +75,66 @@ def all_sources(es: Elasticsearch, index: str) -> dict[str, dict[str, Any]]:
         index=index, size=10_000, query={"match_all": {}}, source={"exclude_vectors": False}
     )
     return {hit["_id"]: hit["_source"] for hit in response["hits"]["hits"]}
+
+
+def v2_mapping() -> dict[str, Any]:
+    """The mapping of schema version 2: today's, without the predictions' ``count_ranks``."""
+    mapping = item_mapping()
+    del mapping["_meta"]
+    for path in f.PREDICTION_PATHS:
+        del mapping["properties"][path]["properties"][f.PRED_COUNT_RANKS]
+    return mapping
+
+
+def test_migration_derives_the_fields_the_new_version_derives(
+    es: Elasticsearch, alias: str
+) -> None:
+    old = create_v1(es, alias, v2_mapping())
+    rng = np.random.default_rng(3)
+    documents = []
+    for n in range(40):
+        objects = [
+            {
+                f.PRED_ID: f"p{k}",
+                f.PRED_LABEL: str(rng.choice(["car", "car_suv", "truck"])),
+                f.PRED_SCORE: round(float(rng.uniform(-1, 1)), 2),
+                f.PRED_TRAINING_SET: str(rng.choice(["model_v1", "model_v2"])),
+                f.PRED_STATUS: str(rng.choice(["pending", "accepted", "rejected"])),
+            }
+            for k in range(int(rng.integers(0, 6)))
+        ]
+        documents.append(prepare_item({f.ITEM_ID: f"i{n}", f.OBJECT_PREDICTIONS: objects}))
+    operations: list[dict[str, Any]] = []
+    for document in documents:  # as a version 2 writer wrote them: no count_ranks
+        stripped = {
+            **document,
+            f.OBJECT_PREDICTIONS: [
+                {k: v for k, v in p.items() if k != f.PRED_COUNT_RANKS}
+                for p in document[f.OBJECT_PREDICTIONS]
+            ],
+        }
+        operations += [{"index": {"_index": old, "_id": document[f.ITEM_ID]}}, stripped]
+    es.bulk(operations=operations, refresh=True)
+    assert not any(f.PRED_COUNT_RANKS in str(doc) for doc in all_sources(es, old).values())
+    assert drive(es, older_schema_op(alias)) == (old, 1)  # what the API warns about
+
+    report = migrate(es, alias, batch=15)
+
+    assert drive(es, older_schema_op(alias)) is None
+
+    assert report.swapped
+    assert report.copied == 40
+    assert all_sources(es, alias) == {doc[f.ITEM_ID]: doc for doc in documents}
+    for text in (
+        "count(object_prefix:car AND score >= 0.2) >= 2",
+        'count(object_prefix:car AND training_set = "model_v2") = 1',
+        "count(object_prefix:car_suv OR object_prefix:truck) >= 3",
+    ):
+        tree = parse(text)
+        expected = {doc[f.ITEM_ID] for doc in documents if evaluate(tree, doc)}
+        found = es.search(index=alias, query=translate(tree), size=100, source=False)
+        assert {hit["_id"] for hit in found["hits"]["hits"]} == expected, text
+        assert 0 < len(expected) < 40, text
 
 
 def test_migration_copies_everything_and_moves_the_alias(es: Elasticsearch, alias: str) -> None:
