@@ -10,6 +10,7 @@ writer (the indexer, imports, the review API, tests) passes items through :func:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -114,33 +115,29 @@ def with_count_ranks(predictions: Iterable[dict[str, Any]]) -> None:
         return
     taken: dict[str, int] = {}
     for prediction in sorted(visible, key=_best_first):
+        groups = _rank_groups(prediction[f.PRED_LABEL], prediction.get(f.PRED_TRAINING_SET))
         keys = []
-        for group in _rank_groups(
-            str(prediction[f.PRED_LABEL]), prediction.get(f.PRED_TRAINING_SET)
-        ):
-            place = taken.get(group, 0) + 1
-            taken[group] = place
+        for group in groups:
+            place = taken[group] = taken.get(group, 0) + 1
             keys.append(f"{place}{group}")
         prediction[f.PRED_COUNT_RANKS] = keys
 
 
 @lru_cache(maxsize=65536)
-def _rank_groups(label: str, training_set: Any) -> tuple[str, ...]:
+def _rank_groups(label: Any, training_set: Any) -> tuple[str, ...]:
     """The groups a prediction is placed in (``store.schema.count_rank_group``)."""
     groups = []
-    for prefix in f.label_prefixes(label):
+    for prefix in f.label_prefixes(str(label)):
         groups.append(count_rank_group(prefix, None))
         if isinstance(training_set, str):
             groups.append(count_rank_group(prefix, training_set))
     return tuple(groups)
 
 
-def _best_first(prediction: Mapping[str, Any]) -> tuple[bool, float]:
+def _best_first(prediction: Mapping[str, Any]) -> float:
     """Best score first, unscored predictions last (``sorted`` keeps ties in list order)."""
     score = prediction.get(f.PRED_SCORE)
-    if isinstance(score, int | float) and not isinstance(score, bool):
-        return (False, -float(score))
-    return (True, 0.0)
+    return -score if type(score) is float or type(score) is int else math.inf
 
 
 def finish_item(item: dict[str, Any]) -> dict[str, Any]:
