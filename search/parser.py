@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from importlib.resources import files
+from itertools import islice
 from typing import Any, Final, assert_never
 
 from lark import Lark, Token, Transformer
@@ -456,6 +457,9 @@ class _Lexer(Lexer):
             position = stop
 
 
+_BUILDER: Final = _Builder()
+
+
 @cache
 def _parser() -> Lark:
     grammar = files("search").joinpath("grammar.lark").read_text(encoding="utf-8")
@@ -464,9 +468,35 @@ def _parser() -> Lark:
         parser="lalr",
         lexer=_Lexer,
         strict=True,
-        propagate_positions=True,
-        transformer=_Builder(),
+        transformer=_BUILDER,
     )
+
+
+_LABEL_VALUES: Final = frozenset({"BARE", "STRING", "STRING_STAR"})
+_VALUES: Final = frozenset({"BARE", "STRING"})
+
+
+def _one_term(text: str) -> Node | None:
+    """A query that is exactly one label or one comparison (what dashboards store most), built
+    by the builder method the parser would call for it, without running the parser; None for
+    any other text, which the parser reads (and reports errors in).
+
+    The grammar's ``start`` reaches ``atom`` through rules that only pass their one child on,
+    so for three tokens ``FIELD COLON label_value`` or ``FIELD OPERATOR value`` the parser's
+    result is exactly ``label`` or ``comparison`` of them (tests/search/test_parser.py checks
+    both ways agree).
+    """
+    try:
+        tokens = list(islice(_lexer().tokens(text), 4))
+    except UnexpectedCharacters:
+        return None
+    if len(tokens) != 3 or tokens[0].type != "FIELD":
+        return None
+    if tokens[1].type == "COLON" and tokens[2].type in _LABEL_VALUES:
+        return _BUILDER.label(tokens)
+    if tokens[1].type == "OPERATOR" and tokens[2].type in _VALUES:
+        return _BUILDER.comparison(tokens)
+    return None
 
 
 @cache
@@ -523,7 +553,7 @@ def _parse(text: str, max_length: int) -> Node:
             "empty query", 0, len(text), hint="write a condition, e.g. `object_prefix:car`"
         )
     try:
-        tree = _parser().parse(text)
+        tree = _one_term(text) or _parser().parse(text)
     except VisitError as error:  # only if Lark ever wraps a transformer error
         if isinstance(error.orig_exc, QueryError):
             raise error.orig_exc from None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from itertools import product
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lark.exceptions import VisitError
 
 from search import InvalidValueError, parse, render
 from search.ast import (
@@ -22,8 +26,10 @@ from search.ast import (
     Span,
     Text,
 )
-from search.parser import _DESCRIBE, BARE_RE, KEYWORDS, _parser
+from search.errors import QueryError
+from search.parser import _DESCRIBE, BARE_RE, KEYWORDS, _one_term, _parser
 from store.schema import PredictionKind
+from tests.search.strategies import any_comparison, any_label
 
 CAR = Label(PredictionKind.OBJECT, "car")
 BUS = Label(PredictionKind.OBJECT, "bus")
@@ -155,3 +161,70 @@ def test_lexical_facts_come_from_the_grammar() -> None:
     assert BARE_RE.fullmatch("s3://bucket/a-b_1.jpg*")
     assert not BARE_RE.fullmatch('a"b')
     assert not BARE_RE.fullmatch("a b")
+
+
+def _outcome(read: Callable[[str], object], text: str) -> object:
+    """What reading ``text`` gives: a tree (spans included), or the error's kind, span, text."""
+    try:
+        tree = read(text)
+    except QueryError as error:
+        return (type(error), error.start, error.end, str(error))
+    except VisitError as error:
+        inner = error.orig_exc
+        assert isinstance(inner, QueryError)
+        return (type(inner), inner.start, inner.end, str(inner))
+    return (tree, getattr(tree, "span", None))
+
+
+ONE_TERM_EDGES = [
+    "object_prefix:car",
+    'image_prefix:"weather clear"*',
+    "object_prefix:car*",
+    "truth_object_prefix:car",
+    'training_set = "model_v2"',
+    "score >= 0.8",
+    "score = high",
+    "score >= 2",
+    "uploaded_at >= 2024-01-01",
+    "metadata.city = Oslo",
+    "box_area < 1024",
+    "nosuch:car",
+    "nosuch = 3",
+    "slice:cars",
+    'similar:"rain at night"',
+    "similar_to:item-1",
+    "similar >= 3",
+    "width = abc",
+    "  object_prefix:car  ",
+]
+
+
+@given(
+    st.one_of(
+        st.sampled_from(ONE_TERM_EDGES),
+        any_label().map(render),
+        any_comparison().map(render),
+        st.text(max_size=12),
+    )
+)
+def test_a_one_term_query_reads_as_the_parser_reads_it(text: str) -> None:
+    """The shortcut for one-term queries (``search.parser._one_term``) agrees with the parser on
+    every text it takes: the same tree with the same spans, or the same error."""
+    shortcut = _outcome(_one_term, text)
+    if shortcut == (None, None):
+        return  # not one term: only the parser reads it
+    assert shortcut == _outcome(_parser().parse, text)
+
+
+def test_the_one_term_shortcut_takes_one_term_and_nothing_else() -> None:
+    assert all(_outcome(_one_term, text) != (None, None) for text in ONE_TERM_EDGES)
+    others = (
+        "object_prefix:car score > 0.5",
+        "NOT object_prefix:car",
+        "(score > 1)",
+        "a:",
+        'training_set = "model_v2"*',  # a syntax error: the parser says where
+        "not:car",
+    )
+    for text in others:
+        assert _one_term(text) is None, text
