@@ -223,8 +223,7 @@ class RankedGroup:
         filters: list[Query] = [{"term": {f"{path}.{f.PRED_COUNT_RANKS}": key}}]
         if self.score is not None:
             filters.append(comparison_query(self.score, f"{path}.{f.PRED_SCORE}"))
-        query = filters[0] if len(filters) == 1 else {"bool": {"filter": filters}}
-        return {"nested": {"path": path, "query": query}}
+        return {"nested": {"path": path, "query": _all(filters)}}
 
 
 def ranked_groups(plan: AtLeast) -> list[RankedGroup] | None:

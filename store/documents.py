@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 from store import schema as f
 from store.schema import ItemStatus, PredictionStatus, count_rank_group
@@ -93,7 +93,7 @@ def box_geometry(bbox: Any, width: Any, height: Any) -> dict[str, float]:
     return geometry
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -137,7 +137,7 @@ def _rank_groups(label: Any, training_set: Any) -> tuple[str, ...]:
 def _best_first(prediction: Mapping[str, Any]) -> float:
     """Best score first, unscored predictions last (``sorted`` keeps ties in list order)."""
     score = prediction.get(f.PRED_SCORE)
-    return -score if type(score) is float or type(score) is int else math.inf
+    return -float(score) if _is_number(score) else math.inf
 
 
 def finish_item(item: dict[str, Any]) -> dict[str, Any]:
