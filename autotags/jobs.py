@@ -5,10 +5,13 @@
   prediction of the autotag (any version, the latest decision per item) turned into an
   example: accepted a positive, rejected (or relabelled) a negative;
 - :func:`score` writes one image prediction per item with an embedding, label = the autotag's
-  name, training set ``autotag:<name>@<version>``, through the product's writer as partial
-  updates (embeddings and review history are never read or rewritten; a concurrent review
-  makes the item's write retry). It lists only items that version has not scored yet, so a
-  stopped job resumes where it was and a finished one has nothing left to do;
+  name, training set ``autotag:<name>@<version>``, through the product's writer. Each item is
+  read once, whole, from a point in time (its embedding is scored, the rest is what the writer
+  merges into) and written back whole under the sequence numbers it was read with, so the
+  writer reads nothing again; an item reviewed or changed since answers 409 and is re-read and
+  merged as a partial update that leaves its embedding and review history as they are. It
+  lists only items that version has not scored yet, so a stopped job resumes where it was and
+  a finished one has nothing left to do;
 - :func:`delete` takes every version's predictions off the items, then the autotag.
 
 Older versions' predictions stay beside the new ones, so the facets' model comparison compares
@@ -48,10 +51,11 @@ from store.clock import utc_iso
 from store.embeddings import read_embedding_model
 from store.schema import PredictionStatus
 from store.snapshot import snapshot_pages
-from store.writer import ItemPredictions, PredictionWriter
+from store.writer import ItemPredictions, PredictionWriter, StoredItem
 
 BATCH: Final = 1000
-# What scoring writes leave alone: neither read nor rewritten.
+# What the writer's own partial updates (an item changed since scoring read it, deletes) leave
+# alone: neither read nor rewritten.
 UNTOUCHED: Final = (f.EMBEDDING, f.REVIEW_HISTORY)
 # Save scoring progress in the registry every this many seconds.
 PROGRESS_EVERY_S: Final = 5.0
@@ -252,7 +256,8 @@ def _pages(
 
 @dataclass
 class _Clock:
-    """Seconds per stage: reading embeddings, scoring them, waiting for the writes."""
+    """Seconds per stage: reading items, scoring their embeddings, merging and waiting for the
+    writes."""
 
     read: float = 0.0
     score: float = 0.0
@@ -317,7 +322,14 @@ def score(
     if progress is not None:
         progress(done, total)
     try:
-        pages = _pages(client, index, todo, [f.EMBEDDING], batch)
+        pages = snapshot_pages(
+            client,
+            index,
+            size=batch,
+            source={"exclude_vectors": False},  # whole: written back as read, merged
+            query=todo,
+            sequence_numbers=True,
+        )
 
         def batches() -> Iterator[list[ItemPredictions]]:
             """Scored pages, read and scored in this thread while earlier ones are written."""
@@ -334,6 +346,7 @@ def score(
                     ItemPredictions(
                         {f.ITEM_ID: str(hit["_id"])},
                         [{**prediction, f.PRED_SCORE: min(1.0, max(-1.0, value))}],
+                        stored=StoredItem.from_hit(hit),
                     )
                     for hit, value in zip(hits, values, strict=True)
                 ]

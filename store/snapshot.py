@@ -19,11 +19,14 @@ def snapshot_pages(
     source: Mapping[str, Any] | list[str] | bool,
     query: Mapping[str, Any] | None = None,
     sort: Sequence[str | Mapping[str, Any]] = ("_shard_doc",),
+    sequence_numbers: bool = False,
 ) -> Iterator[list[dict[str, Any]]]:
     """Hits of ``query`` (every document without one), ``size`` at a time, in ``sort`` order
     (index order unless given), from one point in time; ``source`` is the request's
-    ``_source``. The point in time is closed when the pages end or the caller stops (a close
-    that fails leaves it to expire by itself)."""
+    ``_source``; with ``sequence_numbers`` each hit has the ``_seq_no`` and ``_primary_term``
+    it had at that point in time, which a write guarded by them needs (a document changed since
+    then fails that write with 409). The point in time is closed when the pages end or the
+    caller stops (a close that fails leaves it to expire by itself)."""
     pit = client.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)["id"]
     after: list[Any] | None = None
     try:
@@ -37,6 +40,8 @@ def snapshot_pages(
             }
             if query is not None:
                 body["query"] = query
+            if sequence_numbers:
+                body["seq_no_primary_term"] = True
             if after is not None:
                 body["search_after"] = after
             response = client.search(body=body)

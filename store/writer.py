@@ -16,11 +16,18 @@ A batch is first sent as ``create`` operations without reading (cheap when items
 in a first load); items that exist answer 409 and take the read-merge-write path, and once most
 of a batch exists the writer reads first again.
 
+A caller that has already read the items whole (every field, vectors included, with their
+sequence numbers: a job paging through the index) hands each one over as ``ItemPredictions.
+stored``: the writer merges into that and writes it back whole under the same
+``if_seq_no``/``if_primary_term`` check, with no ``mget`` and no merge left to Elasticsearch.
+An item changed since it was read answers 409 and takes the read-merge-write path.
+
 Every item document is written whole, so a crash between batches loses nothing already
 acknowledged and a rerun writes each item exactly once. A writer given ``untouched`` fields
 (say the embedding, hundreds of floats, and the review history) neither reads nor writes them:
-existing items are then written as partial updates (bulk ``update`` with ``doc`` and the same
-``if_seq_no``/``if_primary_term`` check), which leave those fields as they are.
+existing items it reads itself are then written as partial updates (bulk ``update`` with
+``doc`` and the same ``if_seq_no``/``if_primary_term`` check), which leave those fields as they
+are.
 """
 
 from __future__ import annotations
@@ -46,12 +53,29 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
+class StoredItem:
+    """An item document as its caller read it: the whole source (every field, vectors
+    included) and the sequence numbers that guard writing it back."""
+
+    source: Mapping[str, Any]
+    seq_no: int
+    primary_term: int
+
+    @classmethod
+    def from_hit(cls, hit: Mapping[str, Any]) -> StoredItem:
+        """From a hit read with its whole ``_source`` and ``seq_no_primary_term``."""
+        return cls(hit["_source"], int(hit["_seq_no"]), int(hit["_primary_term"]))
+
+
+@dataclass(frozen=True)
 class ItemPredictions:
-    """One item and the predictions a model made for it."""
+    """One item and the predictions a model made for it; ``stored`` when the caller has read
+    the item whole already (see the module notes), so the writer need not read it again."""
 
     item: Mapping[str, Any]
     image_predictions: Sequence[Mapping[str, Any]] = ()
     object_predictions: Sequence[Mapping[str, Any]] = ()
+    stored: StoredItem | None = None
 
     @property
     def item_id(self) -> str:
@@ -81,13 +105,22 @@ _Sent = tuple[str, dict[str, Any], set[str]]
 
 
 @dataclass
+class _FirstSend:
+    """Operations built without reading: ``create`` for items that look new, or ``index``
+    over the stored items callers handed over; and what each operation sends."""
+
+    operations: list[Mapping[str, Any]]
+    sent: list[_Sent]
+    creating: bool
+
+
+@dataclass
 class _Prepared:
     """A chunk after the CPU stage of ``write_many``: what to send, what is left to settle."""
 
     pending: dict[str, ItemPredictions] = field(default_factory=dict)
     result: WriteResult = field(default_factory=WriteResult)
-    # The ``create`` operations and what each one sends, once built.
-    creates: tuple[list[Mapping[str, Any]], list[_Sent]] | None = None
+    first: _FirstSend | None = None
 
 
 def _joined(chunks: Sequence[Future[WriteResult]]) -> WriteResult:
@@ -411,7 +444,9 @@ class PredictionWriter:
                 )
             else:
                 prepared.pending[entry.item_id] = entry
-        if self._expect_new and prepared.pending:
+        if any(entry.stored is not None for entry in prepared.pending.values()):
+            self._build_rewrites(prepared)
+        elif self._expect_new and prepared.pending:
             self._build_creates(prepared)
         return prepared
 
@@ -419,10 +454,13 @@ class PredictionWriter:
         """Send what ``_prepare`` built, then read-merge-write whatever is left, with retries."""
         result = prepared.result
         pending = prepared.pending
-        if prepared.creates is not None:
-            operations, sent = prepared.creates
-            pending = self._send(operations, sent, pending, result)
-            self._expect_new = 2 * len(pending) < len(sent)
+        if (first := prepared.first) is not None:
+            sent_ids = {item_id for item_id, _, _ in first.sent}
+            unsent = {k: v for k, v in pending.items() if k not in sent_ids}
+            retry = self._send(first.operations, first.sent, pending, result)
+            if first.creating:
+                self._expect_new = 2 * len(retry) < len(first.sent)
+            pending = {**unsent, **retry}
         for attempt in range(self.max_attempts):
             if not pending:
                 break
@@ -455,7 +493,38 @@ class PredictionWriter:
                 continue
             operations.extend(({"create": {"_index": self.index, "_id": item_id}}, merged))
             sent.append((item_id, merged, writing))
-        prepared.creates = (operations, sent)
+        prepared.first = _FirstSend(operations, sent, creating=True)
+
+    def _build_rewrites(self, prepared: _Prepared) -> None:
+        """Every item handed over with ``stored`` merged into it and written back whole
+        (``index`` guarded by its sequence numbers), without reading; the others are left to
+        the read-merge-write path. Items already done are skipped, bad ones failed."""
+        now = utc_iso()
+        operations: list[Mapping[str, Any]] = []
+        sent: list[_Sent] = []
+        for item_id, entry in list(prepared.pending.items()):
+            if entry.stored is None:
+                continue
+            writing = self._writing(entry)
+            if not self.force and self._done(entry.stored.source, writing):
+                prepared.result.skipped += 1
+                del prepared.pending[item_id]
+                continue
+            try:
+                merged = self._merge(entry.stored.source, entry, now=now, writing=writing)
+            except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
+                prepared.result.failed.append((item_id, str(error)))
+                del prepared.pending[item_id]
+                continue
+            guard = {
+                "_index": self.index,
+                "_id": item_id,
+                "if_seq_no": entry.stored.seq_no,
+                "if_primary_term": entry.stored.primary_term,
+            }
+            operations.extend(({"index": guard}, merged))
+            sent.append((item_id, merged, writing))
+        prepared.first = _FirstSend(operations, sent, creating=False)
 
     def _attempt(
         self, pending: dict[str, ItemPredictions], result: WriteResult

@@ -127,6 +127,54 @@ def test_scoring_resumes_after_a_stop(es: Elasticsearch, world: tuple[str, dict[
     assert sum(counts) == SCENES
 
 
+def test_a_review_during_scoring_is_kept(
+    es: Elasticsearch, world: tuple[str, dict[str, Any]]
+) -> None:
+    """Scoring writes back items it read from a point in time: one reviewed since must not lose
+    its review (its write conflicts; the writer re-reads and merges)."""
+    index, truth = world
+    jobs.create(es, index, "glare", Examples(tuple(glare_ids(truth, 5))), run_scoring=False)
+    unscored = {
+        "bool": {
+            "filter": [{"exists": {"field": f.EMBEDDING}}],
+            "must_not": [{"term": {f.TAGGED_BY: "autotag:glare@1"}}],
+        }
+    }
+    reviewed: list[tuple[str, str]] = []
+
+    def review_the_last_item(done: int, total: int) -> None:
+        if done != 20:  # after the first batch: the job has opened its point in time
+            return
+        es.indices.refresh(index=index)
+        (hit,) = es.search(index=index, size=1, sort=[{f.ITEM_ID: "desc"}], query=unscored)["hits"][
+            "hits"
+        ]
+        stored = es.get(index=index, id=hit["_id"])
+        first = stored["_source"][f.IMAGE_PREDICTIONS][0]
+        item, _ = apply_review(
+            stored["_source"], first["id"], ReviewAction.REJECT, who="test", api_key="test"
+        )
+        es.index(
+            index=index,
+            id=hit["_id"],
+            document=item,
+            if_seq_no=stored["_seq_no"],
+            if_primary_term=stored["_primary_term"],
+            refresh=True,
+        )
+        reviewed.append((hit["_id"], first["id"]))
+
+    version = jobs.score(es, index, "glare", batch=20, progress=review_the_last_item)
+    assert (version.scoring.state, version.scoring.scored) == ("done", SCENES)
+    ((item_id, prediction_id),) = reviewed
+    source = sources(es, index)[item_id]
+    statuses = {p["id"]: p["status"] for p in source[f.IMAGE_PREDICTIONS]}
+    assert statuses[prediction_id] == "rejected"
+    assert [entry["prediction_id"] for entry in source[f.REVIEW_HISTORY]] == [prediction_id]
+    assert len(autotag_predictions(source, "glare")) == 1
+    assert len(source[f.EMBEDDING]) == len(sources(es, index)["scene-0001"][f.EMBEDDING])
+
+
 def review(es: Elasticsearch, index: str, item_id: str, action: ReviewAction) -> None:
     stored = es.get(index=index, id=item_id)
     (prediction,) = autotag_predictions(stored["_source"], "glare")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from store.writer import ItemPredictions, PredictionWriter
+from store.writer import ItemPredictions, PredictionWriter, StoredItem
 
 pytestmark = pytest.mark.es
 
@@ -114,6 +114,53 @@ def test_a_concurrent_change_is_merged_not_lost(es: Elasticsearch, item_index: s
     doc = _get(es, item_index, "a")
     assert doc["metadata"] == {"note": "edited concurrently"}
     assert sorted(doc["tagged_by"]) == ["v1", "v2"]
+
+
+def test_items_handed_over_as_read_are_written_back_without_reading(
+    es: Elasticsearch, item_index: str
+) -> None:
+    PredictionWriter(es, item_index, training_set="v1", refresh=True).write(
+        [_entry(i) for i in ("kept", "edited", "done")]
+    )
+    PredictionWriter(es, item_index, training_set="v2", refresh=True).write([_entry("done")])
+    read = {
+        i: StoredItem.from_hit(es.get(index=item_index, id=i).body)
+        for i in ("kept", "edited", "done")
+    }
+    # "edited" changes after it was read: its write must conflict, re-read and merge.
+    doc = _get(es, item_index, "edited")
+    doc["metadata"] = {"note": "edited after the read"}
+    es.index(index=item_index, id="edited", document=doc, refresh=True)
+    read_ids: list[list[str]] = []
+    original_mget = es.mget
+
+    def counted_mget(**kwargs: Any) -> Any:
+        read_ids.append(list(kwargs["ids"]))
+        return original_mget(**kwargs)
+
+    writer = PredictionWriter(es, item_index, training_set="v2", refresh=True)
+    writer.client = es.options()
+    writer.client.mget = counted_mget  # type: ignore[method-assign]
+    result = writer.write(
+        [
+            ItemPredictions(e.item, e.image_predictions, e.object_predictions, stored=read[i])
+            for i, e in ((i, _entry(i, 0.3)) for i in ("kept", "edited", "done"))
+        ]
+    )
+    assert (result.written, result.skipped, result.failed) == (2, 1, [])
+    assert read_ids == [["edited"]]  # only the item changed since it was read
+    for item_id in ("kept", "edited"):
+        stored = _get(es, item_index, item_id)
+        assert stored["tagged_by"] == ["v1", "v2"]
+        cars = {p["training_set"]: p["score"] for p in stored["object_predictions"]}
+        assert cars == {"v1": 0.7, "v2": 0.3}
+    assert _get(es, item_index, "edited")["metadata"] == {"note": "edited after the read"}
+    # Already tagged by v2 when read: skipped, left as it was.
+    done = _get(es, item_index, "done")
+    assert {p["training_set"]: p["score"] for p in done["object_predictions"]} == {
+        "v1": 0.7,
+        "v2": 0.7,
+    }
 
 
 def test_an_item_may_carry_several_training_sets(es: Elasticsearch, item_index: str) -> None:
