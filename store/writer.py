@@ -397,12 +397,7 @@ class PredictionWriter:
             source[f.TAGGED_BY] = [t for t in source.get(f.TAGGED_BY) or () if t not in removing]
             source[f.UPDATED_AT] = now
             finish_item(source)
-            guard = {
-                "_index": self.index,
-                "_id": doc["_id"],
-                "if_seq_no": doc["_seq_no"],
-                "if_primary_term": doc["_primary_term"],
-            }
+            guard = self._guard(str(doc["_id"]), StoredItem.from_hit(doc))
             if self.untouched:
                 fields = {k: v for k, v in source.items() if k not in self.untouched}
                 operations.extend(({"update": guard}, {"doc": fields}))
@@ -485,10 +480,8 @@ class PredictionWriter:
         sent: list[_Sent] = []
         for item_id, entry in list(prepared.pending.items()):
             writing = self._writing(entry)
-            try:
-                merged = self._merge(None, entry, now=now, writing=writing)
-            except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
-                prepared.result.failed.append((item_id, str(error)))
+            merged = self._merged(None, entry, now, writing, prepared.result)
+            if merged is None:
                 del prepared.pending[item_id]
                 continue
             operations.extend(({"create": {"_index": self.index, "_id": item_id}}, merged))
@@ -506,25 +499,41 @@ class PredictionWriter:
             if entry.stored is None:
                 continue
             writing = self._writing(entry)
-            if not self.force and self._done(entry.stored.source, writing):
-                prepared.result.skipped += 1
+            merged = self._merged(entry.stored.source, entry, now, writing, prepared.result)
+            if merged is None:
                 del prepared.pending[item_id]
                 continue
-            try:
-                merged = self._merge(entry.stored.source, entry, now=now, writing=writing)
-            except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
-                prepared.result.failed.append((item_id, str(error)))
-                del prepared.pending[item_id]
-                continue
-            guard = {
-                "_index": self.index,
-                "_id": item_id,
-                "if_seq_no": entry.stored.seq_no,
-                "if_primary_term": entry.stored.primary_term,
-            }
-            operations.extend(({"index": guard}, merged))
+            operations.extend(({"index": self._guard(item_id, entry.stored)}, merged))
             sent.append((item_id, merged, writing))
         prepared.first = _FirstSend(operations, sent, creating=False)
+
+    def _merged(
+        self,
+        source: Mapping[str, Any] | None,
+        entry: ItemPredictions,
+        now: str,
+        writing: set[str],
+        result: WriteResult,
+    ) -> dict[str, Any] | None:
+        """``entry`` merged into the stored ``source`` (None: a new item); None when the item
+        already has it (skipped) or it cannot be stored (failed), counted in ``result``."""
+        if source is not None and not self.force and self._done(source, writing):
+            result.skipped += 1
+            return None
+        try:
+            return self._merge(source, entry, now=now, writing=writing)
+        except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
+            result.failed.append((entry.item_id, str(error)))
+            return None
+
+    def _guard(self, item_id: str, stored: StoredItem) -> dict[str, Any]:
+        """The bulk action header that writes ``item_id`` only while it is as ``stored``."""
+        return {
+            "_index": self.index,
+            "_id": item_id,
+            "if_seq_no": stored.seq_no,
+            "if_primary_term": stored.primary_term,
+        }
 
     def _attempt(
         self, pending: dict[str, ItemPredictions], result: WriteResult
@@ -541,24 +550,14 @@ class PredictionWriter:
         for doc in current["docs"]:
             item_id = doc["_id"]
             entry = pending[item_id]
-            found = bool(doc.get("found"))
-            source = doc["_source"] if found else None
+            stored = StoredItem.from_hit(doc) if doc.get("found") else None
             writing = self._writing(entry)
-            if found and not self.force and self._done(source or {}, writing):
-                result.skipped += 1
+            source = None if stored is None else stored.source
+            merged = self._merged(source, entry, now, writing, result)
+            if merged is None:
                 continue
-            try:
-                merged = self._merge(source, entry, now=now, writing=writing)
-            except (InvalidPrediction, KeyError, TypeError, ValueError) as error:
-                result.failed.append((item_id, str(error)))
-                continue
-            if found:
-                guard = {
-                    "_index": self.index,
-                    "_id": item_id,
-                    "if_seq_no": doc["_seq_no"],
-                    "if_primary_term": doc["_primary_term"],
-                }
+            if stored is not None:
+                guard = self._guard(item_id, stored)
                 if self.untouched:  # a partial update: the fields not read stay as they are
                     fields = {k: v for k, v in merged.items() if k not in self.untouched}
                     operations.extend(({"update": guard}, {"doc": fields}))
